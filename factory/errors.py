@@ -1,0 +1,72 @@
+"""The factory's error types.
+
+Every error a user can cause is a FactoryError: it carries what failed, how to
+fix it, and the exit code the CLI returns. Anything else reaching the CLI is a
+bug in the factory and is reported as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FactoryError(Exception):
+    """An error the user can act on."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        text = f"error: {self.message}"
+        if self.hint:
+            text += f"\n  fix: {self.hint}"
+        return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    """One defect in an input file, located as precisely as the file allows."""
+
+    file: str
+    field: str
+    message: str
+    fix: str
+    line: int | None = None
+
+    def render(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}\n  fix: {self.fix}"
+
+
+class InputError(FactoryError):
+    """Bad input (manifest, lock, selectors, flags): nothing was run. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]) -> None:
+        if not problems:
+            raise ValueError("InputError needs at least one problem")
+        self.problems = problems
+        super().__init__(problems[0].message, hint=problems[0].fix)
+
+    def render(self) -> str:
+        count = len(self.problems)
+        head = "error: " if count == 1 else f"error: {count} problems\n"
+        return head + "\n".join(p.render() for p in self.problems)
+
+
+class UsageError(FactoryError):
+    """A command-line argument that cannot be honoured. Exit code 2."""
+
+    exit_code = 2
+
+
+class NetworkError(FactoryError):
+    """A remote service (hub, registry) could not be reached or refused us. Exit code 3."""
+
+    exit_code = 3

@@ -1,0 +1,297 @@
+"""Rules that relate the manifest's parts to each other and to upstream facts.
+
+Each rule reports a Finding (path, message, fix); the loader turns paths into
+file lines. All findings are collected, so one run lists every problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from ..matrix import expand_cells, rule_matches
+from ..toolchains import FLOWS, Unsupported
+from ..yamlfile import PathKey
+from .model import NAME_RE, Manifest, Model
+
+# Which runner serves which device kinds. The container runner is Docker on
+# Linux; the host runner is the macOS metal-runner prefix.
+RUNNER_SERVES: dict[tuple[str, str], frozenset[str]] = {
+    ("container", "linux"): frozenset({"cuda", "vulkan", "llvm"}),
+    ("host", "macos"): frozenset({"metal"}),
+}
+# The toolchain build switch a device kind needs.
+BACKEND_SWITCH = {"cuda": "cuda", "vulkan": "vulkan", "metal": "metal", "llvm": "llvm"}
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_NAME_FIX = "use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit (e.g. rwkv-4-world-1b5)"
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: PathKey
+    message: str
+    fix: str
+
+
+def check_manifest(manifest: Manifest, root: Path) -> list[Finding]:
+    findings: list[Finding] = []
+    for rule in (_names, _models, _quantization_names, _targets, _toolchains, _matrix_rules, _store):
+        findings.extend(rule(manifest, root))
+    if not findings:
+        # Cell rules assume every reference resolves.
+        findings.extend(_cells(manifest))
+    return findings
+
+
+def _bad_name(name: str) -> bool:
+    return not NAME_RE.match(name) or ".." in name or len(name) > 64
+
+
+def _suggest(value: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(value, sorted(known), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _names(m: Manifest, root: Path) -> Iterator[Finding]:
+    for name in m.toolchains:
+        if _bad_name(name):
+            yield Finding(("toolchains", name), f"toolchain name {name!r} is not a safe folder name", _NAME_FIX)
+    for name in m.targets:
+        if _bad_name(name):
+            yield Finding(("targets", name), f"target name {name!r} is not a safe folder name", _NAME_FIX)
+    seen: dict[str, int] = {}
+    for i, model in enumerate(m.models):
+        if _bad_name(model.name):
+            yield Finding(("models", i, "name"), f"model name {model.name!r} is not a safe folder name", _NAME_FIX)
+        if model.name in seen:
+            yield Finding(
+                ("models", i, "name"),
+                f"duplicate model name {model.name!r} (also models[{seen[model.name]}])",
+                "give each model a unique name",
+            )
+        seen.setdefault(model.name, i)
+    if _bad_name(m.release.name):
+        yield Finding(("release", "name"), f"release name {m.release.name!r} is not a safe folder name", _NAME_FIX)
+    for field, values in (("models", m.models), ("quantizations", m.quantizations), ("targets", m.targets)):
+        if not values:
+            yield Finding((field,), f"{field} is empty", f"list at least one entry under {field}")
+
+
+def _models(m: Manifest, root: Path) -> Iterator[Finding]:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    for i, model in enumerate(m.models):
+        repo = model.hf.repo
+        try:
+            validate_repo_id(repo)
+            valid = repo.count("/") == 1
+        except HFValidationError:
+            valid = False
+        if not valid:
+            yield Finding(
+                ("models", i, "hf", "repo"),
+                f"{repo!r} is not a Hugging Face repo id",
+                "write it as ORG/NAME, e.g. RWKV/rwkv-4-world-1b5",
+            )
+        revision = model.hf.revision
+        if not revision or any(c.isspace() for c in revision) or ".." in revision:
+            yield Finding(
+                ("models", i, "hf", "revision"),
+                f"{revision!r} is not a usable git revision",
+                "use a branch, tag or 40-hex commit, e.g. main",
+            )
+        toolchain = m.toolchains.get(model.toolchain)
+        if toolchain is None:
+            yield Finding(
+                ("models", i, "toolchain"),
+                f"unknown toolchain {model.toolchain!r}",
+                _suggest(model.toolchain, m.toolchains)
+                + "define it under toolchains, or use one of: "
+                + ", ".join(sorted(m.toolchains)),
+            )
+            continue
+        flow = FLOWS[toolchain.flow]
+        if flow.model_quantizations(model.type) is None:
+            able = sorted(name for name, f in FLOWS.items() if f.model_quantizations(model.type) is not None)
+            yield Finding(
+                ("models", i, "type"),
+                f"toolchain {model.toolchain!r} uses the {flow.name} flow, which cannot build {model.type} "
+                f"models (mlc-llm at {flow.read_at[:8]})",
+                f"put this model on a toolchain with flow: {' or '.join(able)}",
+            )
+            continue
+        problem = flow.check_model(model)
+        if problem is not None:
+            yield Finding(("models", i, "name"), problem.message, problem.fix)
+        yield from _overrides(m, i, model)
+
+
+def _overrides(m: Manifest, index: int, model: Model) -> Iterator[Finding]:
+    toolchain = m.toolchains[model.toolchain]
+    provided = {o for patch in toolchain.patches for o in patch.provides}
+    for override in model.overrides.enabled():
+        if override not in provided:
+            yield Finding(
+                ("models", index, "overrides", override),
+                f"no patch of toolchain {model.toolchain!r} provides {override} (upstream mlc-llm never added it)",
+                f"add a patch with `provides: [{override}]` to the toolchain, or turn the override off",
+            )
+
+
+def _quantization_names(m: Manifest, root: Path) -> Iterator[Finding]:
+    known = frozenset().union(*(f.cli_quantizations for f in FLOWS.values()))
+    seen: set[str] = set()
+    for i, quant in enumerate(m.quantizations):
+        if quant in seen:
+            yield Finding(("quantizations", i), f"duplicate quantization {quant!r}", "list each quantization once")
+        seen.add(quant)
+        if quant not in known:
+            yield Finding(
+                ("quantizations", i),
+                f"unknown quantization {quant!r}: no pinned mlc-llm knows it",
+                _suggest(quant, known) + "use a name from mlc-llm, e.g. q0f16, q4f16_1, q4f32_1",
+            )
+
+
+def _targets(m: Manifest, root: Path) -> Iterator[Finding]:
+    for name, target in m.targets.items():
+        served = RUNNER_SERVES.get((target.runner, target.os))
+        if served is None:
+            able = ", ".join(f"runner: {r} with os: {o}" for r, o in RUNNER_SERVES)
+            yield Finding(
+                ("targets", name, "runner"),
+                f"no runner serves runner: {target.runner} on os: {target.os}",
+                f"use {able}",
+            )
+        elif target.device_kind not in served:
+            able = ", ".join(f"{kind} on {r}/{o}" for (r, o), kinds in RUNNER_SERVES.items() for kind in sorted(kinds))
+            yield Finding(
+                ("targets", name, "device"),
+                f"no runner serves a {target.device_kind!r} device on runner: {target.runner}, os: {target.os}",
+                f"pick a runner and os that serve it ({able})",
+            )
+
+
+def _toolchains(m: Manifest, root: Path) -> Iterator[Finding]:
+    base = root.resolve()
+    for name, toolchain in m.toolchains.items():
+        options = toolchain.build
+        for switch in ("cutlass", "cublas"):
+            if getattr(options, switch) and not options.cuda:
+                yield Finding(
+                    ("toolchains", name, "build", switch),
+                    f"{switch} needs CUDA, which this toolchain does not build",
+                    f"set build.cuda: true or build.{switch}: false",
+                )
+        if options.cuda and toolchain.cuda_version is None:
+            yield Finding(
+                ("toolchains", name, "cuda_version"),
+                "build.cuda is on but no cuda_version is given",
+                "set cuda_version, e.g. '12.8'",
+            )
+        for j, patch in enumerate(toolchain.patches):
+            path = (base / patch.path).resolve()
+            if not path.is_relative_to(base) or PurePosixPath(patch.path).is_absolute():
+                yield Finding(
+                    ("toolchains", name, "patches", j, "path"),
+                    f"patch path {patch.path!r} leaves the manifest root",
+                    "keep patches inside the project, e.g. patches/legacy/NAME.patch",
+                )
+            elif not path.is_file():
+                yield Finding(
+                    ("toolchains", name, "patches", j, "path"),
+                    f"patch file {patch.path!r} not found under {base}",
+                    "create it, or fix the path (relative to the manifest's root)",
+                )
+
+
+def _matrix_rules(m: Manifest, root: Path) -> Iterator[Finding]:
+    model_names = [model.name for model in m.models]
+    for kind in ("exclude", "include"):
+        for i, rule in enumerate(getattr(m.matrix, kind)):
+            if not any(
+                rule_matches(rule, model, quant, target)
+                for model in model_names
+                for quant in m.quantizations
+                for target in m.targets
+            ):
+                yield Finding(
+                    ("matrix", kind, i),
+                    f"this {kind} rule matches no cell "
+                    f"(model={rule.model!r}, quant={rule.quant!r}, target={rule.target!r})",
+                    "fix the globs against the names under models, quantizations and targets, or drop the rule",
+                )
+
+
+def _store(m: Manifest, root: Path) -> Iterator[Finding]:
+    url = urlparse(m.store)
+    if url.scheme == "s3":
+        if not _S3_BUCKET.match(url.netloc):
+            yield Finding(("store",), f"{m.store!r} has no valid bucket name", "write it as s3://BUCKET/PREFIX")
+    elif url.scheme not in ("", "file"):
+        yield Finding(
+            ("store",),
+            f"unsupported store scheme {url.scheme!r}",
+            "use file://PATH, a plain path, or s3://BUCKET/PREFIX (any S3-compatible server via AWS_ENDPOINT_URL)",
+        )
+
+
+def _cells(m: Manifest) -> Iterator[Finding]:
+    models = {model.name: model for model in m.models}
+    quant_index = {q: i for i, q in enumerate(m.quantizations)}
+    reported: set[tuple[str, ...]] = set()
+    for cell in expand_cells(m):
+        model = models[cell.model]
+        toolchain = m.toolchains[model.toolchain]
+        flow = FLOWS[toolchain.flow]
+        target = m.targets[cell.target]
+        exclude_hint = f"or add {{model: {cell.model}, quant: {cell.quant}, target: {cell.target}}} to matrix.exclude"
+        supported = flow.model_quantizations(model.type) or frozenset()
+        if cell.quant not in flow.cli_quantizations or cell.quant not in supported:
+            quant_key = ("quant", cell.model, cell.quant)
+            if quant_key not in reported:
+                reported.add(quant_key)
+                why = (
+                    f"mlc-llm at {flow.read_at[:8]} does not know quantization {cell.quant!r}"
+                    if cell.quant not in flow.cli_quantizations
+                    else f"the {flow.name} flow cannot apply {cell.quant!r} to {model.type}"
+                )
+                yield Finding(
+                    ("quantizations", quant_index[cell.quant]),
+                    f"{why} (model {cell.model!r}, toolchain {model.toolchain!r})",
+                    f"exclude it for this model, e.g. {{model: {cell.model}, quant: {cell.quant}}} "
+                    "under matrix.exclude; "
+                    f"supported: {', '.join(sorted(supported))}",
+                )
+            continue
+        switch = BACKEND_SWITCH[target.device_kind]
+        if not getattr(toolchain.build, switch):
+            backend_key = ("backend", model.toolchain, cell.target)
+            if backend_key not in reported:
+                reported.add(backend_key)
+                yield Finding(
+                    ("targets", cell.target, "device"),
+                    f"toolchain {model.toolchain!r} is not built with {switch}, so it cannot serve target "
+                    f"{cell.target!r} (model {cell.model!r})",
+                    f"set toolchains.{model.toolchain}.build.{switch}: true, {exclude_hint}",
+                )
+            continue
+        for answer in (
+            flow.target_argument(target),
+            flow.library_name(cell.model, cell.quant, cell.target, target),
+        ):
+            if isinstance(answer, Unsupported):
+                target_key = ("target", model.toolchain, cell.target, answer.message)
+                if target_key not in reported:
+                    reported.add(target_key)
+                    yield Finding(
+                        ("targets", cell.target),
+                        f"toolchain {model.toolchain!r} ({flow.name} flow) cannot serve target "
+                        f"{cell.target!r}: {answer.message}",
+                        f"{answer.fix}, {exclude_hint}",
+                    )

@@ -1,0 +1,181 @@
+"""The manifest's schema: frozen pydantic models that reject unknown keys.
+
+Only shape and single-field rules live here. Rules that relate fields to each
+other or to upstream facts (which quantizations a toolchain knows, which
+runner serves a target) live in `checks.py`, so each rule has one home.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+# Names become folder and file names, cache keys and CLI selectors, so they
+# are kept to a conservative alphabet: no `/`, no leading dot, no `..`.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+NAME_RE = re.compile(NAME_PATTERN)
+COMMIT_PATTERN = r"^[0-9a-f]{40}$"
+
+ModelType = Literal["rwkv4-world", "rwkv5-world", "rwkv6-world"]
+FlowName = Literal["legacy", "current"]
+Override = Literal["first_layer_fp32"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourcePin(Frozen):
+    """A git repository at one exact commit."""
+
+    repo: StrictStr = Field(description="Clone URL, e.g. https://github.com/mlc-ai/relax")
+    commit: Annotated[StrictStr, Field(pattern=COMMIT_PATTERN)] = Field(
+        description="Full 40-hex commit; short or symbolic refs are not reproducible"
+    )
+
+
+class BuildOptions(Frozen):
+    """TVM/mlc-llm build switches. The Linux image honours cuda/cutlass/cublas/vulkan;
+    the macOS metal-runner honours metal. LLVM is needed for host code everywhere."""
+
+    cuda: StrictBool = False
+    cutlass: StrictBool = False
+    cublas: StrictBool = False
+    llvm: StrictBool = True
+    metal: StrictBool = False
+    vulkan: StrictBool = False
+
+
+class Patch(Frozen):
+    path: StrictStr = Field(description="Patch file, relative to the manifest root")
+    applies_to: Literal["mlc-llm", "tvm", "tokenizers-cpp"] = "mlc-llm"
+    provides: tuple[Override, ...] = Field(default=(), description="Model overrides this patch implements")
+
+
+class ImageSpec(Frozen):
+    dockerfile: StrictStr = "images/cuda/Dockerfile"
+    context: StrictStr = "images/cuda"
+
+
+class Toolchain(Frozen):
+    flow: FlowName = Field(description="legacy: `python -m mlc_llm.build`; current: convert_weight/gen_config/compile")
+    tvm: SourcePin = Field(description="The mlc-ai/relax commit this mlc-llm commit was built against")
+    mlc_llm: SourcePin
+    tokenizers_cpp: SourcePin | None = Field(
+        default=None, description="Override of mlc-llm's 3rdparty/tokenizers-cpp submodule"
+    )
+    build: BuildOptions = BuildOptions()
+    cuda_version: Annotated[StrictStr, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = None
+    python_version: Annotated[StrictStr, Field(pattern=r"^3\.\d+$")] = "3.11"
+    base_image: StrictStr = Field(description="Base image reference; its digest is locked")
+    params_index: Literal["ndarray-cache.json", "tensor-cache.json"] | None = Field(
+        default=None,
+        description="Params index name; defaults by flow (current-flow commits before "
+        "mlc-llm 91d95f9d write ndarray-cache.json and must say so here)",
+    )
+    patches: tuple[Patch, ...] = ()
+    image: ImageSpec = ImageSpec()
+
+
+class HFSource(Frozen):
+    repo: StrictStr = Field(description="Hugging Face repo id, ORG/NAME")
+    revision: StrictStr = Field(default="main", description="Branch, tag or commit; locked to a commit")
+
+
+class TokenizerSource(Frozen):
+    kind: Literal["rwkv-world-vocab"] = "rwkv-world-vocab"
+    vocab: Literal["rwkv_vocab_v20230424"] = Field(
+        default="rwkv_vocab_v20230424",
+        description="Upstream vocab shipped by the `rwkv` package on PyPI",
+    )
+
+
+class ModelOverrides(Frozen):
+    first_layer_fp32: StrictBool = Field(
+        default=False,
+        description="Run the first layer in fp32 (RWKV-4-World-1.5B overflows in fp16); "
+        "needs a toolchain patch that provides it",
+    )
+
+    def enabled(self) -> tuple[Override, ...]:
+        return ("first_layer_fp32",) if self.first_layer_fp32 else ()
+
+
+class Model(Frozen):
+    name: StrictStr
+    hf: HFSource
+    type: ModelType
+    toolchain: StrictStr
+    conv_template: Literal["rwkv_world"] = "rwkv_world"
+    tokenizer: TokenizerSource = TokenizerSource()
+    context_window: Annotated[StrictInt, Field(gt=0, le=1 << 20)] = 4096
+    overrides: ModelOverrides = ModelOverrides()
+
+
+DeviceDict = dict[StrictStr, StrictStr | StrictInt | StrictBool | list[StrictStr]]
+
+
+class Target(Frozen):
+    device: StrictStr | DeviceDict = Field(
+        description='Explicit target: a JSON dict such as {"kind": "cuda", "arch": "sm_90"}, '
+        "or a preset such as metal:generic"
+    )
+    suffix: Literal["so", "dylib", "dll", "tar", "wasm"] | None = Field(
+        default=None, description="Library suffix; sets the link mode. Default: so on linux, dylib on macos"
+    )
+    runner: Literal["container", "host"]
+    os: Literal["linux", "macos"]
+    arch: Literal["x86_64", "arm64"] = "x86_64"
+
+    @field_validator("device")
+    @classmethod
+    def _device_has_kind(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not isinstance(value.get("kind"), str):
+            raise ValueError('a device dict needs a string "kind", e.g. {"kind": "cuda", "arch": "sm_90"}')
+        return value
+
+    @property
+    def device_kind(self) -> str:
+        if isinstance(self.device, dict):
+            return str(self.device["kind"])
+        return self.device.split(":", 1)[0]
+
+    @property
+    def library_suffix(self) -> str:
+        if self.suffix is not None:
+            return self.suffix
+        return "dylib" if self.os == "macos" else "so"
+
+
+class MatrixRule(Frozen):
+    """Globs on the three coordinates of a cell; an omitted one matches all."""
+
+    model: StrictStr = "*"
+    quant: StrictStr = "*"
+    target: StrictStr = "*"
+
+
+class Matrix(Frozen):
+    exclude: tuple[MatrixRule, ...] = ()
+    include: tuple[MatrixRule, ...] = Field(default=(), description="Re-admits cells an exclude rule removed")
+
+
+class Release(Frozen):
+    name: StrictStr
+    version: Annotated[StrictStr, Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")]
+
+
+class Manifest(Frozen):
+    manifest_version: Literal[1] = Field(description="Schema version of this file")
+    root: StrictStr = Field(
+        default="..", description="Folder that relative paths resolve against, relative to this file"
+    )
+    release: Release
+    store: StrictStr = Field(default="file://./store", description="file://PATH, a plain path, or s3://BUCKET/PREFIX")
+    toolchains: dict[StrictStr, Toolchain]
+    models: tuple[Model, ...]
+    quantizations: tuple[StrictStr, ...]
+    targets: dict[StrictStr, Target]
+    matrix: Matrix = Matrix()
