@@ -31,7 +31,12 @@ class LoadedManifest:
 
 
 def load_manifest(path: Path) -> LoadedManifest:
-    located = load_yaml(path)
+    return validate_manifest(load_yaml(path), path)
+
+
+def validate_manifest(located: Located, path: Path) -> LoadedManifest:
+    """Schema and cross-checks for a parsed document; `path` names it in errors
+    and anchors `root`."""
     if not isinstance(located.data, dict):
         raise InputError(
             [

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factory.errors import UsageError
+from factory.lock import Lock
+from factory.manifest import load_manifest
+from factory.plan import BuildGraph, plan
+from factory.plan_views import github_matrix, render_json, render_table
+from tests.conftest import REPO, WORLD
+
+GOLDEN = REPO / "tests" / "golden" / "world.plan.json"
+
+
+@pytest.fixture(scope="module")
+def graph() -> BuildGraph:
+    return plan(load_manifest(WORLD), Lock())
+
+
+def test_convert_once_per_model_and_quant_shared_by_targets(graph: BuildGraph) -> None:
+    converts = graph.of_kind("convert")
+    compiles = graph.of_kind("compile")
+    pairs = {(c.cell.model, c.cell.quant) for c in graph.cells}
+    assert len(converts) == len(pairs)
+    assert len(converts) < len(compiles) == len(graph.cells) == len(graph.of_kind("bundle"))
+    # Every compile of one model x quant depends on the same convert node.
+    by_pair: dict[tuple[str, str], set[str]] = {}
+    for node in compiles:
+        by_pair.setdefault((node.attrs["model"], node.attrs["quant"]), set()).update(node.deps)
+    assert all(len(deps) == 1 for deps in by_pair.values())
+
+
+def test_world_plan_counts(graph: BuildGraph) -> None:
+    # legacy: 1b5 x {q4f32_1} + {3b, 7b} x {q0f16, q4f16_1}  -> 5 converts, 15 cells
+    # current: 6 models x {q0f16, q4f16_1} -> 12 converts, x 4 targets -> 48 cells
+    assert len(graph.of_kind("fetch")) == 9
+    assert len(graph.of_kind("tokenizer")) == 9
+    assert len(graph.of_kind("convert")) == 17
+    assert len(graph.cells) == 63
+    legacy = [c for c in graph.cells if c.flow == "legacy"]
+    assert len(legacy) == 15 and all(c.cell.model.startswith("rwkv-4-world") for c in legacy)
+    assert all(c.toolchain == "legacy-2024.03" for c in legacy)
+    assert all(c.params_index == "ndarray-cache.json" for c in legacy)
+
+
+def test_nodes_come_after_their_dependencies(graph: BuildGraph) -> None:
+    seen: set[str] = set()
+    for node in graph.nodes:
+        assert set(node.deps) <= seen, node.id
+        seen.add(node.id)
+
+
+def test_without_a_lock_floating_inputs_are_unlocked(graph: BuildGraph) -> None:
+    assert "hf RWKV/rwkv-4-world-3b@main" in graph.unresolved
+    assert "image nvidia/cuda:12.8.0-devel-ubuntu22.04" in graph.unresolved
+    assert not any(n.locked for n in graph.of_kind("bundle"))
+    assert all(n.locked for n in graph.of_kind("tokenizer"))
+
+
+def test_a_complete_lock_locks_every_node() -> None:
+    loaded = load_manifest(WORLD)
+    lock = Lock(
+        hf={f"{m.hf.repo}@{m.hf.revision}": f"{i:040x}" for i, m in enumerate(loaded.manifest.models)},
+        images={t.base_image: "sha256:" + "a" * 64 for t in loaded.manifest.toolchains.values()},
+    )
+    locked = plan(loaded, lock)
+    assert locked.unresolved == ()
+    assert all(n.locked for n in locked.nodes)
+    fetch = next(n for n in locked.nodes if n.id == "fetch:rwkv-4-world-1b5")
+    assert fetch.attrs["revision"] == f"{0:040x}"
+
+
+def test_selectors_prune_the_graph() -> None:
+    loaded = load_manifest(WORLD)
+    g = plan(loaded, Lock(), only=["rwkv-5-world-3b/*/cuda-*"], skip=["*/q0f16/*"])
+    assert [c.cell.id for c in g.cells] == ["rwkv-5-world-3b/q4f16_1/cuda-sm80", "rwkv-5-world-3b/q4f16_1/cuda-sm90"]
+    assert len(g.of_kind("convert")) == 1
+    assert {n.id for n in g.of_kind("fetch")} == {"fetch:rwkv-5-world-3b"}
+
+
+def test_empty_selection_is_an_error() -> None:
+    loaded = load_manifest(WORLD)
+    with pytest.raises(UsageError, match="selection is empty") as info:
+        plan(loaded, Lock(), skip=["*"])
+    assert info.value.exit_code == 2
+    with pytest.raises(UsageError, match="matches no cell"):
+        plan(loaded, Lock(), only=["rwkv-9-*"])
+
+
+def test_github_matrix_groups_share_toolchain_runner_and_model(graph: BuildGraph) -> None:
+    matrix = github_matrix(graph)
+    include = matrix["include"]
+    cells_seen: list[str] = []
+    by_id = {c.cell.id: c for c in graph.cells}
+    for job in include:
+        cells = job["cells"].split()
+        cells_seen += cells
+        assert {(by_id[c].toolchain, by_id[c].runner, by_id[c].os, by_id[c].cell.model) for c in cells} == {
+            (job["toolchain"], job["runner"], job["os"], job["model"])
+        }
+        assert all(isinstance(v, str) for v in job.values())
+    assert sorted(cells_seen) == sorted(by_id)
+    assert {job["runs_on"] for job in include} == {"ubuntu-24.04", "macos-14"}
+
+
+def test_table_mentions_every_cell(graph: BuildGraph) -> None:
+    from rich.console import Console
+
+    console = Console(width=250, record=True)
+    console.print(render_table(graph))
+    text = console.export_text()
+    assert all(c.cell.id in text for c in graph.cells)
+    assert "63 cells" in text and "17 convert" in text
+
+
+def test_world_plan_matches_golden(graph: BuildGraph) -> None:
+    rendered = render_json(graph)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(rendered)
+    assert GOLDEN.exists(), "run with UPDATE_GOLDEN=1 to create the golden file"
+    assert json.loads(rendered) == json.loads(GOLDEN.read_text()), (
+        "the plan of manifests/world.yaml changed; if intended, regenerate with UPDATE_GOLDEN=1 and review the diff"
+    )
+
+
+def test_keys_ignore_toolchain_names(
+    world_data: dict[str, Any], write_manifest: Callable[..., Path]
+) -> None:
+    before = plan(load_manifest(write_manifest(world_data)), Lock())
+    world_data["toolchains"]["legacy-renamed"] = world_data["toolchains"].pop("legacy-2024.03")
+    for model in world_data["models"]:
+        if model["toolchain"] == "legacy-2024.03":
+            model["toolchain"] = "legacy-renamed"
+    after = plan(load_manifest(write_manifest(world_data, "renamed.yaml")), Lock())
+    assert {n.key for n in before.of_kind("bundle")} == {n.key for n in after.of_kind("bundle")}
