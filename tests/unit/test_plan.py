@@ -129,9 +129,7 @@ def test_world_plan_matches_golden(graph: BuildGraph) -> None:
     )
 
 
-def test_keys_ignore_toolchain_names(
-    world_data: dict[str, Any], write_manifest: Callable[..., Path]
-) -> None:
+def test_keys_ignore_toolchain_names(world_data: dict[str, Any], write_manifest: Callable[..., Path]) -> None:
     before = plan(load_manifest(write_manifest(world_data)), Lock())
     world_data["toolchains"]["legacy-renamed"] = world_data["toolchains"].pop("legacy-2024.03")
     for model in world_data["models"]:
