@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.hub import LocalHub, running_hub
 
 REPO = Path(__file__).resolve().parent.parent
 WORLD = REPO / "manifests" / "world.yaml"
@@ -31,3 +33,10 @@ def write_manifest(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def local_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
+    """A real HF hub (olah) on loopback, serving git repos the test commits."""
+    with running_hub(tmp_path_factory.mktemp("hub")) as hub:
+        yield hub
