@@ -77,41 +77,27 @@ def read_lock(path: Path) -> Lock:
     except ValidationError as exc:
         first = exc.errors()[0]
         field_name = ".".join(str(p) for p in first["loc"])
-        raise InputError(
-            [
-                Problem(
-                    file=str(path),
-                    field=field_name,
-                    message=f"malformed lock file: {first['msg']}",
-                    fix="regenerate it with `factory lock --matrix <manifest>`",
-                )
-            ]
-        ) from None
+        raise _malformed(path, field_name, f"malformed lock file: {first['msg']}") from None
     for key, commit in parsed.hf.items():
         if not exact_commit(commit):
-            raise InputError(
-                [
-                    Problem(
-                        file=str(path),
-                        field=f"hf.{key}",
-                        message=f"{commit!r} is not a 40-hex commit",
-                        fix="regenerate it with `factory lock --matrix <manifest>`",
-                    )
-                ]
-            )
+            raise _malformed(path, f"hf.{key}", f"{commit!r} is not a 40-hex commit")
     for key, digest in parsed.images.items():
         if not _DIGEST.match(digest):
-            raise InputError(
-                [
-                    Problem(
-                        file=str(path),
-                        field=f"images.{key}",
-                        message=f"{digest!r} is not a sha256 digest",
-                        fix="regenerate it with `factory lock --matrix <manifest>`",
-                    )
-                ]
-            )
+            raise _malformed(path, f"images.{key}", f"{digest!r} is not a sha256 digest")
     return Lock(hf=dict(parsed.hf), images=dict(parsed.images))
+
+
+def _malformed(path: Path, field_name: str, message: str) -> InputError:
+    return InputError(
+        [
+            Problem(
+                file=str(path),
+                field=field_name,
+                message=message,
+                fix="regenerate it with `factory lock --matrix <manifest>`",
+            )
+        ]
+    )
 
 
 def write_lock(path: Path, lock: Lock) -> None:

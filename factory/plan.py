@@ -122,13 +122,9 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
                 {"toolchain": toolchain_inputs, "model": model_inputs, "quant": cell.quant},
                 (fetch,),
                 locked=toolchain_locked,
-                attrs={
-                    "model": model.name,
-                    "quant": cell.quant,
-                    "toolchain": model.toolchain,
-                    "flow": flow.name,
-                    "runner": target.runner,
-                },
+                # No runner here: one convert serves targets on every runner; the
+                # executor finds its output by build key in the cache or the store.
+                attrs={"model": model.name, "quant": cell.quant, "toolchain": model.toolchain, "flow": flow.name},
             )
         )
 
