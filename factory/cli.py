@@ -147,6 +147,40 @@ def lock(
     typer.echo(f"{lock_path}: {len(update.resolved)} resolved, {len(update.kept)} kept")
 
 
+tokenizer_app = typer.Typer(help="Build and check tokenizer files on their own.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("rwkv-world")
+@reports_errors
+def tokenizer_rwkv_world(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write tokenizer_model.")],
+    vocab: Annotated[
+        Path | None, typer.Option("--vocab", help="RWKV vocab file (default: the one the `rwkv` package ships).")
+    ] = None,
+    tokenizers_cpp: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizers-cpp", help="Check with the encoder of this tokenizers-cpp commit (default: current)."
+        ),
+    ] = None,
+) -> None:
+    """Make MLC's RWKV World `tokenizer_model` from the upstream vocab and run the conformance check.
+
+    The file is written only if the check passes."""
+    from . import rwkv_world_tokenizer as tok
+
+    source = vocab or tok.upstream_vocab_path()
+    blob = tok.pack(tok.parse_vocab(source))
+    encoder = tok.runtime_encoder(tokenizers_cpp) if tokenizers_cpp else "longest-prefix"
+    report = tok.check_tokenizer(blob, encoder=encoder)
+    if not report.passed:
+        raise tok.explain_failure(report, f"tokenizers-cpp {tokenizers_cpp or 'at HEAD'}")
+    tok.write_tokenizer_model(tok.unpack(blob), output)
+    typer.echo(report.summary())
+    typer.echo(f"wrote {output} ({len(blob)} bytes) from {source}")
+
+
 @app.command()
 def schema() -> None:
     """Print the manifest's JSON Schema (for editor completion)."""
