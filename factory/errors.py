@@ -8,6 +8,7 @@ bug in the factory and is reported as such.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class FactoryError(Exception):
@@ -70,3 +71,14 @@ class NetworkError(FactoryError):
     """A remote service (hub, registry) could not be reached or refused us. Exit code 3."""
 
     exit_code = 3
+
+
+def read_input_text(path: Path, *, what: str, fix: str) -> str:
+    """A UTF-8 input file's text, or an InputError naming the file and how to fix it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        message = f"{what} not found"
+    except (OSError, UnicodeDecodeError) as exc:
+        message = f"cannot read the {what}: {exc}"
+    raise InputError([Problem(file=str(path), field="", message=message, fix=fix)])

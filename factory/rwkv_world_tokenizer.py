@@ -30,7 +30,7 @@ from typing import Literal
 
 import msgpack
 
-from .errors import FactoryError, InputError, Problem
+from .errors import FactoryError, InputError, Problem, read_input_text
 
 VOCAB_NAME = "rwkv_vocab_v20230424.txt"
 TOKENIZER_FILE = "tokenizer_model"
@@ -87,19 +87,9 @@ def upstream_vocab_path() -> Path:
 
 def parse_vocab(path: Path) -> dict[int, bytes]:
     """Read an RWKV vocab file: lines of `id <Python str or bytes literal> byte-length`."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            [
-                Problem(
-                    file=str(path),
-                    field="",
-                    message=f"cannot read the vocab: {exc}",
-                    fix=f"pass the upstream {VOCAB_NAME} (the `rwkv` package ships it)",
-                )
-            ]
-        ) from None
+    lines = read_input_text(
+        path, what="vocab", fix=f"pass the upstream {VOCAB_NAME} (the `rwkv` package ships it)"
+    ).splitlines()
     vocab: dict[int, bytes] = {}
     seen: dict[bytes, int] = {}
     for number, line in enumerate(lines, start=1):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError, Problem
+from .errors import InputError, Problem, read_input_text
 
 PathKey = tuple[str | int, ...]
 
@@ -48,30 +48,7 @@ def dotted(path: PathKey) -> str:
 
 
 def load_yaml(path: Path) -> Located:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            [
-                Problem(
-                    file=str(path),
-                    field="",
-                    message="file not found",
-                    fix="pass an existing manifest, e.g. --matrix manifests/world.yaml",
-                )
-            ]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            [
-                Problem(
-                    file=str(path),
-                    field="",
-                    message=f"cannot read the file: {exc}",
-                    fix="check the path and that the file is UTF-8 text",
-                )
-            ]
-        ) from None
+    text = read_input_text(path, what="file", fix="pass an existing UTF-8 manifest, e.g. --matrix manifests/world.yaml")
     return parse_yaml(text, str(path))
 
 
