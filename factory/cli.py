@@ -12,6 +12,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.status import Status
 
 from . import __version__
 from .errors import FactoryError, InputError, Problem
@@ -179,6 +180,145 @@ def tokenizer_rwkv_world(
     tok.write_tokenizer_model(tok.unpack(blob), output)
     typer.echo(report.summary())
     typer.echo(f"wrote {output} ({len(blob)} bytes) from {source}")
+
+
+images_app = typer.Typer(help="Build, list and push pinned toolchain images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+
+
+@images_app.command("build")
+@reports_errors
+def images_build(
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    toolchain: Annotated[
+        list[str] | None, typer.Option("--toolchain", "-t", help="Build only this toolchain (repeatable).")
+    ] = None,
+    push: Annotated[str | None, typer.Option("--push", help="Also push to this registry, e.g. ghcr.io/org.")] = None,
+    ca_cert: Annotated[
+        list[Path] | None, typer.Option("--ca-cert", help="Extra CA certificate (PEM) trusted during the build.")
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None, typer.Option("--wheelhouse", help="Folder of wheels pip may install from.")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="pip installs only from --wheelhouse.")] = False,
+) -> None:
+    """Build each toolchain's image unless its content tag already exists."""
+    from .engine import docker_client
+    from .image_plan import plan_image
+    from .images import BuildExtras, BuildLog, build_image, check_extras, local_image_id, push_image
+    from .manifest import load_manifest
+
+    loaded = load_manifest(matrix)
+    names = _toolchain_names(loaded.manifest, toolchain or [], matrix)
+    extras = BuildExtras(ca_certs=tuple(ca_cert or ()), wheelhouse=wheelhouse, offline=offline)
+    check_extras(extras)
+    lock = read_lock(lock_path_for(matrix))
+    client = docker_client()
+    console = Console(stderr=True, soft_wrap=True)
+    for name in names:
+        base = loaded.manifest.toolchains[name].base_image
+        image = plan_image(loaded, name, lock, local_base_id=local_image_id(client, base))
+        if not image.base_locked:
+            console.print(f"[yellow]warning:[/] {name}: base image {base} is not locked; using the local copy")
+        with console.status(f"{name}: preparing") as status:
+
+            def show_step(n: int, total: int, text: str, name: str = name, status: Status = status) -> None:
+                status.update(f"{name}: step {n}/{total} {text[:60]}")
+
+            log = BuildLog(line=lambda text: console.print(text, markup=False, highlight=False), step=show_step)
+            outcome = build_image(client, image, extras, log)
+            pushed = push_image(client, image, push, log) if push else None
+        verb = "built" if outcome.built else "up to date"
+        typer.echo(f"{name}\t{outcome.ref}\t{verb}" + (f"\tpushed {pushed}" if pushed else ""))
+
+
+@images_app.command("ls")
+@reports_errors
+def images_ls(
+    matrix: Annotated[
+        Path | None, typer.Option("--matrix", "-m", help="Mark images current or stale against this manifest.")
+    ] = None,
+) -> None:
+    """List toolchain images in the local engine."""
+    from rich.table import Table
+
+    from .engine import docker_client
+    from .image_plan import plan_image
+    from .images import list_images, local_image_id, missing_toolchains
+    from .manifest import load_manifest
+
+    client = docker_client()
+    current: dict[str, str] | None = None
+    if matrix is not None:
+        loaded = load_manifest(matrix)
+        lock = read_lock(lock_path_for(matrix))
+        current = {}
+        for name, chain in loaded.manifest.toolchains.items():
+            local_base = local_image_id(client, chain.base_image)
+            if lock.image_digest(chain.base_image) or local_base:
+                current[name] = plan_image(loaded, name, lock, local_base_id=local_base).tag
+    rows = list_images(client, current)
+    table = Table("toolchain", "image", "created", "MB", "status", box=None)
+    for row in rows:
+        table.add_row(row.toolchain, row.ref, row.created, f"{row.size_mb:.1f}", row.status)
+    for name in missing_toolchains(rows, current or {}):
+        table.add_row(name, "-", "-", "-", "missing")
+    console = Console()
+    if not console.is_terminal:
+        console.width = 200
+    console.print(table)
+
+
+@images_app.command("metal-env")
+@reports_errors
+def images_metal_env(
+    toolchain: Annotated[str, typer.Option("--toolchain", "-t", help="The toolchain to build natively.")],
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    prefix_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--prefix-root",
+            help="Cached folder of built toolchains, one prefix per hash [default: ~/.cache/factory/toolchains].",
+        ),
+    ] = None,
+) -> None:
+    """Print the exports images/metal-runner/bootstrap.sh reads, staging the patches it applies."""
+    import shlex
+    import shutil
+
+    from .image_plan import plan_metal_prefix
+    from .manifest import load_manifest
+
+    loaded = load_manifest(matrix)
+    _toolchain_names(loaded.manifest, [toolchain], matrix)
+    prefix = plan_metal_prefix(loaded, toolchain)
+    prefix_root = prefix_root or Path.home() / ".cache" / "factory" / "toolchains"
+    env = {**prefix.env, "FACTORY_PREFIX_ROOT": str(prefix_root)}
+    if prefix.patches:
+        patch_dir = prefix_root / f"patches-{prefix.hash}"
+        for dest, source in prefix.patches:
+            (patch_dir / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, patch_dir / dest)
+        env["PATCH_DIR"] = str(patch_dir)
+    for key, value in env.items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+def _toolchain_names(manifest: Manifest, chosen: list[str], matrix: Path) -> list[str]:
+    unknown = [name for name in chosen if name not in manifest.toolchains]
+    if unknown:
+        raise InputError(
+            [
+                Problem(
+                    file=str(matrix),
+                    field="toolchains",
+                    message=f"no toolchain named {name!r}",
+                    fix=f"choose one of: {', '.join(sorted(manifest.toolchains))}",
+                )
+                for name in unknown
+            ]
+        )
+    return chosen or sorted(manifest.toolchains)
 
 
 @app.command()

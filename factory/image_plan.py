@@ -1,0 +1,251 @@
+"""PURE-ish: what a toolchain image is made of, and its content tag.
+
+The tag is a hash of the Dockerfile, every file of its context, the patches
+and the pins (build args), so an unchanged toolchain maps to an image that
+already exists and no build starts. Reading files to hash them is the only
+I/O here; nothing talks to an engine.
+
+Transport settings (extra CA certificates, a wheelhouse, offline pip) are
+deliberately outside the tag: they change how bytes arrive, not which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .buildkey import RECIPE_VERSION, canonical
+from .errors import InputError, Problem
+from .lock import Lock
+from .manifest.load import LoadedManifest
+from .manifest.model import Toolchain
+
+REPOSITORY_PREFIX = "factory-toolchain"
+LABEL = "org.factory"
+# Every Dockerfile a toolchain names receives exactly these build args; the real
+# images/cuda/Dockerfile and the test toolchains declare them all (a test checks).
+PIN_ARGS = (
+    "BASE_IMAGE",
+    "TOOLCHAIN",
+    "FLOW",
+    "TVM_REPO",
+    "TVM_COMMIT",
+    "MLC_LLM_REPO",
+    "MLC_LLM_COMMIT",
+    "TOKENIZERS_CPP_REPO",
+    "TOKENIZERS_CPP_COMMIT",
+    "USE_CUDA",
+    "USE_CUTLASS",
+    "USE_CUBLAS",
+    "USE_LLVM",
+    "USE_VULKAN",
+    "CUDA_VERSION",
+    "PYTHON_VERSION",
+)
+TRANSPORT_ARGS = ("PIP_NO_INDEX",)
+EXTRA_DIR = "factory-extra"
+"""Folder the factory adds to every build context: Dockerfile, patches, certs, wheelhouse."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagePlan:
+    toolchain: str
+    repository: str
+    tag: str
+    build_args: Mapping[str, str]
+    labels: Mapping[str, str]
+    dockerfile: Path
+    context: Path
+    patches: tuple[tuple[str, Path], ...]
+    """(path inside factory-extra/patches, source file), in manifest order."""
+    base_locked: bool
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+def build_args(name: str, toolchain: Toolchain, base: str) -> dict[str, str]:
+    def on(flag: bool) -> str:
+        return "ON" if flag else "OFF"
+
+    tok = toolchain.tokenizers_cpp
+    return {
+        "BASE_IMAGE": base,
+        "TOOLCHAIN": name,
+        "FLOW": toolchain.flow,
+        "TVM_REPO": toolchain.tvm.repo,
+        "TVM_COMMIT": toolchain.tvm.commit,
+        "MLC_LLM_REPO": toolchain.mlc_llm.repo,
+        "MLC_LLM_COMMIT": toolchain.mlc_llm.commit,
+        "TOKENIZERS_CPP_REPO": tok.repo if tok else "",
+        "TOKENIZERS_CPP_COMMIT": tok.commit if tok else "",
+        "USE_CUDA": on(toolchain.build.cuda),
+        "USE_CUTLASS": on(toolchain.build.cutlass),
+        "USE_CUBLAS": on(toolchain.build.cublas),
+        "USE_LLVM": on(toolchain.build.llvm),
+        "USE_VULKAN": on(toolchain.build.vulkan),
+        "CUDA_VERSION": toolchain.cuda_version or "",
+        "PYTHON_VERSION": toolchain.python_version,
+    }
+
+
+def plan_image(loaded: LoadedManifest, name: str, lock: Lock, *, local_base_id: str | None = None) -> ImagePlan:
+    """The image for toolchain `name`. The base image is taken by locked digest;
+    an unlocked base is accepted only when the engine already has it locally
+    (`local_base_id`), which is how offline builders work."""
+    manifest = loaded.manifest
+    toolchain = manifest.toolchains[name]
+    digest = lock.image_digest(toolchain.base_image)
+    if digest is not None:
+        ref = toolchain.base_image
+        base = ref if "@" in ref else f"{ref}@{digest}"
+        base_identity = digest
+    elif local_base_id is not None:
+        base, base_identity = toolchain.base_image, local_base_id
+    else:
+        raise InputError(
+            [
+                Problem(
+                    file=str(loaded.path),
+                    field=f"toolchains.{name}.base_image",
+                    message=f"base image {toolchain.base_image!r} has no locked digest and is not in the local engine",
+                    fix="run `factory lock` where the registry is reachable, pin `name@sha256:...`, "
+                    "or load the image into the engine (`docker load`/`docker import`)",
+                )
+            ]
+        )
+    dockerfile = loaded.root / toolchain.image.dockerfile
+    context = loaded.root / toolchain.image.context
+    problems = []
+    if not dockerfile.is_file():
+        problems.append((f"toolchains.{name}.image.dockerfile", f"Dockerfile {dockerfile} not found"))
+    if not context.is_dir():
+        problems.append((f"toolchains.{name}.image.context", f"context folder {context} not found"))
+    if problems:
+        raise InputError(
+            [
+                Problem(
+                    file=str(loaded.path),
+                    field=field,
+                    message=message,
+                    fix="paths are relative to the manifest's root; the default is images/cuda",
+                )
+                for field, message in problems
+            ]
+        )
+    patches, patch_digests = staged_patches(loaded, toolchain)
+    args = build_args(name, toolchain, base)
+    inputs = {
+        "recipe": RECIPE_VERSION,
+        "dockerfile": file_sha256(dockerfile),
+        "context": context_digests(context),
+        "patches": sorted(patch_digests.items()),
+        "args": {k: v for k, v in args.items() if k != "TOOLCHAIN"},
+        "base": base_identity,
+    }
+    tag = hashlib.sha256(canonical(inputs)).hexdigest()[:24]
+    labels = {
+        f"{LABEL}.toolchain": name,
+        f"{LABEL}.image-hash": tag,
+        f"{LABEL}.recipe": RECIPE_VERSION,
+        **{f"{LABEL}.pin.{k.lower().replace('_', '-')}": v for k, v in args.items() if v},
+        **{f"{LABEL}.patch.{dest}": digest for dest, digest in patch_digests.items()},
+    }
+    return ImagePlan(
+        toolchain=name,
+        repository=f"{REPOSITORY_PREFIX}/{name}",
+        tag=tag,
+        build_args=args,
+        labels=labels,
+        dockerfile=dockerfile,
+        context=context,
+        patches=patches,
+        base_locked=digest is not None,
+    )
+
+
+def staged_patches(loaded: LoadedManifest, toolchain: Toolchain) -> tuple[tuple[tuple[str, Path], ...], dict[str, str]]:
+    """Where each patch goes (`KIND/NN-name.patch`, applied in manifest order) and its sha256."""
+    patches = tuple(
+        (f"{p.applies_to}/{index:02d}-{Path(p.path).name}", loaded.root / p.path)
+        for index, p in enumerate(toolchain.patches)
+    )
+    digests = {dest: loaded.file_digests[p.path] for (dest, _), p in zip(patches, toolchain.patches, strict=True)}
+    return patches, digests
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def context_files(context: Path) -> list[Path]:
+    """Regular files under the context, sorted, without VCS folders."""
+    return sorted(
+        p for p in context.rglob("*") if p.is_file() and not any(part in {".git", "__pycache__"} for part in p.parts)
+    )
+
+
+def context_digests(context: Path) -> list[list[str]]:
+    return [
+        [p.relative_to(context).as_posix(), "x" if p.stat().st_mode & 0o111 else "-", file_sha256(p)]
+        for p in context_files(context)
+    ]
+
+
+METAL_RUNNER = "images/metal-runner"
+METAL_ARGS = (
+    "TOOLCHAIN",
+    "FLOW",
+    "TVM_REPO",
+    "TVM_COMMIT",
+    "MLC_LLM_REPO",
+    "MLC_LLM_COMMIT",
+    "TOKENIZERS_CPP_REPO",
+    "TOKENIZERS_CPP_COMMIT",
+    "PYTHON_VERSION",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetalPrefixPlan:
+    """A macOS runner's native toolchain: the same pins, built by bootstrap.sh into
+    a prefix named by a hash of the bootstrap folder, the pins and the patches."""
+
+    toolchain: str
+    hash: str
+    env: Mapping[str, str]
+    patches: tuple[tuple[str, Path], ...]
+
+
+def plan_metal_prefix(loaded: LoadedManifest, name: str) -> MetalPrefixPlan:
+    toolchain = loaded.manifest.toolchains[name]
+    folder = loaded.root / METAL_RUNNER
+    if not folder.is_dir():
+        raise InputError(
+            [
+                Problem(
+                    file=str(loaded.path),
+                    field="root",
+                    message=f"{folder} not found",
+                    fix="the manifest's root must be the factory checkout that has images/metal-runner",
+                )
+            ]
+        )
+    args = build_args(name, toolchain, base="")
+    env = {k: args[k] for k in METAL_ARGS}
+    patches, patch_digests = staged_patches(loaded, toolchain)
+    inputs = {
+        "recipe": RECIPE_VERSION,
+        "runner": context_digests(folder),
+        "patches": sorted(patch_digests.items()),
+        "args": {k: v for k, v in env.items() if k != "TOOLCHAIN"},
+    }
+    digest = hashlib.sha256(canonical(inputs)).hexdigest()[:24]
+    return MetalPrefixPlan(toolchain=name, hash=digest, env={**env, "TOOLCHAIN_HASH": digest}, patches=patches)

@@ -1,0 +1,115 @@
+"""Running a step in a container through the Docker engine.
+
+Inputs are mounted read-only and outputs read-write; the container runs as the
+caller's uid:gid so outputs belong to the caller; network is off unless the
+step asks for it; GPUs are passed only to steps that need one; the container
+is removed on success, on failure and on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from ..errors import FactoryError
+from .base import Step, StepResult, step_environment
+
+RUN_LABEL = "org.factory.run"
+STEP_LABEL = "org.factory.step"
+
+
+def container_config(
+    step: Step, *, user: tuple[int, int], run_id: str, host_env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """PURE: the keyword arguments for `containers.create`, so they can be tested without an engine."""
+    from docker.types import DeviceRequest
+
+    env = {"HOME": "/tmp", **step_environment(step, host_env)}
+    config: dict[str, Any] = {
+        "image": step.image,
+        "command": list(step.argv),
+        "user": f"{user[0]}:{user[1]}",
+        "environment": env,
+        "working_dir": step.workdir,
+        "volumes": {
+            str(m.source.resolve()): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in step.mounts
+        },
+        "network_mode": "bridge" if step.network else "none",
+        "labels": {RUN_LABEL: run_id, STEP_LABEL: step.name},
+        "detach": True,
+        "init": True,
+        "security_opt": ["no-new-privileges"],
+        "cap_drop": ["ALL"],
+    }
+    if step.needs_gpu:
+        config["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return config
+
+
+class StepInterrupted(FactoryError):
+    exit_code = 130
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI runner cancelling the job) unwinds like Ctrl-C, so cleanup runs."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class ContainerRunner:
+    def __init__(self, client: Any, *, user: tuple[int, int] | None = None) -> None:
+        self.client = client
+        self.user = user or (os.getuid(), os.getgid())
+        self.run_id = uuid.uuid4().hex[:12]
+
+    def run(self, step: Step, on_line: Callable[[str], None]) -> StepResult:
+        for mount in step.mounts:
+            if not mount.source.exists():
+                raise FactoryError(f"step {step.name}: mount source {mount.source} does not exist")
+        config = container_config(step, user=self.user, run_id=self.run_id)
+        tail: deque[str] = deque(maxlen=50)
+        container = None
+        with _sigterm_as_interrupt():
+            try:
+                container = self.client.containers.create(**config)
+                container.start()
+                pending = ""
+                for chunk in container.logs(stream=True, follow=True):
+                    pending += chunk.decode("utf-8", "replace")
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        tail.append(line)
+                        on_line(line)
+                if pending:
+                    tail.append(pending)
+                    on_line(pending)
+                status = container.wait()
+                return StepResult(int(status.get("StatusCode", 1)), tuple(tail))
+            except KeyboardInterrupt:
+                raise StepInterrupted(f"step {step.name} interrupted; its container was removed") from None
+            finally:
+                if container is not None:
+                    container.remove(force=True)
+
+    def leftovers(self) -> list[str]:
+        """Containers this runner started that still exist (should always be empty)."""
+        found = self.client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"})
+        return [c.name for c in found]

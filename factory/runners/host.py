@@ -1,0 +1,50 @@
+"""Running a step natively in a metal-runner prefix (macOS runners).
+
+The prefix is the folder images/metal-runner/bootstrap.sh builds for one
+toolchain hash; it holds a venv with TVM and mlc-llm. There are no mounts on
+the host: paths are used as they are, and the environment is the same
+allow-list the container runner uses.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import process
+from ..errors import FactoryError
+from .base import Step, StepResult, step_environment
+
+READY_MARK = ".factory-ready"
+
+
+class HostRunner:
+    def __init__(self, prefix: Path) -> None:
+        if not (prefix / READY_MARK).is_file():
+            raise FactoryError(
+                f"{prefix} is not a finished metal-runner prefix (no {READY_MARK})",
+                hint="run images/metal-runner/bootstrap.sh for this toolchain first",
+            )
+        self.prefix = prefix
+
+    def run(self, step: Step, on_line: Callable[[str], None]) -> StepResult:
+        env = step_environment(step)
+        bin_dir = self.prefix / "venv" / "bin"
+        env["PATH"] = f"{bin_dir}:/usr/bin:/bin:/usr/sbin:/sbin"
+        env["HOME"] = str(self.prefix / "home")
+        env["VIRTUAL_ENV"] = str(self.prefix / "venv")
+        env["TVM_LIBRARY_PATH"] = str(self.prefix / "src" / "tvm" / "build")
+        (self.prefix / "home").mkdir(exist_ok=True)
+        argv = list(step.argv)
+        if argv and argv[0] in {"python", "python3"}:
+            argv[0] = str(bin_dir / "python")
+        tail: deque[str] = deque(maxlen=50)
+
+        def keep(line: str) -> None:
+            tail.append(line)
+            on_line(line)
+
+        cwd = Path(step.workdir) if step.workdir != "/" else None
+        done = process.run(argv, cwd=cwd, env=env, inherit_env=False, on_line=keep, check=False)
+        return StepResult(done.exit_code, tuple(tail))

@@ -1,0 +1,1 @@
+"""TEST ONLY conformance stand-in for mlc_llm (see tests/toolchains/conformance)."""

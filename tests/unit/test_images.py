@@ -1,0 +1,207 @@
+"""Toolchain images without an engine: Dockerfile lint and contract, tags, build args, errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from factory.image_plan import PIN_ARGS, TRANSPORT_ARGS, plan_image
+from factory.images import BuildExtras, context_tar
+from factory.lock import Lock
+from factory.manifest import load_manifest
+from tests.support.docker import conformance_context, toolchain_manifest
+from tests.support.run import factory
+
+REPO = Path(__file__).resolve().parents[2]
+WORLD = REPO / "manifests" / "world.yaml"
+DOCKERFILES = [REPO / "images" / "cuda" / "Dockerfile", REPO / "tests" / "toolchains" / "conformance" / "Dockerfile"]
+BIN = Path(sys.executable).parent
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_dockerfiles_are_hadolint_clean(dockerfile: Path) -> None:
+    done = subprocess.run([str(BIN / "hadolint"), str(dockerfile)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _stages(text: str) -> list[tuple[str, list[str]]]:
+    """(stage name, its instructions with continuation lines joined), global ARGs as stage ''."""
+    joined = re.sub(r"\\\n", " ", text)
+    stages: list[tuple[str, list[str]]] = [("", [])]
+    for raw in joined.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append((line.split()[-1], []))
+        stages[-1][1].append(line)
+    return stages
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_dockerfiles_declare_every_pin_arg(dockerfile: Path) -> None:
+    declared = {m.group(1) for m in re.finditer(r"^ARG (\w+)", dockerfile.read_text(), flags=re.MULTILINE)}
+    assert set(PIN_ARGS) | set(TRANSPORT_ARGS) <= declared
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_pin_args_are_declared_in_every_stage_that_uses_them(dockerfile: Path) -> None:
+    """ARGs are scoped to a stage: one used but not redeclared silently expands to ''."""
+    for name, lines in _stages(dockerfile.read_text())[1:]:
+        declared = {line.split()[1].split("=")[0] for line in lines if line.startswith("ARG ")}
+        for line in lines[1:]:
+            if line.startswith(("ARG ", "FROM ")):
+                continue
+            used = set(re.findall(r"\$\{?(\w+)", line)) & set(PIN_ARGS)
+            assert used <= declared, f"stage {name}: {sorted(used - declared)} used in `{line[:60]}` but not declared"
+
+
+def _lock_for(path: Path) -> Lock:
+    data = yaml.safe_load(path.read_text())
+    return Lock(images={t["base_image"]: DIGEST for t in data["toolchains"].values()})
+
+
+def test_world_build_args_render_the_manifest_pins() -> None:
+    loaded = load_manifest(WORLD)
+    lock = _lock_for(WORLD)
+    legacy = plan_image(loaded, "legacy-2024.03", lock)
+    current = plan_image(loaded, "current-v0.20.0", lock)
+    assert legacy.build_args == {
+        "BASE_IMAGE": f"nvidia/cuda:12.1.1-devel-ubuntu22.04@{DIGEST}",
+        "TOOLCHAIN": "legacy-2024.03",
+        "FLOW": "legacy",
+        "TVM_REPO": "https://github.com/mlc-ai/relax",
+        "TVM_COMMIT": "f06d486b4a1a27f0bbb072688a5fc41e7b15323c",
+        "MLC_LLM_REPO": "https://github.com/mlc-ai/mlc-llm",
+        "MLC_LLM_COMMIT": "b44cdc53381bd804ef000775bb280de1c7ca6439",
+        "TOKENIZERS_CPP_REPO": "",
+        "TOKENIZERS_CPP_COMMIT": "",
+        "USE_CUDA": "ON",
+        "USE_CUTLASS": "ON",
+        "USE_CUBLAS": "ON",
+        "USE_LLVM": "ON",
+        "USE_VULKAN": "OFF",
+        "CUDA_VERSION": "12.1",
+        "PYTHON_VERSION": "3.11",
+    }
+    assert current.build_args["FLOW"] == "current"
+    assert current.build_args["MLC_LLM_COMMIT"] == "bb586e51eb20cba2e82216b75d22d8dd6657cce1"
+    assert current.build_args["USE_VULKAN"] == "ON"
+    assert current.build_args["BASE_IMAGE"].endswith("@" + DIGEST)
+    assert legacy.dockerfile.resolve() == REPO / "images" / "cuda" / "Dockerfile"
+    assert legacy.tag != current.tag
+    assert legacy.ref.startswith("factory-toolchain/legacy-2024.03:")
+    for key, value in legacy.build_args.items():
+        if value:
+            assert legacy.labels[f"org.factory.pin.{key.lower().replace('_', '-')}"] == value
+
+
+def test_an_unlocked_base_image_that_the_engine_lacks_is_refused() -> None:
+    from factory.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        plan_image(load_manifest(WORLD), "legacy-2024.03", Lock())
+    assert caught.value.problems[0].field == "toolchains.legacy-2024.03.base_image"
+    assert "factory lock" in caught.value.problems[0].fix
+
+
+def _conformance(tmp_path: Path) -> Path:
+    conformance_context(tmp_path / "conformance")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump(toolchain_manifest(tmp_path)))
+    return manifest
+
+
+def _tag(manifest: Path, base: str = "sha256:base") -> str:
+    return plan_image(load_manifest(manifest), "conformance", Lock(), local_base_id=base).tag
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda root: (root / "conformance" / "Dockerfile").write_text(
+            (root / "conformance" / "Dockerfile").read_text() + "\n# edited\n"
+        ),
+        lambda root: (root / "conformance" / "standin" / "extra.py").write_text("x = 1\n"),
+        lambda root: (root / "conformance" / "requirements.txt").chmod(0o755),
+        lambda root: (root / "m.yaml").write_text(
+            (root / "m.yaml").read_text().replace("cuda_version: '12.8'", "cuda_version: '12.9'")
+        ),
+    ],
+    ids=["dockerfile", "context-file", "context-mode", "pin"],
+)
+def test_the_tag_hashes_dockerfile_context_and_pins(tmp_path: Path, change: Callable[[Path], Any]) -> None:
+    manifest = _conformance(tmp_path)
+    before = _tag(manifest)
+    assert _tag(manifest) == before
+    change(tmp_path)
+    assert _tag(manifest) != before
+
+
+def test_the_tag_follows_the_base_image_and_ignores_the_toolchain_name(tmp_path: Path) -> None:
+    manifest = _conformance(tmp_path)
+    assert _tag(manifest, "sha256:one") != _tag(manifest, "sha256:two")
+    before = _tag(manifest)
+    text = (
+        manifest.read_text()
+        .replace("conformance:\n", "renamed:\n")
+        .replace("toolchain: conformance", "toolchain: renamed")
+    )
+    manifest.write_text(text)
+    assert plan_image(load_manifest(manifest), "renamed", Lock(), local_base_id="sha256:base").tag == before
+
+
+def test_the_build_context_is_deterministic_and_carries_the_extras(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    manifest = _conformance(tmp_path)
+    plan = plan_image(load_manifest(manifest), "conformance", Lock(), local_base_id="sha256:base")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "x-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    extras = BuildExtras(wheelhouse=wheels)
+    first = context_tar(plan, extras)
+    assert context_tar(plan, extras) == first
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        names = tar.getnames()
+    assert "factory-extra/Dockerfile" in names
+    assert "factory-extra/wheelhouse/x-1.0-py3-none-any.whl" in names
+    assert "factory-extra/certs" in names and "standin/mlc_llm/__main__.py" in names
+
+
+def test_no_engine_is_a_clear_error_with_exit_5(tmp_path: Path) -> None:
+    manifest = _conformance(tmp_path)
+    for args in (["images", "build", "-m", str(manifest)], ["images", "ls"]):
+        done = factory(*args, env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+        assert done.returncode == 5, done.stderr
+        assert f"no Docker engine answers at unix://{tmp_path}/no-engine.sock" in done.stderr
+        assert "dockerd" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_bad_build_extras_are_input_errors(tmp_path: Path) -> None:
+    manifest = _conformance(tmp_path)
+    not_pem = tmp_path / "corp.crt"
+    not_pem.write_text("hello")
+    done = factory(
+        "images", "build", "-m", str(manifest), "--ca-cert", str(not_pem), "--offline",
+        "--wheelhouse", str(tmp_path / "missing"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"{not_pem}: --ca-cert: not a PEM certificate" in done.stderr
+    assert f"{tmp_path / 'missing'}: --wheelhouse: not a folder of .whl files" in done.stderr
+
+
+def test_an_unknown_toolchain_is_named(tmp_path: Path) -> None:
+    done = factory("images", "build", "-m", str(_conformance(tmp_path)), "--toolchain", "nope")
+    assert done.returncode == 2
+    assert "no toolchain named 'nope'" in done.stderr and "conformance" in done.stderr

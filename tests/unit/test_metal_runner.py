@@ -1,0 +1,103 @@
+"""images/metal-runner: the bootstrap contract, its reuse of a built prefix, its locks, shellcheck."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from factory.image_plan import METAL_ARGS, plan_metal_prefix
+from factory.manifest import load_manifest
+from tests.support.run import factory
+
+REPO = Path(__file__).resolve().parents[2]
+RUNNER = REPO / "images" / "metal-runner"
+BIN = Path(sys.executable).parent
+
+
+def _shell_scripts() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "*.sh"], cwd=REPO, capture_output=True, text=True, check=True)
+    return [REPO / name for name in listed.stdout.split()] + [REPO / ".ci" / "run"]
+
+
+def test_every_shell_script_is_shellcheck_clean() -> None:
+    scripts = _shell_scripts()
+    assert RUNNER / "bootstrap.sh" in scripts
+    done = subprocess.run([str(BIN / "shellcheck"), *map(str, scripts)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout
+
+
+def _metal_env(tmp_path: Path, toolchain: str = "current-v0.20.0") -> dict[str, str]:
+    done = factory("images", "metal-env", "-t", toolchain, "--prefix-root", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    env = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value.strip("'")
+    return env
+
+
+def test_metal_env_exports_what_bootstrap_reads(tmp_path: Path) -> None:
+    env = _metal_env(tmp_path)
+    assert env["MLC_LLM_COMMIT"] == "bb586e51eb20cba2e82216b75d22d8dd6657cce1"
+    assert env["FLOW"] == "current"
+    assert env["FACTORY_PREFIX_ROOT"] == str(tmp_path)
+    script = (RUNNER / "bootstrap.sh").read_text()
+    read = set(re.findall(r"\$\{?([A-Z_]+)", script))
+    assert set(env) - {"TOOLCHAIN"} <= read
+    assert set(METAL_ARGS) <= set(env)
+
+
+def test_the_prefix_hash_follows_the_pins() -> None:
+    loaded = load_manifest(REPO / "manifests" / "world.yaml")
+    legacy = plan_metal_prefix(loaded, "legacy-2024.03")
+    current = plan_metal_prefix(loaded, "current-v0.20.0")
+    assert legacy.hash != current.hash
+    assert plan_metal_prefix(loaded, "legacy-2024.03") == legacy
+
+
+def _bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(RUNNER / "bootstrap.sh")],
+        env={**os.environ, **env, "LLVM_CONFIG": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_bootstrap_reuses_a_finished_prefix(tmp_path: Path) -> None:
+    env = _metal_env(tmp_path)
+    prefix = tmp_path / env["TOOLCHAIN_HASH"]
+    prefix.mkdir()
+    (prefix / ".factory-ready").write_text("2026-01-01")
+    done = _bootstrap(env)
+    assert done.returncode == 0, done.stderr
+    assert "reusing it" in done.stdout
+
+
+def test_bootstrap_refuses_while_another_build_holds_the_lock(tmp_path: Path) -> None:
+    env = _metal_env(tmp_path)
+    (tmp_path / f"{env['TOOLCHAIN_HASH']}.lock").mkdir()
+    done = _bootstrap(env)
+    assert done.returncode == 1
+    assert "another build" in done.stderr
+
+
+@pytest.mark.parametrize("generation", ["legacy", "current"])
+def test_python_locks_pin_and_hash_every_requirement(generation: str) -> None:
+    text = (RUNNER / f"requirements-{generation}.lock").read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\]+)", text, flags=re.MULTILINE)
+    assert len(pins) > 20
+    entries = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", text.split("\n", 1)[1])
+    assert all("--hash=sha256:" in entry for entry in entries if "==" in entry)
+    wanted = {
+        line.split("==")[0].split(">")[0].split("<")[0].lower().replace("_", "-")
+        for line in (RUNNER / f"requirements-{generation}.in").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert wanted <= {name.lower().replace("_", "-") for name, _ in pins}
