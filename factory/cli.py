@@ -16,6 +16,7 @@ from rich.status import Status
 
 from . import __version__
 from .errors import FactoryError, InputError, Problem
+from .executor import Outcome
 from .lock import Lock, lock_path_for, missing_entries, read_lock
 from .manifest.model import Manifest
 
@@ -128,11 +129,15 @@ def lock(
     matrix: MatrixOption = Path("manifests/world.yaml"),
     upgrade: Annotated[bool, typer.Option("--upgrade", help="Re-resolve entries the lock already has.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Resolve nothing; fail if the lock misses an entry.")] = False,
+    local_images: Annotated[
+        bool,
+        typer.Option("--local-images", help="Lock base images by the local engine's image id (offline builders)."),
+    ] = False,
 ) -> None:
     """Resolve HF revisions and base-image digests into <manifest>.lock."""
     from .lock import resolve_lock, write_lock
     from .manifest import load_manifest
-    from .resolvers import OnlineResolver
+    from .resolvers import LocalImageResolver, OnlineResolver
 
     loaded = load_manifest(matrix)
     lock_path = lock_path_for(matrix)
@@ -141,7 +146,8 @@ def lock(
         _require_locked(loaded.manifest, current, lock_path)
         typer.echo(f"{lock_path}: complete")
         return
-    update = resolve_lock(loaded.manifest, current, OnlineResolver(), upgrade=upgrade)
+    resolver = LocalImageResolver() if local_images else OnlineResolver()
+    update = resolve_lock(loaded.manifest, current, resolver, upgrade=upgrade, local_images=local_images)
     write_lock(lock_path, update.lock)
     for line in update.resolved:
         typer.echo(f"resolved {line}")
@@ -180,6 +186,68 @@ def tokenizer_rwkv_world(
     tok.write_tokenizer_model(tok.unpack(blob), output)
     typer.echo(report.summary())
     typer.echo(f"wrote {output} ({len(blob)} bytes) from {source}")
+
+
+@app.command()
+@reports_errors
+def build(
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Build cells whose MODEL/QUANT/TARGET matches this glob.")
+    ] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", help="Leave out cells whose MODEL/QUANT/TARGET matches this glob.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Nodes run at the same time.")] = 2,
+    work: Annotated[Path, typer.Option("--work", help="Node cache (outputs by build key).")] = Path(".factory"),
+    out: Annotated[Path, typer.Option("--out", help="Where accepted bundles are laid out.")] = Path("dist"),
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="Run a fixed prompt where the target's device exists.")
+    ] = False,
+    require_smoke: Annotated[
+        bool, typer.Option("--require-smoke", help="Fail a cell whose smoke run did not pass (or could not run).")
+    ] = False,
+) -> None:
+    """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
+    from .build import BuildSettings, execute
+    from .build_report import exit_code, render_summary
+    from .manifest import load_manifest
+    from .plan import plan as make_plan
+
+    loaded = load_manifest(matrix)
+    lock_path = lock_path_for(matrix)
+    lock = read_lock(lock_path)
+    _require_locked(loaded.manifest, lock, lock_path)
+    graph = make_plan(loaded, lock, only=only or (), skip=skip or ())
+    console = Console(stderr=True, soft_wrap=True)
+    settings = BuildSettings(work=work, out=out, jobs=jobs, smoke=smoke, require_smoke=require_smoke)
+
+    def show(outcome: Outcome) -> None:
+        if outcome.status in {"built", "failed", "blocked"}:
+            console.print(
+                f"{outcome.status:>8} {outcome.node} {outcome.detail.splitlines()[0] if outcome.detail else ''}",
+                markup=False,
+                highlight=False,
+            )
+
+    outcomes = execute(
+        loaded,
+        lock,
+        graph,
+        settings,
+        log=lambda line: console.print(line, markup=False, highlight=False),
+        on_event=show,
+    )
+    stdout = Console(soft_wrap=True)
+    if not stdout.is_terminal:
+        stdout.width = 200
+    stdout.print(render_summary(graph, outcomes, out))
+    code = exit_code(outcomes)
+    if code:
+        for outcome in outcomes:
+            if outcome.status == "failed":
+                typer.echo(outcome.detail, err=True)
+        raise typer.Exit(code)
 
 
 images_app = typer.Typer(help="Build, list and push pinned toolchain images.", no_args_is_help=True)

@@ -99,7 +99,21 @@ def plan_image(loaded: LoadedManifest, name: str, lock: Lock, *, local_base_id: 
     manifest = loaded.manifest
     toolchain = manifest.toolchains[name]
     digest = lock.image_digest(toolchain.base_image)
-    if digest is not None:
+    if digest is not None and lock.is_local(toolchain.base_image):
+        if local_base_id is not None and local_base_id != digest:
+            raise InputError(
+                [
+                    Problem(
+                        file=str(loaded.path),
+                        field=f"toolchains.{name}.base_image",
+                        message=f"the engine's {toolchain.base_image} is {local_base_id[:19]}, "
+                        f"the lock says {digest[:19]}",
+                        fix="load the locked base image, or re-lock with `factory lock --local-images --upgrade`",
+                    )
+                ]
+            )
+        base, base_identity = toolchain.base_image, digest
+    elif digest is not None:
         ref = toolchain.base_image
         base = ref if "@" in ref else f"{ref}@{digest}"
         base_identity = digest

@@ -32,6 +32,10 @@ class LockFile(BaseModel):
     lock_version: Literal[1] = 1
     hf: dict[str, str] = Field(default_factory=dict, description="'ORG/NAME@revision' -> commit")
     images: dict[str, str] = Field(default_factory=dict, description="image reference -> sha256 digest")
+    local_images: dict[str, str] = Field(
+        default_factory=dict,
+        description="image reference -> image id, for bases that exist only in the engine (docker load/import)",
+    )
 
 
 def hf_key(repo: str, revision: str) -> str:
@@ -52,6 +56,7 @@ def pinned_digest(image: str) -> str | None:
 class Lock:
     hf: Mapping[str, str] = field(default_factory=dict)
     images: Mapping[str, str] = field(default_factory=dict)
+    local_images: Mapping[str, str] = field(default_factory=dict)
 
     def hf_commit(self, repo: str, revision: str) -> str | None:
         if exact_commit(revision):
@@ -59,7 +64,11 @@ class Lock:
         return self.hf.get(hf_key(repo, revision))
 
     def image_digest(self, image: str) -> str | None:
-        return pinned_digest(image) or self.images.get(image)
+        return pinned_digest(image) or self.images.get(image) or self.local_images.get(image)
+
+    def is_local(self, image: str) -> bool:
+        """The base is locked by engine-local image id: it is used by name and its id checked."""
+        return pinned_digest(image) is None and image not in self.images and image in self.local_images
 
 
 def lock_path_for(manifest_path: Path) -> Path:
@@ -81,10 +90,11 @@ def read_lock(path: Path) -> Lock:
     for key, commit in parsed.hf.items():
         if not exact_commit(commit):
             raise _malformed(path, f"hf.{key}", f"{commit!r} is not a 40-hex commit")
-    for key, digest in parsed.images.items():
-        if not _DIGEST.match(digest):
-            raise _malformed(path, f"images.{key}", f"{digest!r} is not a sha256 digest")
-    return Lock(hf=dict(parsed.hf), images=dict(parsed.images))
+    for section in ("images", "local_images"):
+        for key, digest in getattr(parsed, section).items():
+            if not _DIGEST.match(digest):
+                raise _malformed(path, f"{section}.{key}", f"{digest!r} is not a sha256 digest")
+    return Lock(hf=dict(parsed.hf), images=dict(parsed.images), local_images=dict(parsed.local_images))
 
 
 def _malformed(path: Path, field_name: str, message: str) -> InputError:
@@ -102,7 +112,11 @@ def _malformed(path: Path, field_name: str, message: str) -> InputError:
 
 def write_lock(path: Path, lock: Lock) -> None:
     """Write atomically: a reader sees the old lock or the new one, never half of one."""
-    body = LockFile(hf=dict(sorted(lock.hf.items())), images=dict(sorted(lock.images.items())))
+    body = LockFile(
+        hf=dict(sorted(lock.hf.items())),
+        images=dict(sorted(lock.images.items())),
+        local_images=dict(sorted(lock.local_images.items())),
+    )
     text = json.dumps(body.model_dump(), indent=2, sort_keys=True) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -146,7 +160,9 @@ class LockUpdate:
     kept: tuple[str, ...]
 
 
-def resolve_lock(manifest: Manifest, current: Lock, resolver: Resolver, *, upgrade: bool) -> LockUpdate:
+def resolve_lock(
+    manifest: Manifest, current: Lock, resolver: Resolver, *, upgrade: bool, local_images: bool = False
+) -> LockUpdate:
     """Resolve what the lock lacks (everything, with `upgrade`). Entries the
     manifest no longer uses are dropped. Raises NetworkError listing every
     reference that could not be resolved; the caller then writes nothing."""
@@ -172,9 +188,10 @@ def resolve_lock(manifest: Manifest, current: Lock, resolver: Resolver, *, upgra
             continue
         hf[key] = commit
         resolved.append(f"hf {key} -> {commit}")
+    section = current.local_images if local_images else current.images
     for image in refs.images:
-        if not upgrade and image in current.images:
-            images[image] = current.images[image]
+        if not upgrade and image in section:
+            images[image] = section[image]
             kept.append(f"image {image}")
             continue
         try:
@@ -192,4 +209,9 @@ def resolve_lock(manifest: Manifest, current: Lock, resolver: Resolver, *, upgra
             "could not resolve " + "; ".join(failures),
             hint="check the network, HF_ENDPOINT/HF_TOKEN and the registry; the lock file was left unchanged",
         )
-    return LockUpdate(lock=Lock(hf=hf, images=images), resolved=tuple(resolved), kept=tuple(kept))
+    if local_images:
+        # Registry digests the lock already has stay; the engine-local ids are new.
+        lock = Lock(hf=hf, images={k: v for k, v in current.images.items() if k in refs.images}, local_images=images)
+    else:
+        lock = Lock(hf=hf, images=images)
+    return LockUpdate(lock=lock, resolved=tuple(resolved), kept=tuple(kept))

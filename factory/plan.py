@@ -103,14 +103,22 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
             if toolchain.tokenizers_cpp
             else {"submodule_of": toolchain.mlc_llm.model_dump()}
         )
+        source = model.tokenizer.model_dump()
+        if model.tokenizer.path is not None:
+            source["path"] = {"sha256": loaded.file_digests[model.tokenizer.path]}
         tokenizer = add(
             _node(
                 "tokenizer",
                 f"tokenizer:{model.name}",
-                {"source": model.tokenizer.model_dump(), "runtime_encoder": tokenizers_cpp},
+                {"source": source, "runtime_encoder": tokenizers_cpp},
                 (),
                 locked=True,
-                attrs={"model": model.name, "vocab": model.tokenizer.vocab},
+                attrs={
+                    "model": model.name,
+                    "vocab": model.tokenizer.vocab,
+                    "vocab_path": model.tokenizer.path,
+                    "tokenizers_cpp": effective_tokenizers_cpp(toolchain),
+                },
             )
         )
 
@@ -182,6 +190,15 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
 
     ordered = sorted(nodes.values(), key=lambda n: (NODE_KINDS.index(n.kind), n.id))
     return BuildGraph(nodes=tuple(ordered), cells=tuple(cell_plans), unresolved=tuple(sorted(unresolved)))
+
+
+def effective_tokenizers_cpp(toolchain: Toolchain) -> str | None:
+    """The tokenizers-cpp commit the toolchain's runtime carries (override, else mlc-llm's submodule)."""
+    from .rwkv_world_tokenizer import MLC_LLM_TOKENIZERS_CPP
+
+    if toolchain.tokenizers_cpp is not None:
+        return toolchain.tokenizers_cpp.commit
+    return MLC_LLM_TOKENIZERS_CPP.get(toolchain.mlc_llm.commit)
 
 
 def select(cells: Sequence[Cell], only: Sequence[str], skip: Sequence[str]) -> list[Cell]:

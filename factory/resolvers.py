@@ -47,3 +47,21 @@ class OnlineResolver:
                 client.close()
         except DockerException as exc:
             raise NetworkError(f"cannot ask the registry through the Docker engine ({type(exc).__name__})") from None
+
+
+class LocalImageResolver(OnlineResolver):
+    """Resolves base images to the local engine's image ids (for offline builders
+    whose bases come from `docker load`/`docker import`); HF as OnlineResolver."""
+
+    def image_digest(self, image: str) -> str:
+        from docker.errors import ImageNotFound
+
+        from .engine import docker_client
+
+        client = docker_client()
+        try:
+            return str(client.images.get(image).id)
+        except ImageNotFound:
+            raise NetworkError(f"the local engine has no image {image}") from None
+        finally:
+            client.close()

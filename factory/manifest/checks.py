@@ -129,6 +129,14 @@ def _models(m: Manifest, root: Path) -> Iterator[Finding]:
         if problem is not None:
             yield Finding(("models", i, "name"), problem.message, problem.fix)
         yield from _overrides(m, i, model)
+        if model.tokenizer.path is not None:
+            yield from _project_file(
+                root.resolve(),
+                model.tokenizer.path,
+                ("models", i, "tokenizer", "path"),
+                "vocab",
+                "vocab/rwkv_vocab.txt",
+            )
 
 
 def _overrides(m: Manifest, index: int, model: Model) -> Iterator[Finding]:
@@ -195,19 +203,24 @@ def _toolchains(m: Manifest, root: Path) -> Iterator[Finding]:
                 "set cuda_version, e.g. '12.8'",
             )
         for j, patch in enumerate(toolchain.patches):
-            path = (base / patch.path).resolve()
-            if not path.is_relative_to(base) or PurePosixPath(patch.path).is_absolute():
-                yield Finding(
-                    ("toolchains", name, "patches", j, "path"),
-                    f"patch path {patch.path!r} leaves the manifest root",
-                    "keep patches inside the project, e.g. patches/legacy/NAME.patch",
-                )
-            elif not path.is_file():
-                yield Finding(
-                    ("toolchains", name, "patches", j, "path"),
-                    f"patch file {patch.path!r} not found under {base}",
-                    "create it, or fix the path (relative to the manifest's root)",
-                )
+            yield from _project_file(
+                base, patch.path, ("toolchains", name, "patches", j, "path"), "patch", "patches/legacy/NAME.patch"
+            )
+
+
+def _project_file(base: Path, relative: str, where: PathKey, what: str, example: str) -> Iterator[Finding]:
+    """A file the manifest names must exist inside the root: it is hashed into keys and copied into builds."""
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base) or PurePosixPath(relative).is_absolute():
+        yield Finding(
+            where, f"{what} path {relative!r} leaves the manifest root", f"keep it inside the project, e.g. {example}"
+        )
+    elif not path.is_file():
+        yield Finding(
+            where,
+            f"{what} file {relative!r} not found under {base}",
+            "create it, or fix the path (relative to the manifest's root)",
+        )
 
 
 def _matrix_rules(m: Manifest, root: Path) -> Iterator[Finding]:

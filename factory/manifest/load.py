@@ -64,11 +64,9 @@ def validate_manifest(located: Located, path: Path) -> LoadedManifest:
                 for f in findings
             ]
         )
-    digests = {
-        patch.path: hashlib.sha256((root / patch.path).read_bytes()).hexdigest()
-        for toolchain in manifest.toolchains.values()
-        for patch in toolchain.patches
-    }
+    named = [patch.path for toolchain in manifest.toolchains.values() for patch in toolchain.patches]
+    named += [model.tokenizer.path for model in manifest.models if model.tokenizer.path is not None]
+    digests = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in named}
     return LoadedManifest(manifest=manifest, path=path, root=root, file_digests=digests)
 
 

@@ -90,6 +90,11 @@ class TokenizerSource(Frozen):
         default="rwkv_vocab_v20230424",
         description="Upstream vocab shipped by the `rwkv` package on PyPI",
     )
+    path: StrictStr | None = Field(
+        default=None,
+        description="A vocab file in the same format inside the project, used instead of the shipped one "
+        "(relative to the manifest root); the conformance check still compares it with the upstream vocab",
+    )
 
 
 class ModelOverrides(Frozen):

@@ -36,7 +36,7 @@ class HostRunner:
         env["VIRTUAL_ENV"] = str(self.prefix / "venv")
         env["TVM_LIBRARY_PATH"] = str(self.prefix / "src" / "tvm" / "build")
         (self.prefix / "home").mkdir(exist_ok=True)
-        argv = list(step.argv)
+        argv = [_host_path(arg, step) for arg in step.argv]
         if argv and argv[0] in {"python", "python3"}:
             argv[0] = str(bin_dir / "python")
         tail: deque[str] = deque(maxlen=50)
@@ -45,6 +45,14 @@ class HostRunner:
             tail.append(line)
             on_line(line)
 
-        cwd = Path(step.workdir) if step.workdir != "/" else None
+        cwd = Path(_host_path(step.workdir, step)) if step.workdir != "/" else None
         done = process.run(argv, cwd=cwd, env=env, inherit_env=False, on_line=keep, check=False)
         return StepResult(done.exit_code, tuple(tail))
+
+
+def _host_path(arg: str, step: Step) -> str:
+    """Steps are written against mount targets (/in/..., /out); on the host those are the sources."""
+    for mount in sorted(step.mounts, key=lambda m: len(m.target), reverse=True):
+        if arg == mount.target or arg.startswith(mount.target + "/"):
+            return str(mount.source) + arg[len(mount.target) :]
+    return arg

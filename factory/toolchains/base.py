@@ -8,8 +8,9 @@ questions; later steps (argv rendering, layout lint) ask more of the same module
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from ..manifest.model import Model, ModelType, Target
 
@@ -20,6 +21,25 @@ class Unsupported:
 
     message: str
     fix: str
+
+
+# Where steps see their inputs and write their outputs (container paths; the host
+# runner maps them to real folders). The legacy CLI names a model after its folder,
+# so the HF snapshot is mounted at MODEL_ROOT/<model name>.
+MODEL_ROOT = "/in/model"
+CONVERTED = "/in/converted"
+OUT = "/out"
+
+SourceFormat = Literal["huggingface-safetensor", "huggingface-torch"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepArgv:
+    """One CLI invocation of the pinned mlc-llm, exactly as it will run."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class Flow(Protocol):
@@ -40,3 +60,18 @@ class Flow(Protocol):
 
     def library_name(self, model: str, quant: str, target_name: str, target: Target) -> str | Unsupported:
         """The file name of the compiled model library this flow writes."""
+
+    def convert_steps(self, model: Model, quant: str, source_format: SourceFormat) -> tuple[StepArgv, ...]:
+        """Steps that turn the HF snapshot at MODEL_ROOT/<model> into params + mlc-chat-config.json under OUT."""
+
+    def converted_params(self, model: str, quant: str) -> str:
+        """Where, under the convert output, the params index, shards and mlc-chat-config.json are."""
+
+    def compile_steps(self, model: Model, quant: str, target_name: str, target: Target) -> tuple[StepArgv, ...]:
+        """Steps that compile the model library for one target into OUT (convert output at CONVERTED)."""
+
+    def compiled_library(self, model: str, quant: str, target_name: str, target: Target) -> str:
+        """Where, under the compile output, the library is."""
+
+    def bundle_params_dir(self) -> str:
+        """Folder of the bundle holding params, config and tokenizer ("" = the bundle's root)."""

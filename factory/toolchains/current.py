@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from ..manifest.model import Model, ModelType, Target
-from .base import Unsupported
+from .base import CONVERTED, MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported
 
 _NO_QUANT = frozenset({"q0f16", "q0bf16", "q0f32"})
 _GROUP = frozenset({"q3f16_0", "q3f16_1", "q4f16_0", "q4f16_1", "q4bf16_0", "q4bf16_1", "q4f32_1", "q4f16_2"})
@@ -66,6 +66,13 @@ class CurrentFlow:
         device = target.device
         if isinstance(device, dict):
             # compile --device takes a JSON dict; TVM 0.26+ rejects "cuda -arch=..." strings.
+            # A list of CUDA archs becomes a fatbin: the first arch names the target,
+            # MLC_MULTI_ARCH (see compile_steps) adds the rest.
+            archs = device.get("arch")
+            if device.get("kind") == "cuda" and isinstance(archs, list):
+                if not archs:
+                    return Unsupported(message="an empty CUDA arch list", fix='give at least one, e.g. ["sm_80"]')
+                device = {**device, "arch": archs[0]}
             return json.dumps(device, sort_keys=True, separators=(",", ":"))
         if device in _PROBING:
             return Unsupported(
@@ -83,3 +90,61 @@ class CurrentFlow:
         # The -o suffix sets the link mode; we name libraries like upstream's
         # prebuilt ones: {model}-{quant}-{platform}.{suffix}.
         return f"{model}-{quant}-{target_name}.{target.library_suffix}"
+
+    # cli/convert_weight.py, gen_config.py and compile.py at v0.20.0. --device cpu
+    # keeps convert_weight off the GPU probe ("auto"); compile gets an explicit target.
+    def convert_steps(self, model: Model, quant: str, source_format: SourceFormat) -> tuple[StepArgv, ...]:
+        source = f"{MODEL_ROOT}/{model.name}"
+        model_type = _MODEL_TYPE[model.type]
+        convert = (
+            "mlc_llm", "convert_weight", source,
+            "--quantization", quant,
+            "--model-type", model_type,
+            "--device", "cpu",
+            "--source", source,
+            "--source-format", source_format,
+            "--output", OUT,
+        )  # fmt: skip
+        gen_config = (
+            "mlc_llm", "gen_config", source,
+            "--quantization", quant,
+            "--model-type", model_type,
+            "--conv-template", model.conv_template,
+            "--context-window-size", str(model.context_window),
+            "--tensor-parallel-shards", "1",
+            "--output", OUT,
+        )  # fmt: skip
+        return (StepArgv(name="convert_weight", argv=convert), StepArgv(name="gen_config", argv=gen_config))
+
+    def converted_params(self, model: str, quant: str) -> str:
+        return "."
+
+    def compile_steps(self, model: Model, quant: str, target_name: str, target: Target) -> tuple[StepArgv, ...]:
+        argument = self.target_argument(target)
+        library = self.library_name(model.name, quant, target_name, target)
+        assert isinstance(argument, str) and isinstance(library, str)
+        argv = (
+            "mlc_llm", "compile", f"{CONVERTED}/mlc-chat-config.json",
+            "--quantization", quant,
+            "--model-type", _MODEL_TYPE[model.type],
+            "--device", argument,
+            "--output", f"{OUT}/{library}",
+        )  # fmt: skip
+        env = {}
+        archs = target.device.get("arch") if isinstance(target.device, dict) else None
+        if target.device_kind == "cuda" and isinstance(archs, list):
+            env["MLC_MULTI_ARCH"] = ",".join(a.removeprefix("sm_") for a in archs)
+        return (StepArgv(name="compile", argv=argv, env=env),)
+
+    def compiled_library(self, model: str, quant: str, target_name: str, target: Target) -> str:
+        library = self.library_name(model, quant, target_name, target)
+        assert isinstance(library, str)
+        return library
+
+    def bundle_params_dir(self) -> str:
+        # `mlc_llm chat DIR --model-lib DIR/LIB`: config, params and tokenizer in one folder.
+        return ""
+
+
+# model/model.py MODELS keys for our manifest types.
+_MODEL_TYPE = {"rwkv5-world": "rwkv5", "rwkv6-world": "rwkv6"}

@@ -7,7 +7,7 @@ deprecated): mlc_llm/core.py, mlc_llm/utils.py, mlc_llm/quantization/__init__.py
 from __future__ import annotations
 
 from ..manifest.model import Model, ModelType, Target
-from .base import Unsupported
+from .base import MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported
 
 # mlc_llm/quantization/__init__.py: every key of `quantization_schemes`.
 CLI_QUANTIZATIONS = frozenset(
@@ -74,6 +74,12 @@ class LegacyFlow:
                     message=f"the legacy flow cannot take a {kind!r} device as a target dict",
                     fix="use metal:generic or vulkan:generic, or a cuda/llvm dict",
                 )
+            if kind == "cuda" and isinstance(device.get("arch"), list):
+                return Unsupported(
+                    message="the legacy flow builds one CUDA arch per library "
+                    "(its cuda-multiarch target probes the GPU)",
+                    fix="give one arch per target, e.g. two targets sm_80 and sm_90",
+                )
             if kind == "cuda" and "arch" not in device:
                 return Unsupported(
                     message="a CUDA target without an arch makes the legacy flow probe the local GPU",
@@ -106,3 +112,57 @@ class LegacyFlow:
                 fix="drop `suffix` from this target, or exclude it for legacy-flow models",
             )
         return f"{model}-{quant}-{target.device_kind}.so"
+
+    # core.BuildArgs at b44cdc53: every flag below is a field there. Convert and
+    # compile are separate invocations of the same CLI (--convert-weights-only,
+    # --build-model-only), so one conversion serves every target. --use-cache=0
+    # keeps it from reusing a pickled module left in the artifact path.
+    def convert_steps(self, model: Model, quant: str, source_format: SourceFormat) -> tuple[StepArgv, ...]:
+        argv = [
+            *_BUILD,
+            "--model", f"{MODEL_ROOT}/{model.name}",
+            "--quantization", quant,
+            # Weights do not depend on the target; llvm names none that needs a GPU.
+            "--target", "llvm",
+            "--artifact-path", OUT,
+            "--use-cache", "0",
+            "--convert-weights-only",
+        ]  # fmt: skip
+        if source_format == "huggingface-safetensor":
+            argv.append("--use-safetensors")
+        return (StepArgv(name="convert", argv=tuple(argv)),)
+
+    def converted_params(self, model: str, quant: str) -> str:
+        return f"{model}-{quant}/params"
+
+    def compile_steps(self, model: Model, quant: str, target_name: str, target: Target) -> tuple[StepArgv, ...]:
+        argument = self.target_argument(target)
+        assert isinstance(argument, str), argument
+        argv = [
+            *_BUILD,
+            "--model", f"{MODEL_ROOT}/{model.name}",
+            "--quantization", quant,
+            "--target", argument,
+            "--artifact-path", OUT,
+            "--use-cache", "0",
+            "--build-model-only",
+        ]  # fmt: skip
+        if target.device_kind == "cuda":
+            # CUTLASS kernels query tvm.cuda(0) while building; without a GPU they
+            # must stay off, and cuBLAS too for unquantized (q0) weights.
+            argv += ["--no-cutlass-attn", "--no-cutlass-norm"]
+            if quant.startswith("q0"):
+                argv.append("--no-cublas")
+        return (StepArgv(name="compile", argv=tuple(argv)),)
+
+    def compiled_library(self, model: str, quant: str, target_name: str, target: Target) -> str:
+        library = self.library_name(model, quant, target_name, target)
+        assert isinstance(library, str), library
+        return f"{model}-{quant}/{library}"
+
+    def bundle_params_dir(self) -> str:
+        # The legacy runtime (mlc_chat) reads dist/<model>-<quant>/params next to the library.
+        return "params"
+
+
+_BUILD = ("python", "-m", "mlc_llm.build")

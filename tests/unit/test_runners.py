@@ -97,3 +97,31 @@ def test_process_child_sees_only_the_given_env_when_asked() -> None:
     )
     assert "HF_TOKEN" not in done.output and "'ONLY'" in done.output
     assert os.environ  # the parent's environment is untouched
+
+
+def test_host_runner_maps_mount_targets_to_real_folders(tmp_path: Path) -> None:
+    prefix = _prefix(tmp_path)
+    model, out = tmp_path / "model", tmp_path / "out"
+    model.mkdir()
+    out.mkdir()
+    (model / "config.json").write_text("{}")
+    code = "import os, sys; print(os.getcwd()); print(open(sys.argv[1]).read())"
+    step = Step(
+        name="s",
+        argv=("python", "-c", code, "/in/model/config.json"),
+        mounts=(Mount(source=model, target="/in/model"), Mount(source=out, target="/out", read_only=False)),
+        workdir="/out",
+    )
+    lines: list[str] = []
+    assert HostRunner(prefix).run(step, lines.append).exit_code == 0
+    assert lines == [str(out), "{}"]
+
+
+def test_fetch_prefers_safetensors() -> None:
+    from factory.fetch import choose_files
+
+    patterns, source = choose_files(["config.json", "model.safetensors", "pytorch_model.bin"])
+    assert source == "huggingface-safetensor" and "*.safetensors" in patterns
+    assert not any("pytorch" in p for p in patterns)
+    patterns, source = choose_files(["config.json", "pytorch_model.bin"])
+    assert source == "huggingface-torch" and "pytorch_model*.bin" in patterns

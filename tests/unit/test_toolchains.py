@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from factory.manifest.model import Target
+from factory.manifest.model import Model, Target
 from factory.toolchains import FLOWS, Unsupported
 
 LEGACY = FLOWS["legacy"]
@@ -60,3 +60,61 @@ def test_model_type_support() -> None:
     assert CURRENT.model_quantizations("rwkv4-world") is None
     rwkv6 = CURRENT.model_quantizations("rwkv6-world")
     assert rwkv6 is not None and "q4f16_ft" not in rwkv6 and "q4f16_1" in rwkv6
+
+
+def _model(name: str, type_: str) -> Model:
+    return Model.model_validate(
+        {"name": name, "hf": {"repo": "RWKV/x"}, "type": type_, "toolchain": "t", "context_window": 2048}
+    )
+
+
+def test_legacy_argv_follows_the_pinned_build_cli() -> None:
+    model = _model("rwkv-4-world-1b5", "rwkv4-world")
+    (convert,) = LEGACY.convert_steps(model, "q4f16_1", "huggingface-safetensor")
+    assert convert.argv == (
+        "python", "-m", "mlc_llm.build", "--model", "/in/model/rwkv-4-world-1b5", "--quantization", "q4f16_1",
+        "--target", "llvm", "--artifact-path", "/out", "--use-cache", "0", "--convert-weights-only",
+        "--use-safetensors",
+    )  # fmt: skip
+    sm80 = Target(device={"kind": "cuda", "arch": "sm_80"}, runner="container", os="linux")
+    (q0,) = LEGACY.compile_steps(model, "q0f16", "cuda-sm80", sm80)
+    assert q0.argv[q0.argv.index("--target") + 1] == "cuda -arch=sm_80"
+    assert q0.argv[-4:] == ("--build-model-only", "--no-cutlass-attn", "--no-cutlass-norm", "--no-cublas")
+    (q4,) = LEGACY.compile_steps(model, "q4f16_1", "cuda-sm80", sm80)
+    assert "--no-cublas" not in q4.argv
+    metal = Target(device="metal:generic", runner="host", os="macos", arch="arm64")
+    (m,) = LEGACY.compile_steps(model, "q4f16_1", "metal-arm64", metal)
+    assert "--no-cutlass-attn" not in m.argv and m.argv[m.argv.index("--target") + 1] == "metal"
+    assert LEGACY.converted_params("rwkv-4-world-1b5", "q4f16_1") == "rwkv-4-world-1b5-q4f16_1/params"
+    assert LEGACY.compiled_library("m", "q4f16_1", "cuda-sm80", sm80) == "m-q4f16_1/m-q4f16_1-cuda.so"
+
+
+def test_current_argv_follows_the_pinned_cli() -> None:
+    model = _model("rwkv-6-world-3b", "rwkv6-world")
+    convert, gen_config = CURRENT.convert_steps(model, "q4f16_1", "huggingface-torch")
+    assert convert.argv == (
+        "mlc_llm", "convert_weight", "/in/model/rwkv-6-world-3b", "--quantization", "q4f16_1", "--model-type",
+        "rwkv6", "--device", "cpu", "--source", "/in/model/rwkv-6-world-3b", "--source-format", "huggingface-torch",
+        "--output", "/out",
+    )  # fmt: skip
+    assert gen_config.argv == (
+        "mlc_llm", "gen_config", "/in/model/rwkv-6-world-3b", "--quantization", "q4f16_1", "--model-type", "rwkv6",
+        "--conv-template", "rwkv_world", "--context-window-size", "2048", "--tensor-parallel-shards", "1",
+        "--output", "/out",
+    )  # fmt: skip
+    sm90 = Target(device={"kind": "cuda", "arch": "sm_90"}, runner="container", os="linux")
+    (compile_,) = CURRENT.compile_steps(model, "q4f16_1", "cuda-sm90", sm90)
+    assert compile_.argv == (
+        "mlc_llm", "compile", "/in/converted/mlc-chat-config.json", "--quantization", "q4f16_1", "--model-type",
+        "rwkv6", "--device", '{"arch":"sm_90","kind":"cuda"}', "--output", "/out/rwkv-6-world-3b-q4f16_1-cuda-sm90.so",
+    )  # fmt: skip
+    assert compile_.env == {}
+
+
+def test_cuda_multi_arch_is_a_fatbin_in_the_current_flow_only() -> None:
+    model = _model("rwkv-5-world-3b", "rwkv5-world")
+    fat = Target(device={"kind": "cuda", "arch": ["sm_80", "sm_90a"]}, runner="container", os="linux")
+    (compile_,) = CURRENT.compile_steps(model, "q4f16_1", "cuda-fat", fat)
+    assert compile_.argv[compile_.argv.index("--device") + 1] == '{"arch":"sm_80","kind":"cuda"}'
+    assert compile_.env == {"MLC_MULTI_ARCH": "80,90a"}
+    assert isinstance(LEGACY.target_argument(fat), Unsupported)

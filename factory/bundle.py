@@ -1,0 +1,146 @@
+"""Bundles: a cell's params, tokenizer and library in the layout its runtime
+loads, plus a schema-versioned manifest of every file, its provenance and the
+compatibility key a client matches against its runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import FactoryError
+
+BUNDLE_MANIFEST = "factory-bundle.json"
+SCHEMA = "factory.bundle/v1"
+CHAT_CONFIG = "mlc-chat-config.json"
+TOKENIZER = "tokenizer_model"
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    path: str
+    role: str
+    size: int
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def assemble(
+    dest: Path,
+    *,
+    params_source: Path,
+    params_dir: str,
+    params_index: str,
+    library: Path,
+    library_name: str,
+    tokenizer: Path,
+) -> None:
+    """Lay out a bundle in `dest` (a new folder): params, index and chat config
+    from the conversion, our tokenizer_model beside them (listed in
+    tokenizer_files, which neither MLC flow does for RWKV World), the library."""
+    params = dest / params_dir if params_dir else dest
+    params.mkdir(parents=True, exist_ok=True)
+    index = json.loads((params_source / params_index).read_text())
+    wanted = {params_index, CHAT_CONFIG} | {shard["dataPath"] for shard in index.get("records", [])}
+    for name in sorted(wanted):
+        source = params_source / name
+        if name != CHAT_CONFIG and source.is_file():
+            link_or_copy(source, params / name)
+    config_path = params_source / CHAT_CONFIG
+    if not config_path.is_file():
+        raise FactoryError(f"the conversion wrote no {CHAT_CONFIG} in {params_source}")
+    config = json.loads(config_path.read_text())
+    files = list(config.get("tokenizer_files") or [])
+    if TOKENIZER not in files:
+        files.append(TOKENIZER)
+    config["tokenizer_files"] = files
+    (params / CHAT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    shutil.copyfile(tokenizer, params / TOKENIZER)
+    link_or_copy(library, dest / library_name)
+
+
+def role_of(relative: str, params_index: str, library_name: str) -> str:
+    name = relative.rsplit("/", 1)[-1]
+    if relative == library_name:
+        return "library"
+    if name == params_index:
+        return "params-index"
+    if name == CHAT_CONFIG:
+        return "chat-config"
+    if name == TOKENIZER:
+        return "tokenizer"
+    if name.startswith("params_shard_"):
+        return "params-shard"
+    return "other"
+
+
+def describe(bundle: Path, params_index: str, library_name: str) -> list[BundleFile]:
+    out = []
+    for path in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != BUNDLE_MANIFEST):
+        relative = path.relative_to(bundle).as_posix()
+        out.append(
+            BundleFile(relative, role_of(relative, params_index, library_name), path.stat().st_size, sha256_file(path))
+        )
+    return out
+
+
+def bundle_manifest(
+    *,
+    cell: Mapping[str, str],
+    files: list[BundleFile],
+    compatibility: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    gates: Mapping[str, Any],
+    run: str,
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        **cell,
+        "files": [asdict(f) for f in files],
+        "compatibility": dict(compatibility),
+        "provenance": dict(provenance),
+        "gates": dict(gates),
+        "run": run,
+    }
+
+
+def write_manifest(bundle: Path, manifest: Mapping[str, Any]) -> None:
+    tmp = bundle / f".{BUNDLE_MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, bundle / BUNDLE_MANIFEST)
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((bundle / BUNDLE_MANIFEST).read_text())
+    return data
+
+
+def run_command(flow: str, bundle_dir: str, params_dir: str, library_name: str, device_kind: str) -> str:
+    """The command that runs a pulled bundle with its generation's runtime."""
+    if flow == "legacy":
+        # mlc-llm b44cdc53's runtime package is mlc_chat: `python -m mlc_chat chat MODEL --model-lib-path`.
+        return (
+            f"python -m mlc_chat chat {bundle_dir}/{params_dir} "
+            f"--model-lib-path {bundle_dir}/{library_name} --device {device_kind}"
+        )
+    return f"mlc_llm chat {bundle_dir} --model-lib {bundle_dir}/{library_name} --device {device_kind}"

@@ -1,0 +1,241 @@
+"""Gates a bundle passes before it is accepted: layout lint, params check,
+library check, and (where a device exists) a smoke run.
+
+Each gate returns a GateResult; a failed gate names the file and the fix.
+Params are read with TVM's own tensor-cache reader, one shard at a time (the
+reader loads everything it is given, so each shard gets its own small index).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import FactoryError
+
+FLOAT_DTYPES = {"float16", "float32", "bfloat16", "float64"}
+
+
+class GateFailure(FactoryError):
+    """A bundle failed a gate. Exit code 4."""
+
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    status: str  # passed | failed | skipped
+    problems: tuple[str, ...] = ()
+    hint: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, **self.details}
+        if self.problems:
+            out["problems"] = list(self.problems)
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+def lint_layout(
+    bundle: Path, *, params_dir: str, params_index: str, library_name: str, library_suffix: str
+) -> GateResult:
+    params = bundle / params_dir if params_dir else bundle
+    problems = []
+    index_path = params / params_index
+    if not index_path.is_file():
+        problems.append(f"{index_path}: the params index is missing")
+    else:
+        for shard in json.loads(index_path.read_text()).get("records", []):
+            shard_path = params / shard["dataPath"]
+            if not shard_path.is_file():
+                problems.append(f"{shard_path}: listed in {params_index} but missing")
+            elif shard_path.stat().st_size != shard["nbytes"]:
+                problems.append(
+                    f"{shard_path}: {shard_path.stat().st_size} bytes, {params_index} says {shard['nbytes']}"
+                )
+    config_path = params / "mlc-chat-config.json"
+    if not config_path.is_file():
+        problems.append(f"{config_path}: missing")
+    else:
+        for name in json.loads(config_path.read_text()).get("tokenizer_files", []):
+            if not (params / name).is_file():
+                problems.append(f"{params / name}: listed in tokenizer_files but missing")
+    library = bundle / library_name
+    if not library.is_file():
+        problems.append(f"{library}: the model library is missing")
+    if not library_name.endswith("." + library_suffix):
+        problems.append(f"{library_name}: a library for this target must end in .{library_suffix}")
+    if problems:
+        return GateResult("layout", "failed", tuple(problems), "rebuild the cell; a truncated copy is never accepted")
+    return GateResult("layout", "passed")
+
+
+def _shards(index_path: Path) -> Iterator[tuple[dict[str, Any], Path]]:
+    """Each shard record with a one-shard index TVM's reader can load on its own."""
+    index = json.loads(index_path.read_text())
+    with tempfile.TemporaryDirectory(dir=index_path.parent, prefix=".gate-") as tmp:
+        for number, shard in enumerate(index.get("records", [])):
+            single = Path(tmp) / f"shard-{number}.json"
+            single.write_text(
+                json.dumps(
+                    {"metadata": index.get("metadata"), "records": [{**shard, "dataPath": f"../{shard['dataPath']}"}]}
+                )
+            )
+            yield shard, single
+
+
+def check_params(
+    params: Path, *, params_index: str, chat_config: Mapping[str, Any], quantization: str, nan_hint: str = ""
+) -> GateResult:
+    import numpy as np
+    import tvm
+    from tvm.contrib import tvmjs
+
+    problems: list[str] = []
+    non_finite: list[str] = []
+    vocab = chat_config.get("vocab_size")
+    storage = _storage_dtype(quantization)
+    count = 0
+    for shard, single in _shards(params / params_index):
+        try:
+            tensors, _ = tvmjs.load_tensor_cache(str(single), tvm.cpu())
+        except (AssertionError, ValueError, OSError) as exc:
+            problems.append(f"{params / shard['dataPath']}: TVM cannot read it ({type(exc).__name__}: {exc})")
+            continue
+        declared = {r["name"]: r for r in shard["records"]}
+        for name, tensor in tensors.items():
+            count += 1
+            record = declared[name]
+            array = tensor.numpy()
+            if list(array.shape) != list(record["shape"]) or str(array.dtype) != record["dtype"]:
+                problems.append(f"{name}: read as {array.dtype}{list(array.shape)}, index says {record['dtype']}")
+            if "embed" in name and vocab is not None and array.shape[0] != vocab:
+                problems.append(f"{name}: {array.shape[0]} rows, but vocab_size is {vocab}")
+            if storage and record["dtype"] in FLOAT_DTYPES and record["dtype"] != storage:
+                problems.append(f"{name}: {record['dtype']}, but {quantization} stores {storage}")
+            if record["dtype"] in FLOAT_DTYPES and not np.isfinite(array.astype("float32")).all():
+                bad = int((~np.isfinite(array.astype("float32"))).sum())
+                non_finite.append(f"{name}: {bad} NaN/Inf values")
+    if count == 0:
+        problems.append(f"{params / params_index}: lists no tensors")
+    details = {"tensors": count}
+    if non_finite:
+        hint = nan_hint or "the checkpoint or the conversion produced NaN/Inf; check the source weights"
+        return GateResult("params", "failed", tuple(non_finite + problems), hint, details)
+    if problems:
+        return GateResult("params", "failed", tuple(problems), "rebuild the cell from a clean conversion", details)
+    return GateResult("params", "passed", details=details)
+
+
+def _storage_dtype(quantization: str) -> str:
+    if "f16" in quantization:
+        return "float16"
+    if "f32" in quantization:
+        return "float32"
+    return ""
+
+
+def check_library(
+    library: Path, *, chat_config: Mapping[str, Any], quantization: str, records: Sequence[Mapping[str, Any]]
+) -> GateResult:
+    """Compare the library's own `_metadata` with the config and params, where the
+    library loads on this host (a library for a GPU may not)."""
+    import tvm
+    from tvm import relax
+
+    try:
+        module = tvm.runtime.load_module(str(library))
+        vm = relax.VirtualMachine(module, tvm.cpu())
+        raw = vm["_metadata"]()
+    except Exception as exc:  # any loader or VM error means "cannot check here", not "bad"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return GateResult("library", "skipped", details={"reason": f"cannot load on this host: {reason}"})
+    metadata = json.loads(str(raw))
+    problems = []
+    # The legacy chat config has no quantization field; the cell says which it is.
+    quant = quantization
+    if metadata.get("quantization") not in (None, quant):
+        problems.append(f"{library.name}: built for {metadata['quantization']}, params are {quant}")
+    model_type = chat_config.get("model_type") or chat_config.get("model_category")
+    if metadata.get("model_type") not in (None, model_type):
+        problems.append(f"{library.name}: built for model type {metadata['model_type']}, config says {model_type}")
+    expected = {r["name"]: (list(r["shape"]), r["dtype"]) for r in records}
+    for param in metadata.get("params", []):
+        name = param["name"]
+        if name not in expected:
+            problems.append(f"{library.name}: expects param {name}, which the params lack")
+        elif expected[name] != (list(param["shape"]), param["dtype"]):
+            shape, dtype = expected[name]
+            problems.append(f"{name}: library wants {param['dtype']}{param['shape']}, params have {dtype}{shape}")
+    if problems:
+        return GateResult("library", "failed", tuple(problems), "compile the library against these params again")
+    return GateResult("library", "passed", details={"metadata_params": len(metadata.get("params", []))})
+
+
+def index_records(index_path: Path) -> list[dict[str, Any]]:
+    return [r for shard in json.loads(index_path.read_text()).get("records", []) for r in shard["records"]]
+
+
+@dataclass(frozen=True)
+class SmokeFigures:
+    output: str
+    prefill_tok_s: float | None
+    decode_tok_s: float | None
+    logprobs: tuple[float, ...] = ()
+
+
+def judge_smoke(figures: SmokeFigures, *, hint: str) -> GateResult:
+    """PURE: a smoke run's figures to a gate result, in the seed article's terms."""
+    details: dict[str, Any] = {"prefill_tok_s": figures.prefill_tok_s, "decode_tok_s": figures.decode_tok_s}
+    if any(math.isnan(x) or math.isinf(x) for x in figures.logprobs):
+        return GateResult("smoke", "failed", ("the logits contain NaN/Inf",), hint, details)
+    if not figures.output.strip():
+        return GateResult("smoke", "failed", ("the model produced no output",), hint, details)
+    return GateResult("smoke", "passed", details={**details, "output": figures.output[:200]})
+
+
+SMOKE_MARK = "FACTORY-SMOKE "
+
+
+def parse_smoke(lines: list[str] | tuple[str, ...]) -> SmokeFigures | None:
+    """PURE: the figures the smoke script printed, or None if it printed none."""
+    for line in reversed(lines):
+        if line.startswith(SMOKE_MARK):
+            data = json.loads(line[len(SMOKE_MARK) :])
+
+            def number(value: Any) -> float | None:
+                return None if value is None else float(value)
+
+            return SmokeFigures(
+                output=str(data.get("output") or ""),
+                prefill_tok_s=number(data.get("prefill_tok_s")),
+                decode_tok_s=number(data.get("decode_tok_s")),
+                logprobs=tuple(float(x) for x in data.get("logprobs") or ()),
+            )
+    return None
+
+
+def no_device(target_kind: str, reason: str) -> GateResult:
+    return GateResult("smoke", "skipped", details={"reason": f"no {target_kind} device on this host: {reason}"})
+
+
+def nan_hint(model_name: str, model_type: str, quant: str) -> str:
+    if model_type == "rwkv4-world" and "f16" in quant:
+        return (
+            f"RWKV-4 World overflows in fp16 on some checkpoints (the 1.5B one does): set "
+            f"models[{model_name}].overrides.first_layer_fp32 with a toolchain patch that provides it, "
+            "or build it as q4f32_1"
+        )
+    return "the source checkpoint holds NaN/Inf, or the conversion overflowed; check the weights"

@@ -1,0 +1,183 @@
+"""`factory build` end to end: a tiny real RWKV checkpoint on a local hub (olah),
+the conformance toolchain image on a real engine, real TVM in the gates."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.docker import conformance_context, ensure_wheelhouse, toolchain_manifest
+from tests.support.hub import LocalHub
+from tests.support.run import factory
+from tests.support.tiny_rwkv import tiny_rwkv_files
+
+pytestmark = [pytest.mark.docker, pytest.mark.hub]
+QUANTS = ["q4f16_1", "q4f32_1"]
+TARGETS = {
+    "cuda-sm80": {"device": {"kind": "cuda", "arch": "sm_80"}, "runner": "container", "os": "linux"},
+    "cuda-sm90": {"device": {"kind": "cuda", "arch": "sm_90"}, "runner": "container", "os": "linux"},
+}
+
+
+@dataclass
+class Project:
+    root: Path
+    hub: LocalHub
+    commit: str
+    poisoned: str
+
+    def manifest(self, name: str = "m.yaml", *, flow: str = "legacy", **model: Any) -> Path:
+        data = toolchain_manifest(self.root, flow=flow)
+        entry = data["models"][0]
+        entry["name"] = "rwkv-4-world-tiny" if flow == "legacy" else "rwkv-5-world-tiny"
+        entry["hf"] = {"repo": "factory-tests/rwkv-4-world-tiny", "revision": self.commit}
+        entry.update(model)
+        data["quantizations"] = QUANTS
+        data["targets"] = TARGETS
+        path = self.root / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        done = self.run("lock", "-m", str(path), "--local-images")
+        assert done.returncode == 0, done.stderr
+        return path
+
+    def run(self, *args: str) -> Any:
+        return factory(*args, env=self.hub.env(), cwd=self.root)
+
+
+@pytest.fixture(scope="module")
+def project(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    root = tmp_path_factory.mktemp("build")
+    commit = local_hub.commit("factory-tests/rwkv-4-world-tiny", tiny_rwkv_files())
+    poisoned = local_hub.commit("factory-tests/rwkv-4-world-poisoned", tiny_rwkv_files(poison_nan=True))
+    conformance_context(root / "conformance", salt=uuid.uuid4().hex)
+    p = Project(root=root, hub=local_hub, commit=commit, poisoned=poisoned)
+    for flow in ("legacy", "current"):
+        manifest = p.manifest(f"{flow}.yaml", flow=flow)
+        done = p.run("images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheelhouse()), "--offline")
+        assert done.returncode == 0, done.stderr
+    yield p
+
+
+def _containers_started(client: Any, since: float, until: float) -> list[str]:
+    events = client.events(since=f"{since:.6f}", until=f"{until:.6f}", decode=True)
+    return [e["Actor"]["Attributes"].get("org.factory.step", "") for e in events
+            if e.get("Type") == "container" and e.get("status") == "create"]  # fmt: skip
+
+
+def test_build_converts_once_per_quant_and_a_rerun_starts_nothing(project: Project, docker_client: Any) -> None:
+    manifest = project.root / "legacy.yaml"
+    since = time.time()
+    done = project.run("build", "-m", str(manifest), "--work", "work", "--out", "dist", "-j", "2")
+    until = time.time() + 0.5
+    assert done.returncode == 0, done.stderr + done.stdout
+    steps = _containers_started(docker_client, since, until)
+    converts = [s for s in steps if s.startswith("convert:")]
+    compiles = [s for s in steps if s.startswith("compile:")]
+    assert len(converts) == len(QUANTS)  # models x quantizations, not x targets
+    assert len(compiles) == len(QUANTS) * len(TARGETS)
+    for quant in QUANTS:
+        for target in TARGETS:
+            bundle = project.root / "dist" / f"rwkv-4-world-tiny-{quant}-{target}"
+            manifest_data = json.loads((bundle / "factory-bundle.json").read_text())
+            _check_bundle(bundle, manifest_data, quant)
+
+    time.sleep(1.1)
+    since = time.time()
+    again = project.run("build", "-m", str(manifest), "--work", "work", "--out", "dist")
+    until = time.time() + 0.5
+    assert again.returncode == 0, again.stderr
+    assert _containers_started(docker_client, since, until) == []
+    assert "built 0, cached" in again.stdout
+
+
+def _check_bundle(bundle: Path, manifest: dict[str, Any], quant: str) -> None:
+    from factory.bundle import sha256_file
+
+    listed = {f["path"]: f for f in manifest["files"]}
+    on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"factory-bundle.json"}
+    assert set(listed) == on_disk
+    for path, entry in listed.items():
+        assert entry["sha256"] == sha256_file(bundle / path)
+        assert entry["size"] == (bundle / path).stat().st_size
+    roles = {f["role"] for f in manifest["files"]}
+    assert {"params-index", "params-shard", "chat-config", "tokenizer", "library"} <= roles
+    assert manifest["compatibility"] == {
+        "flow": "legacy",
+        "params_index": "ndarray-cache.json",
+        "mlc_llm": "b44cdc53381bd804ef000775bb280de1c7ca6439",
+        "tvm": "f06d486b4a1a27f0bbb072688a5fc41e7b15323c",
+        "device": manifest["compatibility"]["device"],
+        "library": f"rwkv-4-world-tiny-{quant}-cuda.so",
+    }
+    assert manifest["compatibility"]["device"] in ("cuda -arch=sm_80", "cuda -arch=sm_90")
+    assert manifest["gates"]["layout"]["status"] == "passed"
+    assert manifest["gates"]["params"]["status"] == "passed"
+    assert manifest["gates"]["library"]["status"] == "passed"
+    assert manifest["gates"]["smoke"]["status"] == "skipped"
+    assert "no cuda device" in manifest["gates"]["smoke"]["reason"]
+    config = json.loads((bundle / "params" / "mlc-chat-config.json").read_text())
+    assert config["tokenizer_files"] == ["tokenizer_model"]
+    assert manifest["provenance"]["model"]["commit"]
+
+
+def test_require_smoke_fails_without_a_device(project: Project) -> None:
+    manifest = project.root / "legacy.yaml"
+    args = ["--work", "work", "--out", "dist", "--only", "*/q4f16_1/cuda-sm80", "--require-smoke"]
+    done = project.run("build", "-m", str(manifest), *args)
+    assert done.returncode == 4, done.stderr
+    assert "--require-smoke" in done.stderr and "no cuda device on this host" in done.stderr
+
+
+def test_current_flow_bundle_layout(project: Project) -> None:
+    manifest = project.root / "current.yaml"
+    done = project.run(
+        "build", "-m", str(manifest), "--work", "work", "--out", "dist", "--only", "*/q4f16_1/cuda-sm90"
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    bundle = project.root / "dist" / "rwkv-5-world-tiny-q4f16_1-cuda-sm90"
+    data = json.loads((bundle / "factory-bundle.json").read_text())
+    assert data["compatibility"]["params_index"] == "tensor-cache.json"
+    assert data["compatibility"]["device"] == '{"arch":"sm_90","kind":"cuda"}'
+    assert (bundle / "tensor-cache.json").is_file() and (bundle / "rwkv-5-world-tiny-q4f16_1-cuda-sm90.so").is_file()
+    config = json.loads((bundle / "mlc-chat-config.json").read_text())
+    assert "tokenizer_model" in config["tokenizer_files"]
+    assert data["run"].startswith("mlc_llm chat ")
+
+
+def test_nan_weights_fail_the_params_gate_with_the_hint(project: Project) -> None:
+    manifest = project.manifest(
+        "nan.yaml", hf={"repo": "factory-tests/rwkv-4-world-poisoned", "revision": project.poisoned}
+    )
+    done = project.run(
+        "build", "-m", str(manifest), "--work", "work", "--out", "dist-nan", "--only", "*/q4f16_1/cuda-sm80"
+    )
+    assert done.returncode == 4, done.stderr
+    assert "rejected by the params gate" in done.stderr
+    assert "NaN/Inf" in done.stderr
+    assert "first_layer_fp32" in done.stderr
+    assert not (project.root / "dist-nan" / "rwkv-4-world-tiny-q4f16_1-cuda-sm80").exists()
+
+
+def test_a_broken_vocab_fails_the_tokenizer_check(project: Project) -> None:
+    from factory.rwkv_world_tokenizer import upstream_vocab_path
+
+    lines = upstream_vocab_path().read_text(encoding="utf-8").splitlines(keepends=True)
+    broken = project.root / "vocab" / "broken_vocab.txt"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text("".join(line for line in lines if not line.startswith("33 ")), encoding="utf-8")
+    manifest = project.manifest("vocab.yaml", tokenizer={"path": "vocab/broken_vocab.txt"})
+    done = project.run(
+        "build", "-m", str(manifest), "--work", "work", "--out", "dist-vocab", "--only", "*/q4f16_1/cuda-sm80"
+    )
+    assert done.returncode == 4, done.stderr
+    assert "tokenizer" in done.stderr
+    assert "blocked" in done.stdout
+    assert not (project.root / "dist-vocab").exists()
