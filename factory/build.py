@@ -15,7 +15,6 @@ import platform
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,7 +277,7 @@ class CellBuilder:
                 "release": self.loaded.manifest.release.model_dump(),
             },
             gates=gate_json,
-            run=bundles.run_command(flow.name, bundle_name(node), params_dir, library_name, target.device_kind),
+            run=bundles.run_command(flow.name, params_dir, library_name, target.device_kind),
         )
         bundles.write_manifest(bundle_dir, manifest)
         self.materialize(node, bundle_dir)
@@ -393,22 +392,13 @@ class CellBuilder:
             current = bundles.read_manifest(dest).get("provenance", {}).get("build_key")
             if current == node.key:
                 return
-        self.settings.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.settings.out / f".{bundle_name(node)}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
+
+        def fill(tmp: Path) -> None:
             for path in sorted(source.rglob("*")):
                 if path.is_file():
                     bundles.link_or_copy(path, tmp / path.relative_to(source))
-            if dest.exists():
-                old = self.settings.out / f".{bundle_name(node)}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(dest, old)
-                os.rename(tmp, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+
+        bundles.replace_folder(dest, fill)
 
 
 def bundle_name(node: Node) -> str:

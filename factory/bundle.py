@@ -8,7 +8,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,13 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
     return data
 
 
-def run_command(flow: str, bundle_dir: str, params_dir: str, library_name: str, device_kind: str) -> str:
-    """The command that runs a pulled bundle with its generation's runtime."""
+BUNDLE_PLACEHOLDER = "{bundle}"
+
+
+def run_command(flow: str, params_dir: str, library_name: str, device_kind: str) -> str:
+    """The command that runs a bundle with its generation's runtime; `{bundle}`
+    stands for wherever the bundle folder ends up (pull fills it in)."""
+    bundle_dir = BUNDLE_PLACEHOLDER
     if flow == "legacy":
         # mlc-llm b44cdc53's runtime package is mlc_chat: `python -m mlc_chat chat MODEL --model-lib-path`.
         return (
@@ -144,3 +150,23 @@ def run_command(flow: str, bundle_dir: str, params_dir: str, library_name: str, 
             f"--model-lib-path {bundle_dir}/{library_name} --device {device_kind}"
         )
     return f"mlc_llm chat {bundle_dir} --model-lib {bundle_dir}/{library_name} --device {device_kind}"
+
+
+def replace_folder(dest: Path, fill: Callable[[Path], None]) -> None:
+    """Make `dest` by filling a temporary sibling and renaming it into place, so a
+    reader sees the old folder or the new one, never a half-made one."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        fill(tmp)
+        if dest.exists():
+            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(dest, old)
+            os.rename(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

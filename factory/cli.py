@@ -8,17 +8,18 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.status import Status
 
 from . import __version__
-from .errors import FactoryError, InputError, Problem
+from .errors import FactoryError, InputError, Problem, UsageError
 from .executor import Outcome
 from .lock import Lock, lock_path_for, missing_entries, read_lock
 from .manifest.model import Manifest
+from .storage import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -207,6 +208,15 @@ def build(
     require_smoke: Annotated[
         bool, typer.Option("--require-smoke", help="Fail a cell whose smoke run did not pass (or could not run).")
     ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="FACTORY_STORE",
+            help="Skip cells this store already holds, and publish the accepted bundles to it.",
+        ),
+    ] = None,
+    endpoint_url: EndpointOption = None,
 ) -> None:
     """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
     from .build import BuildSettings, execute
@@ -222,32 +232,207 @@ def build(
     console = Console(stderr=True, soft_wrap=True)
     settings = BuildSettings(work=work, out=out, jobs=jobs, smoke=smoke, require_smoke=require_smoke)
 
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
     def show(outcome: Outcome) -> None:
         if outcome.status in {"built", "failed", "blocked"}:
-            console.print(
-                f"{outcome.status:>8} {outcome.node} {outcome.detail.splitlines()[0] if outcome.detail else ''}",
-                markup=False,
-                highlight=False,
-            )
+            first = outcome.detail.splitlines()[0] if outcome.detail else ""
+            say(f"{outcome.status:>8} {outcome.node} {first}")
 
-    outcomes = execute(
-        loaded,
-        lock,
-        graph,
-        settings,
-        log=lambda line: console.print(line, markup=False, highlight=False),
-        on_event=show,
-    )
+    target_store = _open_store(store, endpoint_url) if store else None
+    in_store = _store_lookup(target_store) if target_store else (lambda _node: False)
+    outcomes = execute(loaded, lock, graph, settings, log=say, on_event=show, in_store=in_store)
     stdout = Console(soft_wrap=True)
     if not stdout.is_terminal:
         stdout.width = 200
     stdout.print(render_summary(graph, outcomes, out))
     code = exit_code(outcomes)
+    if target_store is not None:
+        from .build import bundle_name
+        from .publish import publish as do_publish
+
+        by_id = {n.id: n for n in graph.nodes}
+        ready = [
+            out / bundle_name(by_id[o.node]) for o in outcomes if o.kind == "bundle" and o.status in {"built", "cached"}
+        ]
+        if ready:
+            report = do_publish(target_store, ready)
+            typer.echo(
+                f"published {len(report.bundles)} bundle(s) to {target_store.url}: "
+                f"uploaded {report.uploaded_blobs} blob(s), {report.uploaded_bytes} bytes"
+            )
     if code:
         for outcome in outcomes:
             if outcome.status == "failed":
                 typer.echo(outcome.detail, err=True)
         raise typer.Exit(code)
+
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="FACTORY_STORE",
+        help="file://PATH, a plain path, or s3://BUCKET/PREFIX [default: the manifest's]",
+    ),
+]
+EndpointOption = Annotated[
+    str | None, typer.Option("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS).")
+]
+
+
+def _store_lookup(store: Store) -> Callable[[Any], bool]:
+    """Whether the store's index already has a bundle with this node's build key."""
+    from .store_index import read_index
+
+    index, _ = read_index(store)
+    keys = {v.get("build_key") for entry in index["bundles"].values() for v in entry["versions"].values()}
+    return lambda node: node.key in keys
+
+
+def _open_store(store: str | None, endpoint_url: str | None, matrix: Path | None = None) -> Store:
+    from .storage import open_store
+
+    if store is not None:
+        return open_store(store, endpoint_url=endpoint_url)
+    if matrix is not None and matrix.is_file():
+        from .manifest import load_manifest
+
+        loaded = load_manifest(matrix)
+        return open_store(loaded.manifest.store, endpoint_url=endpoint_url, base=loaded.root)
+    raise UsageError("no store given", hint="pass --store URL or set FACTORY_STORE")
+
+
+@app.command()
+@reports_errors
+def publish(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundle folders `factory build` wrote.")],
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    matrix: Annotated[Path | None, typer.Option("--matrix", "-m", help="Take the store from this manifest.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel uploads.")] = 8,
+) -> None:
+    """Upload missing blobs, then bundle manifests, then the index."""
+    from .publish import publish as do_publish
+
+    target = _open_store(store, endpoint_url, matrix)
+    report = do_publish(target, bundles, jobs=jobs)
+    typer.echo(
+        f"published {len(report.bundles)} bundle(s) to {target.url}: uploaded {report.uploaded_blobs} blob(s), "
+        f"{report.uploaded_bytes} bytes; {report.present_blobs} already there"
+    )
+
+
+@app.command()
+@reports_errors
+def pull(
+    model: Annotated[str, typer.Argument(help="Model name, e.g. rwkv-5-world-3b.")],
+    quant: Annotated[str, typer.Option("--quant", "-q", help="Quantization, e.g. q4f16_1.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name, or auto (this host's).")],
+    version: Annotated[str | None, typer.Option("--version", help="Default: the latest not yanked.")] = None,
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the bundle folder is made.")] = Path("."),
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Blob cache [default: $FACTORY_CACHE or ~/.cache/factory].")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel downloads.")] = 8,
+) -> None:
+    """Download a bundle, verify every byte, and lay it out for its runtime."""
+    from .pull import default_cache
+    from .pull import pull as do_pull
+
+    source = _open_store(store, endpoint_url)
+    pulled = do_pull(source, model, quant, target, version=version, out=out, cache=cache or default_cache(), jobs=jobs)
+    typer.echo(f"pulled {pulled.name} {pulled.version} into {pulled.path} ({pulled.downloaded_bytes} bytes downloaded)")
+    typer.echo(f"run it with:\n  {pulled.run}")
+
+
+@app.command("ls")
+@reports_errors
+def ls(store: StoreOption = None, endpoint_url: EndpointOption = None) -> None:
+    """List the bundles a store's index holds."""
+    from rich.table import Table
+
+    from .store_index import read_index
+
+    source = _open_store(store, endpoint_url)
+    index, _ = read_index(source)
+    table = Table("bundle", "version", "size MB", "flow", "published", "status", box=None)
+    for name, entry in sorted(index["bundles"].items()):
+        for version, record in sorted(entry["versions"].items(), key=lambda kv: kv[1]["published_at"]):
+            status = "yanked" if record.get("yanked") else ("latest" if entry.get("latest") == version else "")
+            table.add_row(
+                name,
+                version,
+                f"{record['size'] / 1e6:.1f}",
+                record["compatibility"]["flow"],
+                record["published_at"],
+                status,
+            )
+    console = Console()
+    if not console.is_terminal:
+        console.width = 200
+    console.print(table)
+
+
+@app.command()
+@reports_errors
+def verify(
+    what: Annotated[str, typer.Argument(help="A bundle folder, or a store URL to check every blob of.")],
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Check every byte against its manifest."""
+    path = Path(what)
+    if "://" not in what and path.is_dir():
+        from .bundle import read_manifest
+        from .integrity import check_bundle_dir
+
+        manifest = read_manifest(path)
+        check_bundle_dir(path, manifest)
+        typer.echo(f"{path}: {len(manifest['files'])} files match their manifest")
+        return
+    from .housekeeping import verify_store
+
+    bundles, blobs = verify_store(_open_store(what, endpoint_url))
+    typer.echo(f"{what}: {bundles} bundle version(s), {blobs} blob(s) verified")
+
+
+@app.command()
+@reports_errors
+def gc(
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete; without it, only list (dry run).")] = False,
+) -> None:
+    """Remove blobs no bundle manifest references (a dry run unless --delete). Do not run it during a publish."""
+    from .housekeeping import gc as do_gc
+
+    report = do_gc(_open_store(store, endpoint_url), delete=delete)
+    for digest in report.unreferenced:
+        typer.echo(digest)
+    verb = "deleted" if report.deleted else "would delete (dry run; pass --delete)"
+    typer.echo(f"{verb} {len(report.unreferenced)} unreferenced blob(s)")
+
+
+@app.command()
+@reports_errors
+def yank(
+    model: Annotated[str, typer.Argument()],
+    quant: Annotated[str, typer.Option("--quant", "-q")],
+    target: Annotated[str, typer.Option("--target", "-t")],
+    version: Annotated[str, typer.Option("--version")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; shown in `factory ls` and the index.")] = "",
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Mark a bundle version withdrawn, without deleting it."""
+    from .housekeeping import yank as do_yank
+
+    name = f"{model}/{quant}/{target}"
+    index = do_yank(_open_store(store, endpoint_url), name, version, reason)
+    typer.echo(f"yanked {name} {version}; latest is now {index['bundles'][name].get('latest') or 'none'}")
 
 
 images_app = typer.Typer(help="Build, list and push pinned toolchain images.", no_args_is_help=True)

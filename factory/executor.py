@@ -106,7 +106,8 @@ class Executor:
             if node.id in wanted:
                 return
             wanted[node.id] = node
-            if not self.cache.has(node):
+            done_elsewhere = node.kind == "bundle" and self.in_store(node)
+            if not self.cache.has(node) and not done_elsewhere:
                 for dep in node.deps:
                     visit(by_id[dep])
 

@@ -181,3 +181,33 @@ def test_a_broken_vocab_fails_the_tokenizer_check(project: Project) -> None:
     assert "tokenizer" in done.stderr
     assert "blocked" in done.stdout
     assert not (project.root / "dist-vocab").exists()
+
+
+def test_build_publishes_to_a_store_and_a_fresh_builder_skips_what_the_store_has(
+    project: Project, docker_client: Any
+) -> None:
+    import tvm
+    from tvm.contrib import tvmjs
+
+    manifest = project.root / "legacy.yaml"
+    store = f"file://{project.root / 'store'}"
+    only = ["--only", "*/q4f16_1/*"]
+    done = project.run("build", "-m", str(manifest), "--work", "work", "--out", "dist", "--store", store, *only)
+    assert done.returncode == 0, done.stderr
+    assert "published 2 bundle(s)" in done.stdout
+    time.sleep(1.1)
+    since = time.time()
+    fresh = project.run("build", "-m", str(manifest), "--work", "work-2", "--out", "dist-2", "--store", store, *only)
+    until = time.time() + 0.5
+    assert fresh.returncode == 0, fresh.stderr
+    assert _containers_started(docker_client, since, until) == []
+    assert "in store 2" in fresh.stdout
+    pulled = project.run(
+        "pull", "rwkv-4-world-tiny", "-q", "q4f16_1", "-t", "cuda-sm90", "--store", store, "--out", "pulled",
+        "--cache", "cache",
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    folder = project.root / "pulled" / "rwkv-4-world-tiny-q4f16_1-cuda-sm90"
+    tensors, _ = tvmjs.load_tensor_cache(str(folder / "params" / "ndarray-cache.json"), tvm.cpu())
+    assert "embeddings.weight.q_weight" in tensors
+    assert f"python -m mlc_chat chat {folder}/params --model-lib-path {folder}/" in pulled.stdout

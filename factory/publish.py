@@ -1,0 +1,131 @@
+"""`factory publish`: blobs first (only the missing ones), then bundle manifests,
+then the index, so nothing appears in the index before its bytes are in place
+and re-running an interrupted publish finishes it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .bundle import BUNDLE_MANIFEST, read_manifest
+from .errors import FactoryError, InputError, Problem
+from .integrity import check_bundle_dir, safe_relative
+from .storage.base import PreconditionFailed, Store
+from .store_index import bundle_doc_key, latest_version, update_index
+from .transfer_progress import byte_progress
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    bundles: tuple[str, ...]
+    uploaded_blobs: int
+    uploaded_bytes: int
+    present_blobs: int
+
+
+def _load(bundle_dir: Path) -> dict[str, Any]:
+    if not (bundle_dir / BUNDLE_MANIFEST).is_file():
+        raise InputError(
+            [
+                Problem(
+                    file=str(bundle_dir),
+                    field="",
+                    message=f"not a bundle (no {BUNDLE_MANIFEST})",
+                    fix="give folders `factory build` wrote under --out",
+                )
+            ]
+        )
+    manifest = read_manifest(bundle_dir)
+    for entry in manifest["files"]:
+        safe_relative(entry["path"], where=str(bundle_dir / BUNDLE_MANIFEST))
+    check_bundle_dir(bundle_dir, manifest)
+    return manifest
+
+
+def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8) -> PublishReport:
+    manifests = [(d, _load(d)) for d in bundle_dirs]
+    blobs: dict[str, tuple[Path, int]] = {}
+    for bundle_dir, manifest in manifests:
+        for entry in manifest["files"]:
+            blobs.setdefault(entry["sha256"], (bundle_dir / entry["path"], int(entry["size"])))
+    missing = store.missing_blobs(set(blobs))
+    total = sum(blobs[d][1] for d in missing)
+    with byte_progress("publish", total) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
+        lock = threading.Lock()
+
+        def locked(amount: int) -> None:
+            with lock:
+                advance(amount)
+
+        list(pool.map(lambda d: store.put_blob(d, blobs[d][0], locked), sorted(missing)))
+    names = []
+    entries: dict[str, tuple[str, dict[str, Any]]] = {}
+    for bundle_dir, manifest in manifests:
+        name, version = manifest["name"], _version(manifest, bundle_dir)
+        body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        key = bundle_doc_key(name, version)
+        _put_once(store, key, body, name, version)
+        entries[name] = (
+            version,
+            {
+                "manifest": key,
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "build_key": manifest["provenance"]["build_key"],
+                "compatibility": manifest["compatibility"],
+                "size": sum(int(f["size"]) for f in manifest["files"]),
+                "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "yanked": False,
+            },
+        )
+        names.append(name)
+
+    def add(index: dict[str, Any]) -> None:
+        for name, (version, fresh) in entries.items():
+            entry = index["bundles"].setdefault(name, {"versions": {}})
+            previous = entry["versions"].get(version)
+            same = previous is not None and previous["sha256"] == fresh["sha256"]
+            # Publishing the same bytes again keeps the first publish time and any yank.
+            entry["versions"][version] = previous if same else fresh
+            entry["latest"] = latest_version(entry)
+
+    update_index(store, add)
+    return PublishReport(tuple(names), len(missing), total, len(blobs) - len(missing))
+
+
+def _version(manifest: dict[str, Any], bundle_dir: Path) -> str:
+    release = manifest.get("provenance", {}).get("release") or {}
+    version = release.get("version")
+    if not version:
+        raise InputError(
+            [
+                Problem(
+                    file=str(bundle_dir / BUNDLE_MANIFEST),
+                    field="provenance.release.version",
+                    message="the bundle has no release version",
+                    fix="rebuild it with a manifest that sets release.version",
+                )
+            ]
+        )
+    return str(version)
+
+
+def _put_once(store: Store, key: str, body: bytes, name: str, version: str) -> None:
+    """Bundle manifests are immutable: the same bytes again is a no-op, other bytes a refusal."""
+    current = store.get_doc(key)
+    if current is not None:
+        if current.data == body:
+            return
+        raise FactoryError(
+            f"{store.url}/{key}: {name} version {version} is already published with other contents",
+            hint="bump release.version in the manifest (published versions never change), or yank the old one",
+        )
+    try:
+        store.put_doc(key, body, if_none_match=True)
+    except PreconditionFailed:
+        _put_once(store, key, body, name, version)

@@ -1,0 +1,99 @@
+"""The Store interface: content-addressed blobs plus small JSON documents with
+conditional writes. Both backends pass the same contract suite (tests/integration/test_store_contract.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from ..errors import FactoryError, UsageError
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+Progress = Callable[[int], None]
+"""Called with a number of bytes just moved."""
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+class StoreError(FactoryError):
+    """The store refused or failed an operation. Exit code 3."""
+
+    exit_code = 3
+
+
+class StoreAccessError(StoreError):
+    """Credentials were refused: retrying will not help."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost a race (the document changed, or already exists)."""
+
+
+@dataclass(frozen=True)
+class Document:
+    data: bytes
+    etag: str
+
+
+def blob_key(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise ValueError(f"not a sha256 hex digest: {digest!r}")
+    return f"blobs/sha256/{digest[:2]}/{digest[2:]}"
+
+
+class Store(Protocol):
+    url: str
+
+    def has_blob(self, digest: str) -> bool: ...
+
+    def missing_blobs(self, digests: set[str]) -> set[str]:
+        """The subset of `digests` the store lacks (compare before copying)."""
+        ...
+
+    def put_blob(self, digest: str, path: Path, progress: Progress | None = None) -> None:
+        """Upload `path` as blob `digest`; the backend has the server check the sha256."""
+        ...
+
+    def get_blob(self, digest: str, dest: Path, progress: Progress | None = None, hasher: Hasher | None = None) -> None:
+        """Append the blob's bytes to `dest` from its current length (resume), feeding
+        them to `hasher` as they arrive so verification needs no second read."""
+        ...
+
+    def blob_size(self, digest: str) -> int | None: ...
+
+    def get_doc(self, key: str) -> Document | None: ...
+
+    def put_doc(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        """Write a JSON document; with if_match/if_none_match it is conditional and
+        raises PreconditionFailed when the condition does not hold. Returns the new etag."""
+        ...
+
+    def list_keys(self, prefix: str) -> Iterator[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+def open_store(url: str, *, endpoint_url: str | None = None, base: Path | None = None) -> Store:
+    """A store for `url`: file://PATH or a plain path (relative to `base` or the
+    working folder), or s3://BUCKET/PREFIX (endpoint from --endpoint-url or AWS_ENDPOINT_URL)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        from .s3 import S3Store
+
+        return S3Store(parsed.netloc, parsed.path.strip("/"), endpoint_url=endpoint_url)
+    if parsed.scheme in ("", "file"):
+        from .local import LocalStore
+
+        raw = url[len("file://") :] if parsed.scheme == "file" else url
+        path = Path(os.path.expanduser(raw))
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        return LocalStore(path)
+    raise UsageError(f"unsupported store URL {url!r}", hint="use file://PATH, a plain path, or s3://BUCKET/PREFIX")

@@ -1,0 +1,85 @@
+"""The store commands as a user runs them: publish, ls, pull, verify, yank, gc."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from factory.storage.base import blob_key
+from tests.support.bundles import make_bundle
+from tests.support.run import factory
+from tests.support.s3servers import S3Server, moto_server
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[S3Server]:
+    with moto_server() as server:
+        yield server
+
+
+def test_publish_ls_pull_verify_on_a_local_store(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    bundle = make_bundle(tmp_path / "dist")
+    done = factory("publish", str(bundle), "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert "published 1 bundle(s)" in done.stdout
+    listing = factory("ls", "--store", store)
+    assert "rwkv-5-world-tiny/q4f16_1/cuda-sm80" in listing.stdout and "latest" in listing.stdout
+    pulled = factory(
+        "pull", "rwkv-5-world-tiny", "-q", "q4f16_1", "-t", "cuda-sm80", "--store", store,
+        "--out", str(tmp_path / "models"), "--cache", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    folder = tmp_path / "models" / "rwkv-5-world-tiny-q4f16_1-cuda-sm80"
+    assert f"mlc_llm chat {folder} --model-lib {folder}/rwkv-5-world-tiny-q4f16_1-cuda-sm80.so" in pulled.stdout
+    assert factory("verify", str(folder)).returncode == 0
+    assert factory("verify", store).returncode == 0
+    # Tamper with the pulled copy and with the store: both verifications name the damage.
+    shard = folder / "params_shard_0.bin"
+    shard.unlink()  # break the hard link to the cache before editing
+    shard.write_bytes(b"x")
+    bad = factory("verify", str(folder))
+    assert bad.returncode == 4 and f"{shard}: 1 bytes" in bad.stderr
+    manifest = json.loads((bundle / "factory-bundle.json").read_text())
+    lib = next(f for f in manifest["files"] if f["role"] == "library")
+    (tmp_path / "store" / blob_key(lib["sha256"])).write_bytes(b"tampered")
+    bad_store = factory("verify", store)
+    assert bad_store.returncode == 4 and lib["path"] in bad_store.stderr
+
+
+def test_pull_errors_are_clear(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    factory("publish", str(make_bundle(tmp_path / "dist")), "--store", store)
+    missing = factory("pull", "nope", "-q", "q4f16_1", "-t", "cuda-sm80", "--store", store, "--out", str(tmp_path))
+    assert missing.returncode == 2 and "has no bundle nope/q4f16_1/cuda-sm80" in missing.stderr
+    auto = factory("pull", "rwkv-5-world-tiny", "-q", "q4f16_1", "-t", "auto", "--store", store, "--out", str(tmp_path))
+    assert auto.returncode == 2 and "available: cuda-sm80" in auto.stderr
+    nostore = factory("pull", "x", "-q", "q", "-t", "t", env={"FACTORY_STORE": ""})
+    assert nostore.returncode == 2 and "no store given" in nostore.stderr
+
+
+def test_yank_and_gc_from_the_command_line_on_moto(moto: S3Server, tmp_path: Path) -> None:
+    bucket = f"cli-{uuid.uuid4().hex[:10]}"
+    moto.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    env = {k: v for k, v in moto.env().items() if k != "AWS_ENDPOINT_URL"}
+    store = f"s3://{bucket}/factory"
+    args = ["--store", store, "--endpoint-url", moto.endpoint]
+    for version, seed in (("1.0.0", 1), ("1.1.0", 2)):
+        done = factory("publish", str(make_bundle(tmp_path / version, version=version, seed=seed)), *args, env=env)
+        assert done.returncode == 0, done.stderr
+    yanked = factory(
+        "yank", "rwkv-5-world-tiny", "-q", "q4f16_1", "-t", "cuda-sm80", "--version", "1.1.0", "--reason", "NaN",
+        *args, env=env,
+    )  # fmt: skip
+    assert yanked.returncode == 0, yanked.stderr
+    assert "latest is now 1.0.0" in yanked.stdout
+    listing = factory("ls", *args, env=env)
+    assert "yanked" in listing.stdout
+    dry = factory("gc", *args, env=env)
+    assert dry.returncode == 0 and "would delete (dry run; pass --delete) 0 unreferenced blob(s)" in dry.stdout

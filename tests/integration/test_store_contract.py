@@ -1,0 +1,307 @@
+"""One contract suite for every store backend: the local folder, a moto S3
+server and a Ceph RGW, with the fault cases publishing and pulling must survive."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factory.integrity import IntegrityError
+from factory.publish import publish
+from factory.pull import pull
+from factory.storage import Store, open_store
+from factory.storage.base import PreconditionFailed, StoreAccessError, StoreError, blob_key
+from factory.store_index import read_index
+from tests.support.bundles import make_bundle
+from tests.support.s3servers import S3Server, moto_server, rgw_server
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[S3Server]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "moto", "rgw"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+    if request.param == "local":
+        return f"file://{tmp_path / 'store'}", None
+    server: S3Server = request.getfixturevalue("moto") if request.param == "moto" else rgw_server()
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = f"factory-{uuid.uuid4().hex[:12]}"
+    server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    return f"s3://{bucket}/releases", server
+
+
+@pytest.fixture
+def store(backend: tuple[str, Any]) -> Store:
+    return open_store(backend[0])
+
+
+def _pull(store: Store, tmp_path: Path, out: str, version: str | None = None) -> Any:
+    return pull(
+        store, "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version=version, out=tmp_path / out, cache=tmp_path / "c"
+    )
+
+
+def _blob(tmp_path: Path, data: bytes) -> tuple[str, Path]:
+    path = tmp_path / f"blob-{hashlib.sha256(data).hexdigest()[:8]}"
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest(), path
+
+
+def test_blobs_are_content_addressed_and_resumable(store: Store, tmp_path: Path) -> None:
+    digest, path = _blob(tmp_path, b"abc" * 10000)
+    assert store.missing_blobs({digest}) == {digest}
+    store.put_blob(digest, path)
+    assert store.has_blob(digest) and store.blob_size(digest) == 30000
+    assert store.missing_blobs({digest, "0" * 64}) == {"0" * 64}
+    partial = tmp_path / "partial"
+    partial.write_bytes(b"abc" * 4000)  # an interrupted download: the rest is appended
+    store.get_blob(digest, partial)
+    assert partial.read_bytes() == path.read_bytes()
+    with pytest.raises(StoreError):
+        store.get_blob("1" * 64, tmp_path / "none")
+
+
+def test_conditional_document_writes(store: Store) -> None:
+    etag = store.put_doc("index.json", b"{}", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put_doc("index.json", b"{}", if_none_match=True)
+    newer = store.put_doc("index.json", b'{"a": 1}', if_match=etag)
+    with pytest.raises(PreconditionFailed):
+        store.put_doc("index.json", b'{"a": 2}', if_match=etag)
+    doc = store.get_doc("index.json")
+    assert doc is not None and doc.data == b'{"a": 1}' and doc.etag == newer
+    assert store.get_doc("missing.json") is None
+
+
+def test_publish_then_pull_gives_a_folder_tvm_loads(store: Store, tmp_path: Path) -> None:
+    from tvm.contrib import tvmjs
+
+    bundle = make_bundle(tmp_path / "dist")
+    report = publish(store, [bundle])
+    assert report.bundles == ("rwkv-5-world-tiny/q4f16_1/cuda-sm80",) and report.uploaded_blobs > 3
+    pulled = pull(
+        store, "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version=None, out=tmp_path / "out", cache=tmp_path / "c"
+    )
+    assert pulled.path == tmp_path / "out" / "rwkv-5-world-tiny-q4f16_1-cuda-sm80"
+    import tvm
+
+    tensors, _ = tvmjs.load_tensor_cache(str(pulled.path), tvm.cpu())
+    original, _ = tvmjs.load_tensor_cache(str(bundle), tvm.cpu())
+    assert sorted(tensors) == sorted(original)
+    for name in tensors:
+        assert (tensors[name].numpy() == original[name].numpy()).all()
+    assert pulled.run.startswith(f"mlc_llm chat {pulled.path} --model-lib {pulled.path}/")
+    # Pulled from the cache: hard links, no second download.
+    again = pull(
+        store, "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version=None, out=tmp_path / "out2", cache=tmp_path / "c"
+    )
+    assert again.downloaded_bytes == 0
+
+
+def test_publishing_again_uploads_nothing_and_a_second_target_only_its_library(store: Store, tmp_path: Path) -> None:
+    first = make_bundle(tmp_path / "dist")
+    publish(store, [first])
+    assert publish(store, [first]).uploaded_blobs == 0
+    second = make_bundle(tmp_path / "dist", target="cuda-sm90", params_from=first)
+    report = publish(store, [second])
+    library = second / "rwkv-5-world-tiny-q4f16_1-cuda-sm90.so"
+    assert (report.uploaded_blobs, report.uploaded_bytes) == (1, library.stat().st_size)
+    index, _ = read_index(store)
+    assert set(index["bundles"]) == {"rwkv-5-world-tiny/q4f16_1/cuda-sm80", "rwkv-5-world-tiny/q4f16_1/cuda-sm90"}
+
+
+class Crashing:
+    """A store whose process dies (KeyboardInterrupt, as SIGINT) after `after` blob uploads."""
+
+    def __init__(self, inner: Store, after: int) -> None:
+        self.inner, self.after, self.url = inner, after, inner.url
+        self.lock = threading.Lock()
+
+    def put_blob(self, *args: Any, **kwargs: Any) -> None:
+        with self.lock:
+            if self.after == 0:
+                raise KeyboardInterrupt
+            self.after -= 1
+        self.inner.put_blob(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_publisher_killed_mid_upload_then_rerun_loses_and_duplicates_nothing(store: Store, tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "dist", megabytes=3)
+    with pytest.raises(KeyboardInterrupt):
+        publish(Crashing(store, after=2), [bundle], jobs=1)
+    index, _ = read_index(store)
+    assert index["bundles"] == {}, "nothing is indexed before all its blobs are in place"
+    assert list(store.list_keys("bundles/")) == []
+    report = publish(store, [bundle])
+    files = json.loads((bundle / "factory-bundle.json").read_text())["files"]
+    digests = {f["sha256"] for f in files}
+    assert report.present_blobs == 2 and report.uploaded_blobs == len(digests) - 2
+    assert sorted(store.list_keys("blobs/")) == sorted(blob_key(d) for d in digests)
+    index, _ = read_index(store)
+    assert index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["latest"] == "1.0.0"
+
+
+def test_racing_publishers_keep_every_index_entry(backend: tuple[str, Any], tmp_path: Path) -> None:
+    bundles = [make_bundle(tmp_path / "dist", target=f"t{i}", seed=i, megabytes=0.1) for i in range(6)]
+    errors: list[BaseException] = []
+
+    def run(bundle: Path) -> None:
+        try:
+            publish(open_store(backend[0]), [bundle], jobs=2)  # each publisher has its own client
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in bundles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    index, _ = read_index(open_store(backend[0]))
+    assert set(index["bundles"]) == {f"rwkv-5-world-tiny/q4f16_1/t{i}" for i in range(6)}
+
+
+def _tamper(store: Store, backend: tuple[str, Any], digest: str, data: bytes) -> None:
+    url, server = backend
+    if server is None:
+        path = Path(url.removeprefix("file://")) / blob_key(digest)
+        path.write_bytes(data)
+    else:
+        bucket = url.removeprefix("s3://").split("/")[0]
+        server.client().put_object(Bucket=bucket, Key=f"releases/{blob_key(digest)}", Body=data)
+
+
+def test_a_tampered_blob_fails_the_pull_naming_the_file_and_makes_nothing(
+    store: Store, backend: tuple[str, Any], tmp_path: Path
+) -> None:
+    bundle = make_bundle(tmp_path / "dist")
+    publish(store, [bundle])
+    shard = next(
+        f for f in json.loads((bundle / "factory-bundle.json").read_text())["files"] if f["role"] == "params-shard"
+    )
+    data = bytearray((bundle / shard["path"]).read_bytes())
+    data[100] ^= 0xFF
+    _tamper(store, backend, shard["sha256"], bytes(data))
+    with pytest.raises(IntegrityError) as caught:
+        pull(
+            store, "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version=None, out=tmp_path / "out", cache=tmp_path / "c"
+        )
+    assert shard["path"] in caught.value.message
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "c" / "blobs" / "sha256" / shard["sha256"][:2] / shard["sha256"][2:]).exists()
+
+
+class Recording:
+    def __init__(self, inner: Store) -> None:
+        self.inner, self.url, self.fetched = inner, inner.url, 0
+        self.lock = threading.Lock()
+
+    def get_blob(self, digest: str, dest: Path, progress: Any = None, hasher: Any = None) -> None:
+        before = dest.stat().st_size if dest.exists() else 0
+        self.inner.get_blob(digest, dest, progress, hasher)
+        with self.lock:  # pull downloads in parallel
+            self.fetched += dest.stat().st_size - before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_truncated_download_is_resumed(store: Store, tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "dist")
+    publish(store, [bundle])
+    files = json.loads((bundle / "factory-bundle.json").read_text())["files"]
+    shard = next(f for f in files if f["role"] == "params-shard")
+    partial = tmp_path / "c" / "partial" / f"{shard['sha256']}.part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes((bundle / shard["path"]).read_bytes()[: shard["size"] // 2])
+    recording = Recording(store)
+    pulled = pull(
+        recording,
+        "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version=None, out=tmp_path / "out", cache=tmp_path / "c",
+    )  # fmt: skip
+    total = sum(f["size"] for f in {f["sha256"]: f for f in files}.values())
+    assert recording.fetched == total - shard["size"] // 2
+    assert (pulled.path / shard["path"]).read_bytes() == (bundle / shard["path"]).read_bytes()
+
+
+def test_a_path_traversal_name_is_rejected_on_publish_and_on_pull(store: Store, tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "dist")
+    manifest_path = bundle / "factory-bundle.json"
+    good = manifest_path.read_text()
+    evil = json.loads(good)
+    evil["files"][0]["path"] = "../../escaped"
+    manifest_path.write_text(json.dumps(evil))
+    with pytest.raises(IntegrityError, match=r"unsafe file path '\.\./\.\./escaped'"):
+        publish(store, [bundle])
+    # A manifest that reached the store some other way is refused by pull before any write.
+    manifest_path.write_text(good)
+    publish(store, [bundle])
+    index, etag = read_index(store)
+    record = index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["versions"]["1.0.0"]
+    body = json.dumps(evil).encode()
+    store.put_doc("bundles/evil.json", body)
+    record.update(manifest="bundles/evil.json", sha256=hashlib.sha256(body).hexdigest())
+    store.put_doc("index.json", json.dumps(index).encode(), if_match=etag)
+    with pytest.raises(IntegrityError, match="unsafe file path"):
+        _pull(store, tmp_path, "o")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "o").exists()
+
+
+def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: Store, tmp_path: Path) -> None:
+    from factory.housekeeping import gc, yank
+
+    publish(store, [make_bundle(tmp_path / "v1", version="1.0.0", seed=1)])
+    publish(store, [make_bundle(tmp_path / "v2", version="1.1.0", seed=2)])
+    name = "rwkv-5-world-tiny/q4f16_1/cuda-sm80"
+    assert read_index(store)[0]["bundles"][name]["latest"] == "1.1.0"
+    yank(store, name, "1.1.0", "bad weights")
+    entry = read_index(store)[0]["bundles"][name]
+    assert entry["latest"] == "1.0.0" and entry["versions"]["1.1.0"]["yank_reason"] == "bad weights"
+    pulled = pull(
+        store, "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version=None, out=tmp_path / "o", cache=tmp_path / "c"
+    )
+    assert pulled.version == "1.0.0"
+    yanked = pull(
+        store, "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version="1.1.0", out=tmp_path / "y", cache=tmp_path / "c"
+    )
+    assert yanked.version == "1.1.0"  # yank withdraws, never deletes
+    digest, path = _blob(tmp_path, b"orphan")
+    store.put_blob(digest, path)
+    dry = gc(store, delete=False)
+    assert dry.unreferenced == (digest,) and store.has_blob(digest)
+    assert gc(store, delete=True).unreferenced == (digest,)
+    assert not store.has_blob(digest)
+    assert gc(store, delete=False).unreferenced == ()
+
+
+def test_wrong_credentials_on_rgw_are_a_clear_access_error_without_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = rgw_server()
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    from factory.storage.s3 import S3Store
+
+    store = S3Store("any-bucket", "p")
+    with pytest.raises(StoreAccessError) as caught:
+        publish(store, [make_bundle(tmp_path / "dist", megabytes=0.1)])
+    assert "refused our credentials (SignatureDoesNotMatch)" in caught.value.message
+    assert "not-the-secret" not in caught.value.render()
+    assert store.requests_sent <= 2
