@@ -47,13 +47,17 @@ class BuildSettings:
     jobs: int = 2
     smoke: bool = False
     require_smoke: bool = False
+    registry: str | None = None
+    """A registry caching toolchain images by content tag (pulled before building one)."""
 
 
 class Toolchains:
     """Runners and images for toolchains, made on first use and shared by every node."""
 
-    def __init__(self, loaded: LoadedManifest, lock: Lock, log: Callable[[str], None]) -> None:
-        self.loaded, self.lock, self.log = loaded, lock, log
+    def __init__(
+        self, loaded: LoadedManifest, lock: Lock, log: Callable[[str], None], registry: str | None = None
+    ) -> None:
+        self.loaded, self.lock, self.log, self.registry = loaded, lock, log, registry
         self._client: Any = None
         self._images: dict[str, tuple[str, str]] = {}
 
@@ -68,12 +72,15 @@ class Toolchains:
         """(reference, image id) of the toolchain's image, built if the engine lacks it."""
         if toolchain not in self._images:
             from .image_plan import plan_image
-            from .images import BuildExtras, BuildLog, build_image, local_image_id
+            from .images import BuildExtras, BuildLog, build_image, local_image_id, pull_cached
 
             client = self._engine()
             base = self.loaded.manifest.toolchains[toolchain].base_image
             plan = plan_image(self.loaded, toolchain, self.lock, local_base_id=local_image_id(client, base))
-            outcome = build_image(client, plan, BuildExtras(), BuildLog(line=self.log))
+            log = BuildLog(line=self.log)
+            if self.registry and local_image_id(client, plan.ref) is None:
+                pull_cached(client, plan, self.registry, log)
+            outcome = build_image(client, plan, BuildExtras(), log)
             self._images[toolchain] = (outcome.ref, outcome.image_id)
         return self._images[toolchain]
 
@@ -109,7 +116,7 @@ class CellBuilder:
     ) -> None:
         self.loaded, self.lock, self.graph, self.settings, self.log = loaded, lock, graph, settings, log
         self.cache = NodeCache(settings.work / "nodes")
-        self.toolchains = Toolchains(loaded, lock, log)
+        self.toolchains = Toolchains(loaded, lock, log, settings.registry)
         self.by_id = {n.id: n for n in graph.nodes}
         self.models = {m.name: m for m in loaded.manifest.models}
 

@@ -217,6 +217,12 @@ def build(
         ),
     ] = None,
     endpoint_url: EndpointOption = None,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="With --store: publish blobs and manifests, leave the index to release.")
+    ] = False,
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Pull toolchain images by content tag from here before building.")
+    ] = None,
 ) -> None:
     """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
     from .build import BuildSettings, execute
@@ -230,7 +236,7 @@ def build(
     _require_locked(loaded.manifest, lock, lock_path)
     graph = make_plan(loaded, lock, only=only or (), skip=skip or ())
     console = Console(stderr=True, soft_wrap=True)
-    settings = BuildSettings(work=work, out=out, jobs=jobs, smoke=smoke, require_smoke=require_smoke)
+    settings = BuildSettings(work=work, out=out, jobs=jobs, smoke=smoke, require_smoke=require_smoke, registry=registry)
 
     def say(line: str) -> None:
         console.print(line, markup=False, highlight=False)
@@ -257,7 +263,7 @@ def build(
             out / bundle_name(by_id[o.node]) for o in outcomes if o.kind == "bundle" and o.status in {"built", "cached"}
         ]
         if ready:
-            report = do_publish(target_store, ready)
+            report = do_publish(target_store, ready, index=not no_index)
             typer.echo(
                 f"published {len(report.bundles)} bundle(s) to {target_store.url}: "
                 f"uploaded {report.uploaded_blobs} blob(s), {report.uploaded_bytes} bytes"
@@ -312,12 +318,15 @@ def publish(
     endpoint_url: EndpointOption = None,
     matrix: Annotated[Path | None, typer.Option("--matrix", "-m", help="Take the store from this manifest.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel uploads.")] = 8,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="Leave the index to `factory release` (release build jobs).")
+    ] = False,
 ) -> None:
     """Upload missing blobs, then bundle manifests, then the index."""
     from .publish import publish as do_publish
 
     target = _open_store(store, endpoint_url, matrix)
-    report = do_publish(target, bundles, jobs=jobs)
+    report = do_publish(target, bundles, jobs=jobs, index=not no_index)
     typer.echo(
         f"published {len(report.bundles)} bundle(s) to {target.url}: uploaded {report.uploaded_blobs} blob(s), "
         f"{report.uploaded_bytes} bytes; {report.present_blobs} already there"
@@ -435,6 +444,39 @@ def yank(
     typer.echo(f"yanked {name} {version}; latest is now {index['bundles'][name].get('latest') or 'none'}")
 
 
+@app.command()
+@reports_errors
+def release(
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Release only cells matching this glob (default: all).")
+    ] = None,
+    notes: Annotated[Path | None, typer.Option("--notes", help="Also write the release notes (Markdown) here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the release manifest here (e.g. for attestation).")
+    ] = None,
+) -> None:
+    """Write the release manifest and the index for the manifest's release version, and print the notes."""
+    from .manifest import load_manifest
+    from .plan import plan as make_plan
+    from .release import make_release
+
+    loaded = load_manifest(matrix)
+    graph = make_plan(loaded, read_lock(lock_path_for(matrix)), only=only or ())
+    target_store = _open_store(store, endpoint_url, matrix)
+    info = loaded.manifest.release
+    made = make_release(target_store, graph, name=info.name, version=info.version)
+    if notes is not None:
+        notes.write_text(made.notes)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(made.body)
+    typer.echo(made.notes)
+    typer.echo(f"release manifest: {target_store.url}/{made.key}")
+
+
 images_app = typer.Typer(help="Build, list and push pinned toolchain images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
 
@@ -454,11 +496,15 @@ def images_build(
         Path | None, typer.Option("--wheelhouse", help="Folder of wheels pip may install from.")
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="pip installs only from --wheelhouse.")] = False,
+    registry: Annotated[
+        str | None,
+        typer.Option("--registry", help="Try pulling the content tag from this registry before building (a cache)."),
+    ] = None,
 ) -> None:
-    """Build each toolchain's image unless its content tag already exists."""
+    """Build each toolchain's image unless its content tag already exists (locally, or in --registry)."""
     from .engine import docker_client
     from .image_plan import plan_image
-    from .images import BuildExtras, BuildLog, build_image, check_extras, local_image_id, push_image
+    from .images import BuildExtras, BuildLog, build_image, check_extras, local_image_id, pull_cached, push_image
     from .manifest import load_manifest
 
     loaded = load_manifest(matrix)
@@ -479,6 +525,8 @@ def images_build(
                 status.update(f"{name}: step {n}/{total} {text[:60]}")
 
             log = BuildLog(line=lambda text: console.print(text, markup=False, highlight=False), step=show_step)
+            if registry and local_image_id(client, image.ref) is None:
+                pull_cached(client, image, registry, log)
             outcome = build_image(client, image, extras, log)
             pushed = push_image(client, image, push, log) if push else None
         verb = "built" if outcome.built else "up to date"

@@ -238,3 +238,22 @@ def list_images(client: Any, current: Mapping[str, str] | None = None) -> list[I
 def missing_toolchains(rows: Sequence[ImageRow], current: Mapping[str, str]) -> list[str]:
     have = {(r.toolchain, r.image_hash) for r in rows}
     return sorted(name for name, tag in current.items() if (name, tag) not in have)
+
+
+def pull_cached(client: Any, plan: ImagePlan, registry: str, log: BuildLog) -> bool:
+    """Fetch the image's content tag from `registry` (a CI cache) and tag it locally.
+    False when the registry lacks it or cannot be reached: the caller builds instead."""
+    from docker.errors import APIError
+
+    remote = f"{registry.rstrip('/')}/{plan.repository}"
+    try:
+        for chunk in client.api.pull(remote, tag=plan.tag, stream=True, decode=True):
+            if "error" in chunk:
+                log.line(f"{plan.toolchain}: {remote}:{plan.tag} not in the registry ({str(chunk['error']).strip()})")
+                return False
+        client.api.tag(f"{remote}:{plan.tag}", plan.repository, plan.tag)
+    except APIError as exc:
+        log.line(f"{plan.toolchain}: {remote}:{plan.tag} not pulled ({exc.explanation or exc}); building")
+        return False
+    log.line(f"{plan.toolchain}: pulled {remote}:{plan.tag}")
+    return True

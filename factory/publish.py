@@ -8,6 +8,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,9 @@ def _load(bundle_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8) -> PublishReport:
+def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool = True) -> PublishReport:
+    """Blobs, then manifests, then (unless `index` is off: release jobs leave that to
+    `factory release`) the index entries."""
     manifests = [(d, _load(d)) for d in bundle_dirs]
     blobs: dict[str, tuple[Path, int]] = {}
     for bundle_dir, manifest in manifests:
@@ -71,20 +74,29 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8) -> PublishR
         body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         key = bundle_doc_key(name, version)
         _put_once(store, key, body, name, version)
-        entries[name] = (
-            version,
-            {
-                "manifest": key,
-                "sha256": hashlib.sha256(body).hexdigest(),
-                "build_key": manifest["provenance"]["build_key"],
-                "compatibility": manifest["compatibility"],
-                "size": sum(int(f["size"]) for f in manifest["files"]),
-                "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "yanked": False,
-            },
-        )
+        entries[name] = (version, index_record(key, body, manifest))
         names.append(name)
+    if index:
+        add_to_index(store, entries)
+    return PublishReport(tuple(names), len(missing), total, len(blobs) - len(missing))
 
+
+def index_record(key: str, body: bytes, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the index says about one published bundle version."""
+    return {
+        "manifest": key,
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "build_key": manifest["provenance"]["build_key"],
+        "compatibility": manifest["compatibility"],
+        "size": sum(int(f["size"]) for f in manifest["files"]),
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "yanked": False,
+    }
+
+
+def add_to_index(
+    store: Store, entries: dict[str, tuple[str, dict[str, Any]]], extra: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     def add(index: dict[str, Any]) -> None:
         for name, (version, fresh) in entries.items():
             entry = index["bundles"].setdefault(name, {"versions": {}})
@@ -93,9 +105,10 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8) -> PublishR
             # Publishing the same bytes again keeps the first publish time and any yank.
             entry["versions"][version] = previous if same else fresh
             entry["latest"] = latest_version(entry)
+        if extra is not None:
+            extra(index)
 
-    update_index(store, add)
-    return PublishReport(tuple(names), len(missing), total, len(blobs) - len(missing))
+    return update_index(store, add)
 
 
 def _version(manifest: dict[str, Any], bundle_dir: Path) -> str:

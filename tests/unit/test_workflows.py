@@ -1,0 +1,95 @@
+"""The GitHub workflows, checked offline: schema, actionlint (with shellcheck on
+run scripts), zizmor, and the plan's matrix keys against what release.yml reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from factory.lock import Lock
+from factory.manifest import load_manifest
+from factory.plan import plan
+from factory.plan_views import github_matrix
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}  # actionlint finds shellcheck here
+    return subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO, env=env)
+
+
+def test_there_are_ci_and_release_workflows() -> None:
+    assert {p.name for p in WORKFLOWS} == {"ci.yml", "release.yml"}
+
+
+def test_workflows_match_the_github_workflow_schema() -> None:
+    done = _run(str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_is_clean() -> None:
+    done = _run(str(BIN / "actionlint"), *map(str, WORKFLOWS))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("persona", ["regular", "auditor"])
+def test_zizmor_offline_has_no_unexplained_finding(persona: str) -> None:
+    done = _run(str(BIN / "zizmor"), "--offline", f"--persona={persona}", ".github/workflows/")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No findings to report" in done.stdout + done.stderr
+    # The one accepted finding carries its reason right above it.
+    text = (REPO / ".github" / "workflows" / "release.yml").read_text()
+    ignores = [i for i, line in enumerate(text.splitlines()) if "zizmor: ignore[" in line]
+    assert len(ignores) == 1
+    assert "cache-poisoning finding is accepted" in "\n".join(text.splitlines()[ignores[0] - 5 : ignores[0]])
+
+
+def _release() -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load((REPO / ".github" / "workflows" / "release.yml").read_text())
+    return data
+
+
+def test_the_plan_matrix_feeds_the_build_job_one_to_one() -> None:
+    graph = plan(load_manifest(REPO / "manifests" / "world.yaml"), Lock())
+    include = github_matrix(graph)["include"]
+    emitted = set().union(*(entry.keys() for entry in include))
+    assert all(set(entry) == emitted for entry in include)
+    jobs = _release()["jobs"]
+    build = jobs["build"]
+    assert build["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    used = set(re.findall(r"matrix\.([a-z_]+)", yaml.safe_dump(build)))
+    assert used == emitted, f"emitted but unused: {emitted - used}; used but not emitted: {used - emitted}"
+    plan_step = next(s for s in jobs["plan"]["steps"] if s.get("id") == "plan")
+    assert "--format github" in plan_step["run"] and "--locked" in plan_step["run"]
+    # The image job's toolchain list is derived from the same output, by keys it has.
+    assert '.runner == "container"' in plan_step["run"] and ".toolchain" in plan_step["run"]
+
+
+def test_release_workflow_shape() -> None:
+    workflow = _release()
+    triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads `on` as True
+    assert triggers["push"]["tags"] == ["v*"]
+    assert "only" in triggers["workflow_dispatch"]["inputs"]
+    assert workflow["concurrency"] == {"group": "release", "cancel-in-progress": False}
+    assert workflow["permissions"] == {}
+    for name, job in workflow["jobs"].items():
+        assert "timeout-minutes" in job, name
+        assert "permissions" in job, name
+        for step in job["steps"]:
+            uses = step.get("uses")
+            if uses:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", uses), f"{name}: {uses} is not pinned by SHA"
+    release_steps = yaml.safe_dump(workflow["jobs"]["release"])
+    assert "factory release" in release_steps and "attest-build-provenance" in release_steps
+    assert "gh release create" in release_steps and "GITHUB_STEP_SUMMARY" in release_steps
+    assert "--no-index" in yaml.safe_dump(workflow["jobs"]["build"])
