@@ -18,6 +18,7 @@ from . import __version__
 from .errors import FactoryError, InputError, Problem, UsageError
 from .executor import Outcome
 from .lock import Lock, lock_path_for, missing_entries, read_lock
+from .manifest.load import LoadedManifest
 from .manifest.model import Manifest
 from .storage import Store
 
@@ -86,15 +87,10 @@ def plan(
     ] = False,
 ) -> None:
     """Print the build graph: fetch, tokenizer, convert, compile and bundle nodes with build keys."""
-    from .manifest import load_manifest
     from .plan import plan as make_plan
     from .plan_views import render_github, render_json, render_table
 
-    loaded = load_manifest(matrix)
-    lock_path = lock_path_for(matrix)
-    lock = read_lock(lock_path)
-    if locked:
-        _require_locked(loaded.manifest, lock, lock_path)
+    loaded, lock = _manifest_and_lock(matrix, require_locked=locked)
     graph = make_plan(loaded, lock, only=only or (), skip=skip or ())
     if format is PlanFormat.json:
         sys.stdout.write(render_json(graph))
@@ -105,6 +101,18 @@ def plan(
         if not console.is_terminal:
             console.width = 200  # piped output: no truncated columns
         console.print(render_table(graph))
+
+
+def _manifest_and_lock(matrix: Path, *, require_locked: bool) -> tuple[LoadedManifest, Lock]:
+    """The manifest and its lock; with require_locked, every floating reference must be locked."""
+    from .manifest import load_manifest
+
+    loaded = load_manifest(matrix)
+    lock_path = lock_path_for(matrix)
+    lock = read_lock(lock_path)
+    if require_locked:
+        _require_locked(loaded.manifest, lock, lock_path)
+    return loaded, lock
 
 
 def _require_locked(manifest: Manifest, lock: Lock, lock_path: Path) -> None:
@@ -227,13 +235,9 @@ def build(
     """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
     from .build import BuildSettings, execute
     from .build_report import exit_code, render_summary
-    from .manifest import load_manifest
     from .plan import plan as make_plan
 
-    loaded = load_manifest(matrix)
-    lock_path = lock_path_for(matrix)
-    lock = read_lock(lock_path)
-    _require_locked(loaded.manifest, lock, lock_path)
+    loaded, lock = _manifest_and_lock(matrix, require_locked=True)
     graph = make_plan(loaded, lock, only=only or (), skip=skip or ())
     console = Console(stderr=True, soft_wrap=True)
     settings = BuildSettings(work=work, out=out, jobs=jobs, smoke=smoke, require_smoke=require_smoke, registry=registry)

@@ -214,17 +214,9 @@ def context_digests(context: Path) -> list[list[str]]:
 
 
 METAL_RUNNER = "images/metal-runner"
-METAL_ARGS = (
-    "TOOLCHAIN",
-    "FLOW",
-    "TVM_REPO",
-    "TVM_COMMIT",
-    "MLC_LLM_REPO",
-    "MLC_LLM_COMMIT",
-    "TOKENIZERS_CPP_REPO",
-    "TOKENIZERS_CPP_COMMIT",
-    "PYTHON_VERSION",
-)
+# The macOS runner takes the same pins, less what only a Linux image has.
+_LINUX_ONLY = {"BASE_IMAGE", "USE_CUDA", "USE_CUTLASS", "USE_CUBLAS", "USE_LLVM", "USE_VULKAN", "CUDA_VERSION"}
+METAL_ARGS = tuple(a for a in PIN_ARGS if a not in _LINUX_ONLY)
 
 
 @dataclass(frozen=True, kw_only=True)
