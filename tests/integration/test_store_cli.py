@@ -83,3 +83,48 @@ def test_yank_and_gc_from_the_command_line_on_moto(moto: S3Server, tmp_path: Pat
     assert "yanked" in listing.stdout
     dry = factory("gc", *args, env=env)
     assert dry.returncode == 0 and "would delete (dry run; pass --delete) 0 unreferenced blob(s)" in dry.stdout
+
+
+def test_a_publisher_killed_with_sigkill_is_finished_by_running_it_again(
+    moto: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from factory.storage import open_store
+    from factory.store_index import read_index
+    from tests.support.run import FACTORY
+
+    bucket = f"kill-{uuid.uuid4().hex[:10]}"
+    moto.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    for key, value in moto.env().items():
+        monkeypatch.setenv(key, value)
+    env = dict(os.environ)
+    store = f"s3://{bucket}/factory"
+    bundle = make_bundle(tmp_path / "dist", megabytes=200)
+    files = json.loads((bundle / "factory-bundle.json").read_text())["files"]
+    proc = subprocess.Popen(
+        [str(FACTORY), "publish", str(bundle), "--store", store, "-j", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = moto.client()
+    deadline = time.monotonic() + 120
+    while True:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix="factory/blobs/")  # type: ignore[attr-defined]
+        if listed.get("KeyCount", 0) >= 1 or proc.poll() is not None:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the publisher finished before it could be killed"
+    s3 = open_store(store, endpoint_url=moto.endpoint)
+    assert read_index(s3)[0]["bundles"] == {}
+    again = factory("publish", str(bundle), "--store", store, env=moto.env())
+    assert again.returncode == 0, again.stderr
+    index, _ = read_index(s3)
+    assert index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["latest"] == "1.0.0"
+    stored = sorted(s3.list_keys("blobs/"))
+    assert stored == sorted({blob_key(f["sha256"]) for f in files})
