@@ -14,9 +14,11 @@ and laying out the folder. The last line reads exactly:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +106,7 @@ def timed(action: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=2.0, help="size of the params (default 2 GiB)")
+    parser.add_argument("--repeat", type=int, default=3, help="downloads repeated, median kept (default 3)")
     parser.add_argument("--endpoint", help="S3 endpoint (default: the RGW from tests/support/start-rgw.sh)")
     args = parser.parse_args()
     if args.endpoint is None:
@@ -124,10 +127,20 @@ def main() -> None:
     bucket = f"bench-{uuid.uuid4().hex[:10]}"
     store = S3Store(bucket, "factory")
     store.client.create_bucket(Bucket=bucket)
+    try:
+        run(store, bucket, endpoint, args.gib, s5cmd, aws, args.repeat)
+    finally:
+        # The tests' RGW keeps objects in memory (memstore): leave nothing behind.
+        subprocess.run([s5cmd, "--endpoint-url", endpoint, "rm", f"s3://{bucket}/*"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        store.client.delete_bucket(Bucket=bucket)
+
+
+def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws: str, repeat: int) -> None:
     with tempfile.TemporaryDirectory(prefix="factory-bench-", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
-        first = synthetic_bundle(work / "dist", args.gib, "cuda-sm80")
-        second = synthetic_bundle(work / "dist", args.gib, "cuda-sm90", params_from=first)
+        first = synthetic_bundle(work / "dist", gib, "cuda-sm80")
+        second = synthetic_bundle(work / "dist", gib, "cuda-sm90", params_from=first)
         lib_bytes = (second / "bench-model-q4f16_1-cuda-sm90.so").stat().st_size
         total = sum(p.stat().st_size for p in first.iterdir())
         print(f"bundle: {total / (1 << 30):.2f} GiB in {len(list(first.iterdir()))} files; endpoint {endpoint}")
@@ -138,16 +151,29 @@ def main() -> None:
         t_pub_s5 = timed(lambda: subprocess.run([*s5, "cp", f"{first}/*", f"s3://{bucket}/baseline/"], check=True,
                                                 stdout=subprocess.DEVNULL))  # fmt: skip
 
-        t_pull = timed(
-            lambda: pull(
-                store, "bench-model", "q4f16_1", "cuda-sm80", version=None, out=work / "pulled", cache=work / "cache"
-            )
-        )
-        t_pull_s5 = timed(lambda: subprocess.run([*s5, "cp", f"s3://{bucket}/baseline/*", f"{work / 's5'}/"],
-                                                 check=True, stdout=subprocess.DEVNULL))  # fmt: skip
-        t_pull_aws = timed(lambda: subprocess.run(
-            [aws, "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--only-show-errors",
-             f"s3://{bucket}/baseline/", str(work / "aws")], check=True))  # fmt: skip
+        # Downloads only read the store, so each is repeated and the median kept: on a small
+        # shared machine single runs vary by +-20%. Every repeat starts with empty folders and cache.
+        def factory_pull(here: Path) -> None:
+            pull(store, "bench-model", "q4f16_1", "cuda-sm80", version=None, out=here / "factory", cache=here / "c")
+
+        def s5cmd_pull(here: Path) -> None:
+            subprocess.run([*s5, "cp", f"s3://{bucket}/baseline/*", f"{here / 's5'}/"], check=True,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+
+        def aws_pull(here: Path) -> None:
+            subprocess.run([aws, "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--only-show-errors",
+                            f"s3://{bucket}/baseline/", str(here / "aws")], check=True)  # fmt: skip
+
+        pulls: list[float] = []
+        s5_pulls: list[float] = []
+        aws_pulls: list[float] = []
+        for attempt in range(repeat):
+            here = work / f"pull-{attempt}"
+            pulls.append(timed(functools.partial(factory_pull, here)))
+            s5_pulls.append(timed(functools.partial(s5cmd_pull, here)))
+            aws_pulls.append(timed(functools.partial(aws_pull, here)))
+            shutil.rmtree(here)
+        t_pull, t_pull_s5, t_pull_aws = (statistics.median(x) for x in (pulls, s5_pulls, aws_pulls))
         for label, seconds in (
             ("factory publish", t_pub),
             ("s5cmd upload", t_pub_s5),
@@ -156,7 +182,12 @@ def main() -> None:
             ("aws s3 cp download", t_pull_aws),
         ):
             print(f"{label:>24}: {seconds:6.2f} s  {total / seconds / (1 << 20):7.1f} MiB/s")
-        shutil.rmtree(work / "s5", ignore_errors=True)
+        for label, runs in (
+            ("pull runs", pulls),
+            ("s5cmd download runs", s5_pulls),
+            ("aws download runs", aws_pulls),
+        ):
+            print(f"{label:>24}: " + " ".join(f"{r:.2f}" for r in runs) + " s")
     print(
         f"pull/s5cmd={t_pull_s5 / t_pull:.2f} pull/awscli={t_pull_aws / t_pull:.2f} "
         f"publish/s5cmd={t_pub_s5 / t_pub:.2f} second-target-upload-bytes={report.uploaded_bytes} lib-bytes={lib_bytes}"

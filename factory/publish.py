@@ -66,7 +66,8 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool
             with lock:
                 advance(amount)
 
-        list(pool.map(lambda d: store.put_blob(d, blobs[d][0], locked), sorted(missing)))
+        order = sorted(missing, key=lambda d: (-blobs[d][1], d))  # largest first, as in pull
+        list(pool.map(lambda d: store.put_blob(d, blobs[d][0], locked), order))
     names = []
     entries: dict[str, tuple[str, dict[str, Any]]] = {}
     for bundle_dir, manifest in manifests:

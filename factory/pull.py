@@ -124,7 +124,10 @@ def pull(
             with lock:
                 advance(amount)
 
-        list(pool.map(lambda d: _download(store, cache, d, wanted[d], names[d], locked), sorted(wanted)))
+        # Largest first: the big shards start at once and small files fill the gaps, so no
+        # single large download is left running alone at the end.
+        order = sorted(wanted, key=lambda d: (-wanted[d], d))
+        list(pool.map(lambda d: _download(store, cache, d, wanted[d], names[d], locked), order))
     target_name = name.rsplit("/", 1)[-1]
     dest = out.resolve() / f"{model}-{quant}-{target_name}"
 

@@ -11,8 +11,11 @@ if [[ -f "$dir/env" ]] && curl -fsS -o /dev/null "http://127.0.0.1:${port}/"; th
     echo "RGW already answers on port ${port}"
     exit 0
 fi
-pkill -f "ceph-.* -c $dir/ceph.conf" 2>/dev/null || true
-pkill -f "radosgw -c $dir/ceph.conf" 2>/dev/null || true
+# Stop a previous cluster of ours (a full or stuck one ignores SIGTERM: wait, then SIGKILL).
+pattern="(ceph-mon|ceph-osd|radosgw) -c $dir/ceph.conf"
+pkill -f "$pattern" 2>/dev/null || true
+for _ in $(seq 20); do pgrep -f "$pattern" >/dev/null || break; sleep 0.5; done
+pkill -9 -f "$pattern" 2>/dev/null || true
 rm -rf "$dir"
 mkdir -p "$dir"/{mon,osd,run,log}
 fsid="$(python3 -c 'import uuid; print(uuid.uuid4())')"
@@ -52,6 +55,10 @@ osd data = ${dir}/osd
 rgw frontends = beast endpoint=127.0.0.1:${port}
 rgw data = ${dir}/rgw
 rgw dns name = 127.0.0.1
+# Objects live in memory (memstore): reclaim deleted ones within seconds, not hours.
+rgw gc obj min wait = 5
+rgw gc processor period = 10
+rgw gc processor max time = 10
 CONF
 
 monmaptool --create --add a 127.0.0.1:6789 --fsid "$fsid" "$dir/monmap" >/dev/null
