@@ -113,7 +113,8 @@ def pull(
     where = f"{store.url}/{record['manifest']}"
     files = [(safe_relative(f["path"], where=where).as_posix(), f["sha256"], int(f["size"])) for f in manifest["files"]]
     blobs = {digest: size for _, digest, size in files}
-    cached = {d for d in blobs if _cache_path(cache, d).is_file()}
+    # Cached blobs were verified when they arrived; a size check catches a truncated one.
+    cached = {d for d in blobs if _cache_path(cache, d).is_file() and _cache_path(cache, d).stat().st_size == blobs[d]}
     wanted = {d: s for d, s in blobs.items() if d not in cached}
     total = sum(wanted.values())
     names = {digest: path for path, digest, _ in files}
@@ -172,4 +173,7 @@ def _download(store: Store, cache: Path, digest: str, size: int, shown: str, adv
         )
     final = _cache_path(cache, digest)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # Pulled folders hard-link to the cache: read-only keeps an edit in a pulled folder
+    # from silently changing the cached bytes for later pulls.
+    os.chmod(partial, 0o444)
     os.replace(partial, final)

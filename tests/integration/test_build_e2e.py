@@ -152,6 +152,28 @@ def test_current_flow_bundle_layout(project: Project) -> None:
     assert data["run"].startswith("mlc_llm chat ")
 
 
+@pytest.mark.parametrize("damage", ["missing", "short"])
+def test_a_damaged_shard_fails_the_layout_lint(project: Project, damage: str) -> None:
+    """Damage a cached conversion, forget its bundles, build again: the layout lint refuses."""
+    import shutil
+
+    manifest = project.root / "legacy.yaml"
+    args = ["--work", f"work-{damage}", "--out", f"dist-{damage}", "--only", "*/q4f16_1/cuda-sm80"]
+    assert project.run("build", "-m", str(manifest), *args).returncode == 0
+    work = project.root / f"work-{damage}" / "nodes"
+    shard = next(work.glob("convert/*/rwkv-4-world-tiny-q4f16_1/params/params_shard_0.bin"))
+    if damage == "missing":
+        shard.unlink()
+    else:
+        shard.write_bytes(shard.read_bytes()[:-100])
+    shutil.rmtree(work / "bundle")
+    done = project.run("build", "-m", str(manifest), *args)
+    assert done.returncode == 4, done.stderr
+    assert "rejected by the layout gate" in done.stderr
+    expected = "listed in ndarray-cache.json but missing" if damage == "missing" else "ndarray-cache.json says"
+    assert "params_shard_0.bin" in done.stderr and expected in done.stderr
+
+
 def test_nan_weights_fail_the_params_gate_with_the_hint(project: Project) -> None:
     manifest = project.manifest(
         "nan.yaml", hf={"repo": "factory-tests/rwkv-4-world-poisoned", "revision": project.poisoned}
