@@ -10,7 +10,6 @@ bundle     assemble, gate, describe; then materialize under --out
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import sys
@@ -27,6 +26,7 @@ from .executor import Executor, NodeCache, Outcome
 from .lock import Lock
 from .manifest.load import LoadedManifest
 from .plan import BuildGraph, Node
+from .process import display
 from .runners import Mount, Runner, Step
 from .toolchains import FLOWS
 from .toolchains.base import CONVERTED, MODEL_ROOT, OUT, StepArgv
@@ -71,16 +71,11 @@ class Toolchains:
     def image(self, toolchain: str) -> tuple[str, str]:
         """(reference, image id) of the toolchain's image, built if the engine lacks it."""
         if toolchain not in self._images:
-            from .image_plan import plan_image
-            from .images import BuildExtras, BuildLog, build_image, local_image_id, pull_cached
+            from .images import BuildExtras, BuildLog, ensure_image, plan_for_engine
 
             client = self._engine()
-            base = self.loaded.manifest.toolchains[toolchain].base_image
-            plan = plan_image(self.loaded, toolchain, self.lock, local_base_id=local_image_id(client, base))
-            log = BuildLog(line=self.log)
-            if self.registry and local_image_id(client, plan.ref) is None:
-                pull_cached(client, plan, self.registry, log)
-            outcome = build_image(client, plan, BuildExtras(), log)
+            plan = plan_for_engine(client, self.loaded, toolchain, self.lock)
+            outcome = ensure_image(client, plan, BuildExtras(), BuildLog(line=self.log), self.registry)
             self._images[toolchain] = (outcome.ref, outcome.image_id)
         return self._images[toolchain]
 
@@ -98,11 +93,11 @@ class Toolchains:
                 "or leave them out with --skip",
             )
         from .image_plan import plan_metal_prefix
+        from .paths import prefix_root
         from .runners.host import HostRunner
 
         prefix = plan_metal_prefix(self.loaded, toolchain)
-        root = Path(os.environ.get("FACTORY_PREFIX_ROOT", Path.home() / ".cache" / "factory" / "toolchains"))
-        return HostRunner(root / prefix.hash), "", f"metal-prefix:{prefix.hash}"
+        return HostRunner(prefix_root() / prefix.hash), "", f"metal-prefix:{prefix.hash}"
 
 
 def _convert_runner_kind() -> str:
@@ -133,8 +128,10 @@ class CellBuilder:
     ) -> tuple[str, str]:
         toolchain = str(node.attrs["toolchain"])
         runner, image, image_id = self.toolchains.runner(runner_kind, toolchain)
-        log_path = out / "steps.log"
-        with log_path.open("a") as log_file:
+        # Beside the node cache, not in the node's folder: a failed node's folder is discarded.
+        log_path = self.settings.work / "logs" / f"{node.kind}-{node.key[:16]}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as log_file:
             for argv in steps:
                 step = Step(
                     name=f"{node.id} {argv.name}",
@@ -144,8 +141,8 @@ class CellBuilder:
                     workdir=OUT,
                     env=dict(argv.env),
                 )
-                self.log(f"{node.id}: {' '.join(argv.argv[:3])} ...")
-                log_file.write(f"+ {' '.join(argv.argv)}\n")
+                self.log(f"{node.id}: {display(argv.argv[:3])} ...")
+                log_file.write(f"+ {display(argv.argv)}\n")
 
                 def keep(line: str) -> None:
                     log_file.write(line + "\n")
@@ -155,7 +152,7 @@ class CellBuilder:
                     tail = "\n    ".join(result.tail[-15:])
                     raise StepFailed(
                         f"{node.id}: {argv.name} exited with {result.exit_code}:\n    {tail}",
-                        hint=f"the full log is {log_path} (kept only for successful nodes); rerun to reproduce",
+                        hint=f"the full log is {log_path}; rerun the build to reproduce",
                     )
         return image, image_id
 

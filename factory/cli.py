@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -34,6 +34,12 @@ app = typer.Typer(
 )
 
 MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="Matrix manifest, e.g. manifests/world.yaml")]
+OnlyOption = Annotated[
+    list[str] | None, typer.Option("--only", help="Keep cells whose MODEL/QUANT/TARGET matches this glob.")
+]
+SkipOption = Annotated[
+    list[str] | None, typer.Option("--skip", help="Leave out cells whose MODEL/QUANT/TARGET matches this glob.")
+]
 
 
 def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -75,12 +81,8 @@ class PlanFormat(StrEnum):
 @reports_errors
 def plan(
     matrix: MatrixOption = Path("manifests/world.yaml"),
-    only: Annotated[
-        list[str] | None, typer.Option("--only", help="Keep cells whose MODEL/QUANT/TARGET matches this glob.")
-    ] = None,
-    skip: Annotated[
-        list[str] | None, typer.Option("--skip", help="Drop cells whose MODEL/QUANT/TARGET matches this glob.")
-    ] = None,
+    only: OnlyOption = None,
+    skip: SkipOption = None,
     format: Annotated[PlanFormat, typer.Option("--format", "-f", help="Output format.")] = PlanFormat.table,
     locked: Annotated[
         bool, typer.Option("--locked", help="Fail if any floating reference lacks a lock entry.")
@@ -201,12 +203,8 @@ def tokenizer_rwkv_world(
 @reports_errors
 def build(
     matrix: MatrixOption = Path("manifests/world.yaml"),
-    only: Annotated[
-        list[str] | None, typer.Option("--only", help="Build cells whose MODEL/QUANT/TARGET matches this glob.")
-    ] = None,
-    skip: Annotated[
-        list[str] | None, typer.Option("--skip", help="Leave out cells whose MODEL/QUANT/TARGET matches this glob.")
-    ] = None,
+    only: OnlyOption = None,
+    skip: SkipOption = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Nodes run at the same time.")] = 2,
     work: Annotated[Path, typer.Option("--work", help="Node cache (outputs by build key).")] = Path(".factory"),
     out: Annotated[Path, typer.Option("--out", help="Where accepted bundles are laid out.")] = Path("dist"),
@@ -236,6 +234,7 @@ def build(
     from .build import BuildSettings, execute
     from .build_report import exit_code, render_summary
     from .plan import plan as make_plan
+    from .store_index import published_build_keys
 
     loaded, lock = _manifest_and_lock(matrix, require_locked=True)
     graph = make_plan(loaded, lock, only=only or (), skip=skip or ())
@@ -251,8 +250,10 @@ def build(
             say(f"{outcome.status:>8} {outcome.node} {first}")
 
     target_store = _open_store(store, endpoint_url) if store else None
-    in_store = _store_lookup(target_store) if target_store else (lambda _node: False)
-    outcomes = execute(loaded, lock, graph, settings, log=say, on_event=show, in_store=in_store)
+    published = published_build_keys(target_store) if target_store else set()
+    outcomes = execute(
+        loaded, lock, graph, settings, log=say, on_event=show, in_store=lambda node: node.key in published
+    )
     stdout = Console(soft_wrap=True)
     if not stdout.is_terminal:
         stdout.width = 200
@@ -290,15 +291,6 @@ StoreOption = Annotated[
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS).")
 ]
-
-
-def _store_lookup(store: Store) -> Callable[[Any], bool]:
-    """Whether the store's index already has a bundle with this node's build key."""
-    from .store_index import read_index
-
-    index, _ = read_index(store)
-    keys = {v.get("build_key") for entry in index["bundles"].values() for v in entry["versions"].values()}
-    return lambda node: node.key in keys
 
 
 def _open_store(store: str | None, endpoint_url: str | None, matrix: Path | None = None) -> Store:
@@ -353,11 +345,11 @@ def pull(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel downloads.")] = 8,
 ) -> None:
     """Download a bundle, verify every byte, and lay it out for its runtime."""
-    from .pull import default_cache
+    from .paths import blob_cache
     from .pull import pull as do_pull
 
     source = _open_store(store, endpoint_url)
-    pulled = do_pull(source, model, quant, target, version=version, out=out, cache=cache or default_cache(), jobs=jobs)
+    pulled = do_pull(source, model, quant, target, version=version, out=out, cache=cache or blob_cache(), jobs=jobs)
     typer.echo(f"pulled {pulled.name} {pulled.version} into {pulled.path} ({pulled.downloaded_bytes} bytes downloaded)")
     typer.echo(f"run it with:\n  {pulled.run}")
 
@@ -454,9 +446,7 @@ def release(
     matrix: MatrixOption = Path("manifests/world.yaml"),
     store: StoreOption = None,
     endpoint_url: EndpointOption = None,
-    only: Annotated[
-        list[str] | None, typer.Option("--only", help="Release only cells matching this glob (default: all).")
-    ] = None,
+    only: OnlyOption = None,
     notes: Annotated[Path | None, typer.Option("--notes", help="Also write the release notes (Markdown) here.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Also write the release manifest here (e.g. for attestation).")
@@ -507,8 +497,7 @@ def images_build(
 ) -> None:
     """Build each toolchain's image unless its content tag already exists (locally, or in --registry)."""
     from .engine import docker_client
-    from .image_plan import plan_image
-    from .images import BuildExtras, BuildLog, build_image, check_extras, local_image_id, pull_cached, push_image
+    from .images import BuildExtras, BuildLog, check_extras, ensure_image, plan_for_engine, push_image
     from .manifest import load_manifest
 
     loaded = load_manifest(matrix)
@@ -519,9 +508,9 @@ def images_build(
     client = docker_client()
     console = Console(stderr=True, soft_wrap=True)
     for name in names:
-        base = loaded.manifest.toolchains[name].base_image
-        image = plan_image(loaded, name, lock, local_base_id=local_image_id(client, base))
+        image = plan_for_engine(client, loaded, name, lock)
         if not image.base_locked:
+            base = loaded.manifest.toolchains[name].base_image
             console.print(f"[yellow]warning:[/] {name}: base image {base} is not locked; using the local copy")
         with console.status(f"{name}: preparing") as status:
 
@@ -529,9 +518,7 @@ def images_build(
                 status.update(f"{name}: step {n}/{total} {text[:60]}")
 
             log = BuildLog(line=lambda text: console.print(text, markup=False, highlight=False), step=show_step)
-            if registry and local_image_id(client, image.ref) is None:
-                pull_cached(client, image, registry, log)
-            outcome = build_image(client, image, extras, log)
+            outcome = ensure_image(client, image, extras, log, registry)
             pushed = push_image(client, image, push, log) if push else None
         verb = "built" if outcome.built else "up to date"
         typer.echo(f"{name}\t{outcome.ref}\t{verb}" + (f"\tpushed {pushed}" if pushed else ""))
@@ -583,6 +570,7 @@ def images_metal_env(
         Path | None,
         typer.Option(
             "--prefix-root",
+            envvar="FACTORY_PREFIX_ROOT",
             help="Cached folder of built toolchains, one prefix per hash [default: ~/.cache/factory/toolchains].",
         ),
     ] = None,
@@ -593,11 +581,12 @@ def images_metal_env(
 
     from .image_plan import plan_metal_prefix
     from .manifest import load_manifest
+    from .paths import prefix_root as default_prefix_root
 
     loaded = load_manifest(matrix)
     _toolchain_names(loaded.manifest, [toolchain], matrix)
     prefix = plan_metal_prefix(loaded, toolchain)
-    prefix_root = prefix_root or Path.home() / ".cache" / "factory" / "toolchains"
+    prefix_root = prefix_root or default_prefix_root()
     env = {**prefix.env, "FACTORY_PREFIX_ROOT": str(prefix_root)}
     if prefix.patches:
         patch_dir = prefix_root / f"patches-{prefix.hash}"

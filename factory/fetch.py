@@ -38,7 +38,7 @@ def fetch_snapshot(repo: str, commit: str, dest: Path) -> SourceFormat:
     try:
         files = HfApi().list_repo_files(repo, revision=commit)
         patterns, source_format = choose_files(files)
-        if not any(fnmatchcase(f, "config.json") for f in files):
+        if "config.json" not in files:
             raise NetworkError(f"{repo}@{commit[:12]} has no config.json", hint="is this a Hugging Face model repo?")
         snapshot = Path(snapshot_download(repo, revision=commit, allow_patterns=patterns))
     except RepositoryNotFoundError:

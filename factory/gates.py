@@ -125,9 +125,10 @@ def check_params(
                 problems.append(f"{name}: {array.shape[0]} rows, but vocab_size is {vocab}")
             if storage and record["dtype"] in FLOAT_DTYPES and record["dtype"] != storage:
                 problems.append(f"{name}: {record['dtype']}, but {quantization} stores {storage}")
-            if record["dtype"] in FLOAT_DTYPES and not np.isfinite(array.astype("float32")).all():
-                bad = int((~np.isfinite(array.astype("float32"))).sum())
-                non_finite.append(f"{name}: {bad} NaN/Inf values")
+            if record["dtype"] in FLOAT_DTYPES:
+                finite = np.isfinite(array.astype("float32"))
+                if not finite.all():
+                    non_finite.append(f"{name}: {int((~finite).sum())} NaN/Inf values")
     if count == 0:
         problems.append(f"{params / params_index}: lists no tensors")
     details = {"tensors": count}

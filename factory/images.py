@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FactoryError, InputError, NetworkError, Problem
-from .image_plan import EXTRA_DIR, LABEL, ImagePlan, context_files
+from .image_plan import EXTRA_DIR, LABEL, ImagePlan, context_files, plan_image
+from .lock import Lock
+from .manifest.load import LoadedManifest
 
 _EXTRA_DIRS = ("", "/patches", "/patches/mlc-llm", "/patches/tvm", "/patches/tokenizers-cpp", "/certs", "/wheelhouse")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -41,7 +43,6 @@ class BuildOutcome:
     toolchain: str
     ref: str
     built: bool
-    pushed: str | None = None
     image_id: str = ""
 
 
@@ -128,6 +129,21 @@ def local_image_id(client: Any, ref: str) -> str | None:
         return str(client.images.get(ref).id)
     except ImageNotFound:
         return None
+
+
+def plan_for_engine(client: Any, loaded: LoadedManifest, name: str, lock: Lock) -> ImagePlan:
+    """The toolchain's image plan, with the engine's copy of an unlocked base as its identity."""
+    base = loaded.manifest.toolchains[name].base_image
+    return plan_image(loaded, name, lock, local_base_id=local_image_id(client, base))
+
+
+def ensure_image(
+    client: Any, plan: ImagePlan, extras: BuildExtras, log: BuildLog, registry: str | None = None
+) -> BuildOutcome:
+    """The image present in the engine: already there, pulled from `registry` by its content tag, or built."""
+    if registry and local_image_id(client, plan.ref) is None:
+        pull_cached(client, plan, registry, log)
+    return build_image(client, plan, extras, log)
 
 
 def build_image(client: Any, plan: ImagePlan, extras: BuildExtras, log: BuildLog) -> BuildOutcome:

@@ -74,7 +74,7 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool
         name, version = manifest["name"], _version(manifest, bundle_dir)
         body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         key = bundle_doc_key(name, version)
-        _put_once(store, key, body, name, version)
+        put_once(store, key, body, name, version)
         entries[name] = (version, index_record(key, body, manifest))
         names.append(name)
     if index:
@@ -129,7 +129,7 @@ def _version(manifest: dict[str, Any], bundle_dir: Path) -> str:
     return str(version)
 
 
-def _put_once(store: Store, key: str, body: bytes, name: str, version: str) -> None:
+def put_once(store: Store, key: str, body: bytes, name: str, version: str) -> None:
     """Bundle manifests are immutable: the same bytes again is a no-op, other bytes a refusal."""
     current = store.get_doc(key)
     if current is not None:
@@ -142,4 +142,4 @@ def _put_once(store: Store, key: str, body: bytes, name: str, version: str) -> N
     try:
         store.put_doc(key, body, if_none_match=True)
     except PreconditionFailed:
-        _put_once(store, key, body, name, version)
+        put_once(store, key, body, name, version)

@@ -33,13 +33,6 @@ class Pulled:
     downloaded_bytes: int
 
 
-def default_cache() -> Path:
-    """FACTORY_CACHE, else $XDG_CACHE_HOME/factory, else ~/.cache/factory."""
-    if os.environ.get("FACTORY_CACHE"):
-        return Path(os.environ["FACTORY_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "factory"
-
-
 def resolve(store: Store, model: str, quant: str, target: str, version: str | None) -> tuple[str, str, dict[str, Any]]:
     index, _ = read_index(store)
     if target == "auto":

@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__
 from .errors import FactoryError
 from .plan import BuildGraph
-from .publish import _put_once, add_to_index, index_record
+from .publish import add_to_index, index_record, put_once
 from .storage.base import Store
 from .store_index import bundle_doc_key
 
@@ -80,7 +80,7 @@ def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) ->
         manifest, body = json.loads(existing.data), existing.data  # rerun of a finished release: keep it
     else:
         body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-        _put_once(store, key, body, name, version)
+        put_once(store, key, body, name, version)
 
     def add_release(index: dict[str, Any]) -> None:
         entry = index.setdefault("releases", {}).setdefault(name, {"versions": {}})

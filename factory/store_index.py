@@ -61,3 +61,9 @@ def latest_version(entry: dict[str, Any]) -> str | None:
     """The newest version that is not yanked (versions are ordered by publish time)."""
     live = [(v["published_at"], name) for name, v in entry.get("versions", {}).items() if not v.get("yanked")]
     return max(live)[1] if live else None
+
+
+def published_build_keys(store: Store) -> set[str]:
+    """Build keys of every bundle version the index lists (a build skips those)."""
+    index, _ = read_index(store)
+    return {v.get("build_key") for entry in index["bundles"].values() for v in entry["versions"].values()}
