@@ -9,6 +9,7 @@ bundle     assemble, gate, describe; then materialize under --out
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -25,11 +26,12 @@ from .errors import FactoryError
 from .executor import Executor, NodeCache, Outcome
 from .lock import Lock
 from .manifest.load import LoadedManifest
+from .manifest.model import Target, Toolchain
 from .plan import BuildGraph, Node
 from .process import display
 from .runners import Mount, Runner, Step
 from .toolchains import FLOWS
-from .toolchains.base import CONVERTED, MODEL_ROOT, OUT, StepArgv
+from .toolchains.base import CONVERTED, MODEL_ROOT, OUT, SOURCE_FORMATS, StepArgv
 
 
 class StepFailed(FactoryError):
@@ -49,15 +51,23 @@ class BuildSettings:
     require_smoke: bool = False
     registry: str | None = None
     """A registry caching toolchain images by content tag (pulled before building one)."""
+    mlc_llm_source: Path | None = None
+    """A local mlc-llm archive or checkout for wheel toolchain images."""
 
 
 class Toolchains:
     """Runners and images for toolchains, made on first use and shared by every node."""
 
     def __init__(
-        self, loaded: LoadedManifest, lock: Lock, log: Callable[[str], None], registry: str | None = None
+        self,
+        loaded: LoadedManifest,
+        lock: Lock,
+        log: Callable[[str], None],
+        registry: str | None = None,
+        mlc_llm_source: Path | None = None,
     ) -> None:
         self.loaded, self.lock, self.log, self.registry = loaded, lock, log, registry
+        self.mlc_llm_source = mlc_llm_source
         self._client: Any = None
         self._images: dict[str, tuple[str, str]] = {}
 
@@ -75,7 +85,8 @@ class Toolchains:
 
             client = self._engine()
             plan = plan_for_engine(client, self.loaded, toolchain, self.lock)
-            outcome = ensure_image(client, plan, BuildExtras(), BuildLog(line=self.log), self.registry)
+            extras = BuildExtras(mlc_llm_source=self.mlc_llm_source) if self.mlc_llm_source else BuildExtras()
+            outcome = ensure_image(client, plan, extras, BuildLog(line=self.log), self.registry)
             self._images[toolchain] = (outcome.ref, outcome.image_id)
         return self._images[toolchain]
 
@@ -111,7 +122,7 @@ class CellBuilder:
     ) -> None:
         self.loaded, self.lock, self.graph, self.settings, self.log = loaded, lock, graph, settings, log
         self.cache = NodeCache(settings.work / "nodes")
-        self.toolchains = Toolchains(loaded, lock, log, settings.registry)
+        self.toolchains = Toolchains(loaded, lock, log, settings.registry, settings.mlc_llm_source)
         self.by_id = {n.id: n for n in graph.nodes}
         self.models = {m.name: m for m in loaded.manifest.models}
 
@@ -160,11 +171,15 @@ class CellBuilder:
     def fetch(self, node: Node, out: Path, meta: dict[str, Any]) -> str:
         from .fetch import fetch_snapshot
 
-        model = str(node.attrs["model"])
-        source_format = fetch_snapshot(str(node.attrs["repo"]), str(node.attrs["revision"]), out / "model" / model)
-        meta["source_format"] = source_format
+        model = self.models[str(node.attrs["model"])]
+        index = self.loaded.manifest.models.index(model)
+        fetch_snapshot(
+            model.hf.repo, str(node.attrs["revision"]), out / "model" / model.name, model.hf.format,
+            field=f"models[{index}].hf.format",
+        )  # fmt: skip
+        meta["source_format"] = SOURCE_FORMATS[model.hf.format]
         meta["commit"] = node.attrs["revision"]
-        return source_format
+        return model.hf.format
 
     def tokenizer(self, node: Node, out: Path, meta: dict[str, Any]) -> str:
         from . import rwkv_world_tokenizer as tok
@@ -185,9 +200,7 @@ class CellBuilder:
     def convert(self, node: Node, out: Path, meta: dict[str, Any]) -> str:
         model = self.models[str(node.attrs["model"])]
         flow = FLOWS[str(node.attrs["flow"])]
-        fetch = self._dep(node, "fetch")
-        source_format = self.cache.meta(fetch)["source_format"]
-        steps = flow.convert_steps(model, str(node.attrs["quant"]), source_format)
+        steps = flow.convert_steps(model, str(node.attrs["quant"]), SOURCE_FORMATS[model.hf.format])
         mounts = (Mount(source=self._model_dir(model.name), target=f"{MODEL_ROOT}/{model.name}"),)
         image, image_id = self._run_steps(node, steps, _convert_runner_kind(), mounts, out)
         meta.update(image=image, image_id=image_id, argv=[list(s.argv) for s in steps])
@@ -200,7 +213,8 @@ class CellBuilder:
         target = self.loaded.manifest.targets[target_name]
         convert = self._dep(node, "convert")
         converted = self.cache.path(convert) / flow.converted_params(model.name, quant)
-        steps = flow.compile_steps(model, quant, target_name, target)
+        build = self.loaded.manifest.toolchains[str(node.attrs["toolchain"])].build
+        steps = flow.compile_steps(model, quant, target_name, target, build)
         mounts = (
             Mount(source=self._model_dir(model.name), target=f"{MODEL_ROOT}/{model.name}"),
             Mount(source=converted, target=CONVERTED),
@@ -257,7 +271,8 @@ class CellBuilder:
                 "flow": flow.name,
                 "params_index": params_index,
                 "mlc_llm": toolchain.mlc_llm.commit,
-                "tvm": toolchain.tvm.commit,
+                "tvm": toolchain.tvm_identity,
+                "patches": patches_digest(self.loaded, toolchain),
                 "device": compile_node.attrs["target_argument"],
                 "library": library_name,
             },
@@ -296,7 +311,7 @@ class CellBuilder:
         params_dir: str,
         params_index: str,
         library_name: str,
-        target: Any,
+        target: Target,
     ) -> list[gates.GateResult]:
         layout = gates.lint_layout(
             bundle_dir,
@@ -309,71 +324,107 @@ class CellBuilder:
             return [layout]
         params = bundle_dir / params_dir if params_dir else bundle_dir
         config = json.loads((params / bundles.CHAT_CONFIG).read_text())
+        hint = gates.nan_hint(model_name, model_type, quant)
         results = [
             layout,
             gates.check_params(
-                params,
-                params_index=params_index,
-                chat_config=config,
-                quantization=quant,
-                nan_hint=gates.nan_hint(model_name, model_type, quant),
+                params, params_index=params_index, chat_config=config, quantization=quant, nan_hint=hint
             ),
-            gates.check_library(
-                bundle_dir / library_name,
-                chat_config=config,
-                quantization=quant,
-                records=gates.index_records(params / params_index),
-            ),
+            self._library(bundle_dir, library_name, model_name, target, config, quant, params / params_index),
         ]
-        if (self.settings.smoke or self.settings.require_smoke) and _has_device(target.device_kind):
-            smoke = self._smoke(bundle_dir, params_dir, library_name, target, model_name, model_type, quant)
+        if self.settings.smoke or self.settings.require_smoke:
+            if _has_device(target):
+                smoke = self._smoke(bundle_dir, params_dir, library_name, target, model_name, hint)
+            else:
+                smoke = gates.no_device(target.device_kind, _device_reason(target))
         else:
-            smoke = gates.no_device(target.device_kind, _device_reason(target.device_kind))
+            smoke = gates.not_run("smoke", "not asked for (--smoke)")
         if self.settings.require_smoke and smoke.status != "passed":
             smoke = gates.GateResult(
                 "smoke",
                 "failed",
-                (f"--require-smoke: {smoke.details.get('reason', 'no smoke result')}",),
-                f"run the build on a host with a {target.device_kind} device, or drop --require-smoke",
+                (f"--require-smoke: {smoke.details.get('reason', 'no smoke result')}", *smoke.problems),
+                smoke.hint or f"run the build on a host with a {target.device_kind} device, or drop --require-smoke",
                 smoke.details,
             )
         results.append(smoke)
         return results
 
-    def _smoke(
-        self,
-        bundle_dir: Path,
-        params_dir: str,
-        library_name: str,
-        target: Any,
-        model_name: str,
-        model_type: str,
-        quant: str,
-    ) -> gates.GateResult:
-        """The fixed prompt through the bundle, in its toolchain, on the target's device."""
-        model = self.models[model_name]
-        toolchain = model.toolchain
-        flow = self.loaded.manifest.toolchains[toolchain].flow
-        runner, image, _ = self.toolchains.runner(target.runner, toolchain)
-        script = Path(__file__).with_name("smoke_script.py")
-        params = f"/bundle/{params_dir}" if params_dir else "/bundle"
+    def _in_toolchain(
+        self, model_name: str, target: Target, name: str, argv: tuple[str, ...], bundle_dir: Path, *, gpu: bool
+    ) -> tuple[int, list[str]]:
+        """Run a factory script against a bundle inside the model's toolchain, on the target's runner."""
+        runner, image, _ = self.toolchains.runner(target.runner, self.models[model_name].toolchain)
+        here = Path(__file__).parent
         step = Step(
-            name=f"smoke {model_name}/{quant}",
+            name=name,
             image=image,
-            argv=("python", "/factory/smoke_script.py", flow, params, f"/bundle/{library_name}", target.device_kind),
+            argv=("python", *argv),
             mounts=(
                 Mount(source=bundle_dir, target="/bundle"),
-                Mount(source=script, target="/factory/smoke_script.py"),
+                Mount(source=here / "vm_script.py", target="/factory/vm_script.py"),
+                Mount(source=here / "smoke_script.py", target="/factory/smoke_script.py"),
             ),
-            needs_gpu=True,
+            needs_gpu=gpu,
         )
         lines: list[str] = []
         result = runner.run(step, lines.append)
+        return result.exit_code, lines
+
+    def _library(
+        self,
+        bundle_dir: Path,
+        library_name: str,
+        model_name: str,
+        target: Target,
+        config: dict[str, Any],
+        quant: str,
+        index: Path,
+    ) -> gates.GateResult:
+        """The library as its own toolchain loads it: `_metadata` and exported functions
+        against config and params; a CUDA library must hold compiled GPU code."""
+        library = bundle_dir / library_name
+        if target.device_kind == "cuda" and (problem := gates.cuda_code_problem(library)):
+            return gates.GateResult("library", "failed", (problem,), "rebuild in a toolchain whose TVM can run nvcc")
+        code, lines = self._in_toolchain(
+            model_name, target, f"library {library_name}",
+            ("/factory/vm_script.py", "library", f"/bundle/{library_name}"), bundle_dir, gpu=False,
+        )  # fmt: skip
+        probe = gates.parse_library(lines)
+        if probe is None:
+            reason = f"the toolchain could not load it (exit {code}): {lines[-1] if lines else 'no output'}"
+            if target.device_kind == "llvm":
+                tail = tuple(lines[-8:])
+                return gates.GateResult("library", "failed", (reason, *tail), "a CPU library must load on a CPU")
+            # A GPU library may need the device's driver just to load; that is not a verdict.
+            return gates.not_run("library", reason)
+        return gates.judge_library(
+            library_name,
+            probe.get("metadata", {}),
+            chat_config=config,
+            quantization=quant,
+            records=gates.index_records(index),
+            functions=probe.get("functions"),
+        )
+
+    def _smoke(
+        self, bundle_dir: Path, params_dir: str, library_name: str, target: Target, model_name: str, hint: str
+    ) -> gates.GateResult:
+        """The fixed prompt through the bundle, in its toolchain, on the target's device:
+        CPU bundles through TVM's Relax VM, GPU bundles through mlc-llm's runtime."""
+        params = f"/bundle/{params_dir}" if params_dir else "/bundle"
+        library = f"/bundle/{library_name}"
+        if target.device_kind == "llvm":
+            argv: tuple[str, ...] = ("/factory/vm_script.py", "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS))
+        else:
+            flow = self.loaded.manifest.toolchains[self.models[model_name].toolchain].flow
+            argv = ("/factory/smoke_script.py", flow, params, library, target.device_kind)
+        code, lines = self._in_toolchain(
+            model_name, target, f"smoke {library_name}", argv, bundle_dir, gpu=target.device_kind != "llvm"
+        )
         figures = gates.parse_smoke(lines)
-        hint = gates.nan_hint(model_name, model_type, quant)
-        if not result.ok or figures is None:
-            tail = tuple(lines[-10:])
-            return gates.GateResult("smoke", "failed", (f"the smoke run exited with {result.exit_code}", *tail), hint)
+        if code != 0 or figures is None:
+            return gates.GateResult("smoke", "failed", (f"the smoke run exited with {code}", *lines[-10:]), hint)
         return gates.judge_smoke(figures, hint=hint)
 
     def cached_bundle(self, node: Node) -> None:
@@ -405,23 +456,46 @@ class CellBuilder:
         bundles.replace_folder(dest, fill)
 
 
+def patches_digest(loaded: LoadedManifest, toolchain: Toolchain) -> str | None:
+    """One sha256 over the toolchain's patches (target and content, in order), or None
+    without patches: a patched mlc-llm is a different compiler, and the key says so."""
+    if not toolchain.patches:
+        return None
+    lines = "".join(f"{p.applies_to} {loaded.file_digests[p.path]}\n" for p in toolchain.patches)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def bundle_name(node: Node) -> str:
     return f"{node.attrs['model']}-{node.attrs['quant']}-{node.attrs['target']}"
 
 
-def _has_device(kind: str) -> bool:
+# The smoke run of CPU bundles: a fixed prompt in the conversation template's own
+# shape (the Relax VM runner adds no roles), and a few greedy tokens.
+SMOKE_PROMPT = "User: Tell me about the RWKV language model in one sentence.\n\nAssistant:"
+SMOKE_TOKENS = 8
+_HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
+
+
+def _has_device(target: Target) -> bool:
+    kind = target.device_kind
     if kind == "cuda":
         return shutil.which("nvidia-smi") is not None
     if kind == "metal":
         return sys.platform == "darwin" and platform.machine() == "arm64"
+    if kind == "llvm":
+        host_os = {"linux": "linux", "darwin": "macos"}.get(sys.platform)
+        return host_os == target.os and _HOST_ARCH.get(platform.machine().lower()) == target.arch
     return False
 
 
-def _device_reason(kind: str) -> str:
+def _device_reason(target: Target) -> str:
+    kind = target.device_kind
     if kind == "cuda":
         return "nvidia-smi not found"
     if kind == "metal":
         return "not an Apple Silicon Mac"
+    if kind == "llvm":
+        return f"this host is {sys.platform}/{platform.machine()}, the library is for {target.os}/{target.arch}"
     return f"smoke runs are not supported for {kind}"
 
 

@@ -20,6 +20,7 @@ BUNDLE_MANIFEST = "factory-bundle.json"
 SCHEMA = "factory.bundle/v1"
 CHAT_CONFIG = "mlc-chat-config.json"
 TOKENIZER = "tokenizer_model"
+B16_INDEX = "tensor-cache-b16.json"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ def assemble(
     params.mkdir(parents=True, exist_ok=True)
     index = json.loads((params_source / params_index).read_text())
     wanted = {params_index, CHAT_CONFIG} | {shard["dataPath"] for shard in index.get("records", [])}
+    # convert_weight also writes a bf16 record of the same shards (float32 params as
+    # bfloat16), which runtimes without float32 support read; it travels with them.
+    wanted.add(B16_INDEX)
     for name in sorted(wanted):
         source = params_source / name
         if name != CHAT_CONFIG and source.is_file():
@@ -84,15 +88,10 @@ def role_of(relative: str, params_index: str, library_name: str) -> str:
     name = relative.rsplit("/", 1)[-1]
     if relative == library_name:
         return "library"
-    if name == params_index:
-        return "params-index"
-    if name == CHAT_CONFIG:
-        return "chat-config"
-    if name == TOKENIZER:
-        return "tokenizer"
     if name.startswith("params_shard_"):
         return "params-shard"
-    return "other"
+    named = {params_index: "params-index", B16_INDEX: "params-index-b16", CHAT_CONFIG: "chat-config"}
+    return named.get(name, "tokenizer" if name == TOKENIZER else "other")
 
 
 def describe(bundle: Path, params_index: str, library_name: str) -> list[BundleFile]:
@@ -143,6 +142,9 @@ def run_command(flow: str, params_dir: str, library_name: str, device_kind: str)
     """The command that runs a bundle with its generation's runtime; `{bundle}`
     stands for wherever the bundle folder ends up (pull fills it in)."""
     bundle_dir = BUNDLE_PLACEHOLDER
+    if device_kind == "llvm":
+        # CPU bundles run through TVM's Relax VM in their toolchain (factory/vm_script.py).
+        return f"factory run {bundle_dir} --prompt 'Hello'"
     if flow == "legacy":
         # mlc-llm b44cdc53's runtime package is mlc_chat: `python -m mlc_chat chat MODEL --model-lib-path`.
         return (

@@ -199,6 +199,17 @@ def tokenizer_rwkv_world(
     typer.echo(f"wrote {output} ({len(blob)} bytes) from {source}")
 
 
+MlcSourceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--mlc-llm-source",
+        envvar="FACTORY_MLC_LLM_SOURCE",
+        help="Wheel toolchains: a local mlc-llm archive (.tar.gz) or checkout at the pinned commit "
+        "(default: download GitHub's archive of the commit).",
+    ),
+]
+
+
 @app.command()
 @reports_errors
 def build(
@@ -229,6 +240,7 @@ def build(
     registry: Annotated[
         str | None, typer.Option("--registry", help="Pull toolchain images by content tag from here before building.")
     ] = None,
+    mlc_llm_source: MlcSourceOption = None,
 ) -> None:
     """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
     from .build import BuildSettings, execute
@@ -239,7 +251,15 @@ def build(
     loaded, lock = _manifest_and_lock(matrix, require_locked=True)
     graph = make_plan(loaded, lock, only=only or (), skip=skip or ())
     console = Console(stderr=True, soft_wrap=True)
-    settings = BuildSettings(work=work, out=out, jobs=jobs, smoke=smoke, require_smoke=require_smoke, registry=registry)
+    settings = BuildSettings(
+        work=work,
+        out=out,
+        jobs=jobs,
+        smoke=smoke,
+        require_smoke=require_smoke,
+        registry=registry,
+        mlc_llm_source=mlc_llm_source,
+    )
 
     def say(line: str) -> None:
         console.print(line, markup=False, highlight=False)
@@ -382,6 +402,32 @@ def ls(store: StoreOption = None, endpoint_url: EndpointOption = None) -> None:
     console.print(table)
 
 
+@app.command("run")
+@reports_errors
+def run_command(
+    bundle: Annotated[Path, typer.Argument(help="A CPU bundle folder (factory build --out, or factory pull).")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the user says.")] = "Hello",
+    tokens: Annotated[int, typer.Option("--tokens", "-n", min=1, help="Tokens to generate (greedy).")] = 16,
+    raw: Annotated[bool, typer.Option("--raw", help="Feed --prompt as is, without the conversation template.")] = False,
+    on_host: Annotated[
+        bool, typer.Option("--on-host", help="Use this machine's TVM instead of the toolchain image.")
+    ] = False,
+    image: Annotated[str | None, typer.Option("--image", help="Toolchain image (default: the bundle's).")] = None,
+) -> None:
+    """Run a prompt through a CPU bundle: encode with its tokenizer, prefill, decode; print figures."""
+    from .run_bundle import RunRequest, run_bundle
+
+    result = run_bundle(RunRequest(bundle=bundle, prompt=prompt, tokens=tokens, raw=raw, on_host=on_host, image=image))
+    figures = result.figures
+    typer.echo(figures.output)
+    typer.echo(
+        f"prefill {figures.prefill_tok_s} tok/s, decode {figures.decode_tok_s} tok/s, "
+        f"logits {list(figures.logits_shape or ())} finite={figures.finite}, {result.verdict.status}"
+    )
+    if result.verdict.failed:
+        raise typer.Exit(4)
+
+
 @app.command()
 @reports_errors
 def verify(
@@ -494,6 +540,7 @@ def images_build(
         str | None,
         typer.Option("--registry", help="Try pulling the content tag from this registry before building (a cache)."),
     ] = None,
+    mlc_llm_source: MlcSourceOption = None,
 ) -> None:
     """Build each toolchain's image unless its content tag already exists (locally, or in --registry)."""
     from .engine import docker_client
@@ -502,7 +549,9 @@ def images_build(
 
     loaded = load_manifest(matrix)
     names = _toolchain_names(loaded.manifest, toolchain or [], matrix)
-    extras = BuildExtras(ca_certs=tuple(ca_cert or ()), wheelhouse=wheelhouse, offline=offline)
+    extras = BuildExtras(
+        ca_certs=tuple(ca_cert or ()), wheelhouse=wheelhouse, offline=offline, mlc_llm_source=mlc_llm_source
+    )
     check_extras(extras)
     lock = read_lock(lock_path_for(matrix))
     client = docker_client()

@@ -9,13 +9,15 @@ would not follow.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .errors import NetworkError
-from .toolchains.base import SourceFormat
+from .errors import InputError, NetworkError, Problem
+from .manifest.model import WeightFormat
 
 # What a conversion reads: the config and one weight format (safetensors preferred).
 _CONFIG = ["config.json", "generation_config.json"]
@@ -23,23 +25,37 @@ _SAFETENSORS = ["*.safetensors", "*.safetensors.index.json"]
 _TORCH = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 
 
-def choose_files(repo_files: list[str]) -> tuple[list[str], SourceFormat]:
-    """PURE: the patterns to download and the source format they make."""
-    if any(fnmatchcase(f, "*.safetensors") for f in repo_files):
-        return [*_CONFIG, *_SAFETENSORS], "huggingface-safetensor"
-    return [*_CONFIG, *_TORCH], "huggingface-torch"
+_PATTERNS: dict[WeightFormat, list[str]] = {"safetensors": _SAFETENSORS, "pytorch": _TORCH}
 
 
-def fetch_snapshot(repo: str, commit: str, dest: Path) -> SourceFormat:
+def choose_files(repo_files: list[str], weight_format: WeightFormat) -> list[str] | None:
+    """PURE: the patterns to download for `weight_format`, or None if the repo has no such weights."""
+    weights = _PATTERNS[weight_format][0]
+    if not any(fnmatchcase(f, weights) for f in repo_files):
+        return None
+    return [*_CONFIG, *_PATTERNS[weight_format]]
+
+
+def fetch_snapshot(repo: str, commit: str, dest: Path, weight_format: WeightFormat, field: str = "hf.format") -> None:
     """Download the files a conversion needs into `dest` (a new folder)."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         files = HfApi().list_repo_files(repo, revision=commit)
-        patterns, source_format = choose_files(files)
         if "config.json" not in files:
-            raise NetworkError(f"{repo}@{commit[:12]} has no config.json", hint="is this a Hugging Face model repo?")
+            raise InputError(
+                [Problem(file=repo, field="hf.repo", message=f"{commit[:12]} has no config.json",
+                         fix="name a Hugging Face model repo in transformers layout")]
+            )  # fmt: skip
+        patterns = choose_files(files, weight_format)
+        if patterns is None:
+            other: WeightFormat = "pytorch" if weight_format == "safetensors" else "safetensors"
+            has_other = choose_files(files, other) is not None
+            raise InputError(
+                [Problem(file=repo, field=field, message=f"{commit[:12]} has no {weight_format} weights",
+                         fix=f"set {field}: {other}" if has_other else "this repo has no weights the flows read")]
+            )  # fmt: skip
         snapshot = Path(snapshot_download(repo, revision=commit, allow_patterns=patterns))
     except RepositoryNotFoundError:
         raise NetworkError(f"model repo {repo} not found (or private without HF_TOKEN)") from None
@@ -59,4 +75,20 @@ def fetch_snapshot(repo: str, commit: str, dest: Path) -> SourceFormat:
             os.link(real, target)
         except OSError:
             shutil.copyfile(real, target)
-    return source_format
+    index_single_safetensors(dest)
+
+
+def index_single_safetensors(folder: Path) -> None:
+    """Write model.safetensors.index.json beside a lone model.safetensors.
+
+    mlc-llm's convert_weight (support/auto_weight.py, _check_safetensor) writes this
+    index into the source folder itself when it is missing; the steps see the model
+    read-only, so it is made here, from the file's own header (no tensor is read)."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if not single.is_file() or index.exists():
+        return
+    with single.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    weight_map = {name: single.name for name in sorted(header) if name != "__metadata__"}
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2) + "\n")

@@ -30,7 +30,7 @@ class GateFailure(FactoryError):
 @dataclass(frozen=True)
 class GateResult:
     gate: str
-    status: str  # passed | failed | skipped
+    status: str  # passed | failed | not-run (could not run here; never counts as a pass)
     problems: tuple[str, ...] = ()
     hint: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
@@ -65,6 +65,12 @@ def lint_layout(
                 problems.append(
                     f"{shard_path}: {shard_path.stat().st_size} bytes, {params_index} says {shard['nbytes']}"
                 )
+    b16 = params / "tensor-cache-b16.json"
+    if b16.is_file() and index_path.is_file():
+        main_shards = sorted(r["dataPath"] for r in json.loads(index_path.read_text()).get("records", []))
+        b16_shards = sorted(r["dataPath"] for r in json.loads(b16.read_text()).get("records", []))
+        if b16_shards != main_shards:
+            problems.append(f"{b16}: lists shards {b16_shards}, {params_index} lists {main_shards}")
     config_path = params / "mlc-chat-config.json"
     if not config_path.is_file():
         problems.append(f"{config_path}: missing")
@@ -148,11 +154,82 @@ def _storage_dtype(quantization: str) -> str:
     return ""
 
 
+LIBRARY_MARK = "FACTORY-LIBRARY "
+# A fatbin container's magic number (little-endian 0xBA55ED50), at the start of every
+# fatbin nvcc writes; CUDA C source kept instead of it means nvcc never ran.
+_FATBIN_MAGIC = b"\x50\xed\x55\xba"
+
+
+def cuda_code_problem(library: Path) -> str | None:
+    """PURE-ish (reads the file): why a CUDA library holds no compiled GPU code, or None.
+
+    TVM compiles CUDA kernels with nvcc only when its CUDA runtime loads (it needs
+    libcuda.so.1); otherwise export_library silently keeps the CUDA C source, and the
+    library fails to load on every GPU later."""
+    data = library.read_bytes()
+    if b"__global__" in data and _FATBIN_MAGIC not in data:
+        return (
+            f"{library.name}: holds CUDA C source but no compiled GPU code (nvcc never ran; "
+            "the toolchain needs libcuda.so.1 to load at compile time)"
+        )
+    return None
+
+
+def parse_library(lines: Sequence[str]) -> dict[str, Any] | None:
+    """PURE: what vm_script.py `library` printed (metadata, functions, device modules), or None."""
+    for line in reversed(lines):
+        if line.startswith(LIBRARY_MARK):
+            data = json.loads(line[len(LIBRARY_MARK) :])
+            return data if isinstance(data, dict) else None
+    return None
+
+
+REQUIRED_FUNCTIONS = ("embed", "prefill", "decode", "create_rnn_state", "_metadata")
+
+
+def judge_library(
+    library_name: str,
+    metadata: Mapping[str, Any],
+    *,
+    chat_config: Mapping[str, Any],
+    quantization: str,
+    records: Sequence[Mapping[str, Any]],
+    functions: Sequence[str] | None = None,
+) -> GateResult:
+    """PURE: the library's own `_metadata` (and exported functions, where known)
+    against the config and the params."""
+    problems = []
+    # The legacy chat config has no quantization field; the cell says which it is.
+    quant = quantization
+    if metadata.get("quantization") not in (None, quant):
+        problems.append(f"{library_name}: built for {metadata['quantization']}, params are {quant}")
+    model_type = chat_config.get("model_type") or chat_config.get("model_category")
+    if metadata.get("model_type") not in (None, model_type):
+        problems.append(f"{library_name}: built for model type {metadata['model_type']}, config says {model_type}")
+    expected = {r["name"]: (list(r["shape"]), r["dtype"]) for r in records}
+    for param in metadata.get("params", []):
+        name = param["name"]
+        if name not in expected:
+            problems.append(f"{library_name}: expects param {name}, which the params lack")
+        elif expected[name] != (list(param["shape"]), param["dtype"]):
+            shape, dtype = expected[name]
+            problems.append(f"{name}: library wants {param['dtype']}{param['shape']}, params have {dtype}{shape}")
+    details: dict[str, Any] = {"metadata_params": len(metadata.get("params", []))}
+    if functions is not None:
+        details["functions"] = list(functions)
+        missing = [f for f in REQUIRED_FUNCTIONS if f not in functions]
+        if missing:
+            problems.append(f"{library_name}: does not export {', '.join(missing)}")
+    if problems:
+        return GateResult("library", "failed", tuple(problems), "compile the library against these params again")
+    return GateResult("library", "passed", details=details)
+
+
 def check_library(
     library: Path, *, chat_config: Mapping[str, Any], quantization: str, records: Sequence[Mapping[str, Any]]
 ) -> GateResult:
-    """Compare the library's own `_metadata` with the config and params, where the
-    library loads on this host (a library for a GPU may not)."""
+    """judge_library on a library loaded by this process's TVM. Only a library for a
+    device this host cannot load is "not-run"; a CPU library that does not load fails."""
     import tvm
     from tvm import relax
 
@@ -160,29 +237,17 @@ def check_library(
         module = tvm.runtime.load_module(str(library))
         vm = relax.VirtualMachine(module, tvm.cpu())
         raw = vm["_metadata"]()
-    except Exception as exc:  # any loader or VM error means "cannot check here", not "bad"
+    except Exception as exc:  # a loader or VM error: the caller decides what it means
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return GateResult("library", "skipped", details={"reason": f"cannot load on this host: {reason}"})
-    metadata = json.loads(str(raw))
-    problems = []
-    # The legacy chat config has no quantization field; the cell says which it is.
-    quant = quantization
-    if metadata.get("quantization") not in (None, quant):
-        problems.append(f"{library.name}: built for {metadata['quantization']}, params are {quant}")
-    model_type = chat_config.get("model_type") or chat_config.get("model_category")
-    if metadata.get("model_type") not in (None, model_type):
-        problems.append(f"{library.name}: built for model type {metadata['model_type']}, config says {model_type}")
-    expected = {r["name"]: (list(r["shape"]), r["dtype"]) for r in records}
-    for param in metadata.get("params", []):
-        name = param["name"]
-        if name not in expected:
-            problems.append(f"{library.name}: expects param {name}, which the params lack")
-        elif expected[name] != (list(param["shape"]), param["dtype"]):
-            shape, dtype = expected[name]
-            problems.append(f"{name}: library wants {param['dtype']}{param['shape']}, params have {dtype}{shape}")
-    if problems:
-        return GateResult("library", "failed", tuple(problems), "compile the library against these params again")
-    return GateResult("library", "passed", details={"metadata_params": len(metadata.get("params", []))})
+        return not_run("library", f"cannot load on this host: {reason}")
+    return judge_library(
+        library.name, json.loads(str(raw)), chat_config=chat_config, quantization=quantization, records=records
+    )
+
+
+def not_run(gate: str, reason: str) -> GateResult:
+    """A gate that could not run here: never a pass, and said so in the bundle and summary."""
+    return GateResult(gate, "not-run", details={"reason": reason})
 
 
 def index_records(index_path: Path) -> list[dict[str, Any]]:
@@ -195,15 +260,30 @@ class SmokeFigures:
     prefill_tok_s: float | None
     decode_tok_s: float | None
     logprobs: tuple[float, ...] = ()
+    finite: bool | None = None
+    """The Relax VM runner's own verdict on every logit it saw (None: not reported)."""
+    logits_shape: tuple[int, ...] | None = None
+    vocab_size: int | None = None
+    runtime: str = ""
+    generated_tokens: tuple[int, ...] = ()
 
 
 def judge_smoke(figures: SmokeFigures, *, hint: str) -> GateResult:
     """PURE: a smoke run's figures to a gate result, in the seed article's terms."""
     details: dict[str, Any] = {"prefill_tok_s": figures.prefill_tok_s, "decode_tok_s": figures.decode_tok_s}
-    if any(math.isnan(x) or math.isinf(x) for x in figures.logprobs):
+    if figures.runtime:
+        details["runtime"] = figures.runtime
+    if figures.logits_shape is not None and figures.vocab_size is not None:
+        details["logits_shape"] = list(figures.logits_shape)
+        if list(figures.logits_shape) != [figures.vocab_size]:
+            problem = f"logits have shape {list(figures.logits_shape)}, the vocab has {figures.vocab_size} tokens"
+            return GateResult("smoke", "failed", (problem,), hint, details)
+    if figures.finite is False or any(math.isnan(x) or math.isinf(x) for x in figures.logprobs):
         return GateResult("smoke", "failed", ("the logits contain NaN/Inf",), hint, details)
-    if not figures.output.strip():
+    if not figures.generated_tokens and not figures.output.strip():
         return GateResult("smoke", "failed", ("the model produced no output",), hint, details)
+    if figures.generated_tokens:
+        details["generated_tokens"] = list(figures.generated_tokens)
     return GateResult("smoke", "passed", details={**details, "output": figures.output[:200]})
 
 
@@ -219,17 +299,25 @@ def parse_smoke(lines: list[str] | tuple[str, ...]) -> SmokeFigures | None:
             def number(value: Any) -> float | None:
                 return None if value is None else float(value)
 
+            shape = data.get("logits_shape")
+            vocab = data.get("vocab_size")
+            finite = data.get("finite")
             return SmokeFigures(
                 output=str(data.get("output") or ""),
                 prefill_tok_s=number(data.get("prefill_tok_s")),
                 decode_tok_s=number(data.get("decode_tok_s")),
                 logprobs=tuple(float(x) for x in data.get("logprobs") or ()),
+                finite=finite if isinstance(finite, bool) else None,
+                logits_shape=tuple(int(x) for x in shape) if isinstance(shape, list) else None,
+                vocab_size=int(vocab) if isinstance(vocab, int) else None,
+                runtime=str(data.get("runtime") or ""),
+                generated_tokens=tuple(int(x) for x in data.get("generated_tokens") or ()),
             )
     return None
 
 
 def no_device(target_kind: str, reason: str) -> GateResult:
-    return GateResult("smoke", "skipped", details={"reason": f"no {target_kind} device on this host: {reason}"})
+    return not_run("smoke", f"no {target_kind} device on this host: {reason}")
 
 
 def nan_hint(model_name: str, model_type: str, quant: str) -> str:

@@ -20,7 +20,7 @@ from .buildkey import RECIPE_VERSION, canonical
 from .errors import InputError, Problem
 from .lock import Lock
 from .manifest.load import LoadedManifest
-from .manifest.model import Toolchain
+from .manifest.model import SourcePin, Toolchain
 
 REPOSITORY_PREFIX = "factory-toolchain"
 LABEL = "org.factory"
@@ -32,6 +32,7 @@ PIN_ARGS = (
     "FLOW",
     "TVM_REPO",
     "TVM_COMMIT",
+    "TVM_WHEEL",
     "MLC_LLM_REPO",
     "MLC_LLM_COMMIT",
     "TOKENIZERS_CPP_REPO",
@@ -61,6 +62,8 @@ class ImagePlan:
     patches: tuple[tuple[str, Path], ...]
     """(path inside factory-extra/patches, source file), in manifest order."""
     base_locked: bool
+    mlc_llm_source: SourcePin | None = None
+    """Wheel toolchains take mlc-llm as a source archive staged by the factory (the pin)."""
 
     @property
     def ref(self) -> str:
@@ -72,12 +75,16 @@ def build_args(name: str, toolchain: Toolchain, base: str) -> dict[str, str]:
         return "ON" if flag else "OFF"
 
     tok = toolchain.tokenizers_cpp
+    tvm = toolchain.tvm
+    source = tvm if isinstance(tvm, SourcePin) else None
+    wheel = "" if isinstance(tvm, SourcePin) else tvm.wheel
     return {
         "BASE_IMAGE": base,
         "TOOLCHAIN": name,
         "FLOW": toolchain.flow,
-        "TVM_REPO": toolchain.tvm.repo,
-        "TVM_COMMIT": toolchain.tvm.commit,
+        "TVM_REPO": source.repo if source else "",
+        "TVM_COMMIT": source.commit if source else "",
+        "TVM_WHEEL": wheel,
         "MLC_LLM_REPO": toolchain.mlc_llm.repo,
         "MLC_LLM_COMMIT": toolchain.mlc_llm.commit,
         "TOKENIZERS_CPP_REPO": tok.repo if tok else "",
@@ -178,6 +185,7 @@ def plan_image(loaded: LoadedManifest, name: str, lock: Lock, *, local_base_id: 
         context=context,
         patches=patches,
         base_locked=digest is not None,
+        mlc_llm_source=toolchain.mlc_llm if toolchain.is_wheel else None,
     )
 
 
@@ -215,7 +223,16 @@ def context_digests(context: Path) -> list[list[str]]:
 
 METAL_RUNNER = "images/metal-runner"
 # The macOS runner takes the same pins, less what only a Linux image has.
-_LINUX_ONLY = {"BASE_IMAGE", "USE_CUDA", "USE_CUTLASS", "USE_CUBLAS", "USE_LLVM", "USE_VULKAN", "CUDA_VERSION"}
+_LINUX_ONLY = {
+    "BASE_IMAGE",
+    "TVM_WHEEL",
+    "USE_CUDA",
+    "USE_CUTLASS",
+    "USE_CUBLAS",
+    "USE_LLVM",
+    "USE_VULKAN",
+    "CUDA_VERSION",
+}
 METAL_ARGS = tuple(a for a in PIN_ARGS if a not in _LINUX_ONLY)
 
 

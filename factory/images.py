@@ -9,17 +9,28 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import FactoryError, InputError, NetworkError, Problem
 from .image_plan import EXTRA_DIR, LABEL, ImagePlan, context_files, plan_image
 from .lock import Lock
 from .manifest.load import LoadedManifest
+from .sources import default_source, mlc_llm_archive
 
-_EXTRA_DIRS = ("", "/patches", "/patches/mlc-llm", "/patches/tvm", "/patches/tokenizers-cpp", "/certs", "/wheelhouse")
+_EXTRA_DIRS = (
+    "",
+    "/patches",
+    "/patches/mlc-llm",
+    "/patches/tvm",
+    "/patches/tokenizers-cpp",
+    "/certs",
+    "/wheelhouse",
+    "/sources",
+)
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
 
@@ -36,6 +47,8 @@ class BuildExtras:
     ca_certs: tuple[Path, ...] = ()
     wheelhouse: Path | None = None
     offline: bool = False
+    mlc_llm_source: Path | None = field(default_factory=default_source)
+    """A local mlc-llm archive or checkout for wheel toolchains (else downloaded by commit)."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +98,19 @@ def check_extras(extras: BuildExtras) -> None:
         raise InputError(problems)
 
 
-def context_tar(plan: ImagePlan, extras: BuildExtras) -> bytes:
-    """The build context as an uncompressed tar: the toolchain's context folder,
-    plus factory-extra/ with the Dockerfile, patches, certs and wheelhouse.
-    Entries are sorted with fixed metadata so equal inputs give equal bytes."""
+def context_tar(plan: ImagePlan, extras: BuildExtras, sources: Mapping[str, Path] | None = None) -> bytes:
+    """The build context as bytes (see write_context)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    write_context(buffer, plan, extras, sources or {})
+    return buffer.getvalue()
+
+
+def write_context(fileobj: IO[bytes], plan: ImagePlan, extras: BuildExtras, sources: Mapping[str, Path]) -> None:
+    """The build context as an uncompressed tar: the toolchain's context folder,
+    plus factory-extra/ with the Dockerfile, patches, certs, wheelhouse and sources.
+    Entries are sorted with fixed metadata so equal inputs give equal bytes; files
+    stream from disk, so a multi-GB wheelhouse never sits in memory."""
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
 
         def add_dir(name: str) -> None:
             info = tarfile.TarInfo(name)
@@ -98,28 +118,30 @@ def context_tar(plan: ImagePlan, extras: BuildExtras) -> bytes:
             info.mode = 0o755
             tar.addfile(info)
 
-        def add_file(name: str, data: bytes, executable: bool = False) -> None:
+        def add_file(name: str, path: Path, executable: bool = False) -> None:
             info = tarfile.TarInfo(name)
-            info.size = len(data)
+            info.size = path.stat().st_size
             info.mode = 0o755 if executable else 0o644
-            tar.addfile(info, io.BytesIO(data))
+            with path.open("rb") as handle:
+                tar.addfile(info, handle)
 
         for path in context_files(plan.context):
             rel = path.relative_to(plan.context).as_posix()
             if rel == EXTRA_DIR or rel.startswith(EXTRA_DIR + "/"):
                 continue
-            add_file(rel, path.read_bytes(), bool(path.stat().st_mode & 0o111))
+            add_file(rel, path, bool(path.stat().st_mode & 0o111))
         for sub in _EXTRA_DIRS:
             add_dir(f"{EXTRA_DIR}{sub}")
-        add_file(f"{EXTRA_DIR}/Dockerfile", plan.dockerfile.read_bytes())
+        add_file(f"{EXTRA_DIR}/Dockerfile", plan.dockerfile)
         for dest, source in plan.patches:
-            add_file(f"{EXTRA_DIR}/patches/{dest}", source.read_bytes())
+            add_file(f"{EXTRA_DIR}/patches/{dest}", source)
         for index, cert in enumerate(extras.ca_certs):
-            add_file(f"{EXTRA_DIR}/certs/{index:02d}-{cert.stem}.crt", cert.read_bytes())
+            add_file(f"{EXTRA_DIR}/certs/{index:02d}-{cert.stem}.crt", cert)
         if extras.wheelhouse is not None:
             for wheel in sorted(extras.wheelhouse.glob("*.whl")):
-                add_file(f"{EXTRA_DIR}/wheelhouse/{wheel.name}", wheel.read_bytes())
-    return buffer.getvalue()
+                add_file(f"{EXTRA_DIR}/wheelhouse/{wheel.name}", wheel)
+        for name, source in sorted(sources.items()):
+            add_file(f"{EXTRA_DIR}/sources/{name}", source)
 
 
 def local_image_id(client: Any, ref: str) -> str | None:
@@ -155,9 +177,23 @@ def build_image(client: Any, plan: ImagePlan, extras: BuildExtras, log: BuildLog
     buildargs = dict(plan.build_args)
     if extras.offline:
         buildargs["PIP_NO_INDEX"] = "1"
+    sources = {}
+    if plan.mlc_llm_source is not None:
+        sources["mlc-llm.tar.gz"] = mlc_llm_archive(plan.mlc_llm_source, extras.mlc_llm_source)
     log.line(f"{plan.toolchain}: building {plan.ref} from {plan.dockerfile}")
+    with tempfile.TemporaryFile() as context:
+        write_context(context, plan, extras, sources)
+        context.seek(0)
+        _build_from(client, context, plan, buildargs, log)
+    image_id = local_image_id(client, plan.ref)
+    if image_id is None:
+        raise ImageBuildError(f"{plan.toolchain}: the engine reported success but has no {plan.ref}")
+    return BuildOutcome(plan.toolchain, plan.ref, built=True, image_id=image_id)
+
+
+def _build_from(client: Any, context: IO[bytes], plan: ImagePlan, buildargs: dict[str, str], log: BuildLog) -> None:
     stream = client.api.build(
-        fileobj=io.BytesIO(context_tar(plan, extras)),
+        fileobj=context,
         custom_context=True,
         dockerfile=f"{EXTRA_DIR}/Dockerfile",
         tag=plan.ref,
@@ -169,10 +205,6 @@ def build_image(client: Any, plan: ImagePlan, extras: BuildExtras, log: BuildLog
         decode=True,
     )
     _follow(stream, plan, log)
-    image_id = local_image_id(client, plan.ref)
-    if image_id is None:
-        raise ImageBuildError(f"{plan.toolchain}: the engine reported success but has no {plan.ref}")
-    return BuildOutcome(plan.toolchain, plan.ref, built=True, image_id=image_id)
 
 
 def _follow(stream: Iterator[Mapping[str, Any]], plan: ImagePlan, log: BuildLog) -> None:

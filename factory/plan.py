@@ -23,6 +23,7 @@ from .manifest.load import LoadedManifest
 from .manifest.model import Model, Toolchain
 from .matrix import Cell, expand_cells
 from .toolchains import FLOWS, Unsupported
+from .toolchains.base import SOURCE_FORMATS, StepArgv
 
 NodeKind = Literal["fetch", "tokenizer", "convert", "compile", "bundle"]
 NODE_KINDS: tuple[NodeKind, ...] = ("fetch", "tokenizer", "convert", "compile", "bundle")
@@ -86,7 +87,13 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
         commit = lock.hf_commit(model.hf.repo, model.hf.revision)
         if commit is None:
             unresolved.add(f"hf {model.hf.repo}@{model.hf.revision}")
-        fetch_inputs = {"repo": model.hf.repo, "revision": model.hf.revision, "commit": commit, "flow": flow.name}
+        fetch_inputs = {
+            "repo": model.hf.repo,
+            "revision": model.hf.revision,
+            "commit": commit,
+            "flow": flow.name,
+            "format": model.hf.format,
+        }
         fetch = add(
             _node(
                 "fetch",
@@ -94,7 +101,12 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
                 fetch_inputs,
                 (),
                 locked=commit is not None,
-                attrs={"model": model.name, "repo": model.hf.repo, "revision": commit or model.hf.revision},
+                attrs={
+                    "model": model.name,
+                    "repo": model.hf.repo,
+                    "revision": commit or model.hf.revision,
+                    "format": model.hf.format,
+                },
             )
         )
 
@@ -132,7 +144,13 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
                 locked=toolchain_locked,
                 # No runner here: one convert serves targets on every runner; the
                 # executor finds its output by build key in the cache or the store.
-                attrs={"model": model.name, "quant": cell.quant, "toolchain": model.toolchain, "flow": flow.name},
+                attrs={
+                    "model": model.name,
+                    "quant": cell.quant,
+                    "toolchain": model.toolchain,
+                    "flow": flow.name,
+                    "steps": steps_view(flow.convert_steps(model, cell.quant, SOURCE_FORMATS[model.hf.format])),
+                },
             )
         )
 
@@ -159,6 +177,7 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
                     "arch": target.arch,
                     "target_argument": argument,
                     "library": library,
+                    "steps": steps_view(flow.compile_steps(model, cell.quant, cell.target, target, toolchain.build)),
                 },
             )
         )
@@ -190,6 +209,11 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
 
     ordered = sorted(nodes.values(), key=lambda n: (NODE_KINDS.index(n.kind), n.id))
     return BuildGraph(nodes=tuple(ordered), cells=tuple(cell_plans), unresolved=tuple(sorted(unresolved)))
+
+
+def steps_view(steps: Sequence[StepArgv]) -> list[dict[str, Any]]:
+    """PURE: the exact command lines a node runs, for plan output and the node's record."""
+    return [{"name": s.name, "argv": list(s.argv), "env": dict(s.env)} for s in steps]
 
 
 def effective_tokenizers_cpp(toolchain: Toolchain) -> str | None:

@@ -36,6 +36,18 @@ class SourcePin(Frozen):
     )
 
 
+class WheelPin(Frozen):
+    """TVM from a pinned PyPI wheel instead of a source build (the wheel toolchain)."""
+
+    wheel: Annotated[StrictStr, Field(pattern=r"^apache-tvm==[0-9][0-9A-Za-z.+-]*$")] = Field(
+        description="apache-tvm==VERSION; the image's hashed requirements.lock must pin the same version"
+    )
+
+    @property
+    def version(self) -> str:
+        return self.wheel.split("==", 1)[1]
+
+
 class BuildOptions(Frozen):
     """TVM/mlc-llm build switches. The Linux image honours cuda/cutlass/cublas/vulkan;
     the macOS metal-runner honours metal. LLVM is needed for host code everywhere."""
@@ -60,8 +72,20 @@ class ImageSpec(Frozen):
 
 
 class Toolchain(Frozen):
+    @property
+    def tvm_identity(self) -> str:
+        """The TVM a bundle's library was built with: a relax commit or a wheel pin."""
+        return self.tvm.wheel if isinstance(self.tvm, WheelPin) else self.tvm.commit
+
+    @property
+    def is_wheel(self) -> bool:
+        return isinstance(self.tvm, WheelPin)
+
     flow: FlowName = Field(description="legacy: `python -m mlc_llm.build`; current: convert_weight/gen_config/compile")
-    tvm: SourcePin = Field(description="The mlc-ai/relax commit this mlc-llm commit was built against")
+    tvm: SourcePin | WheelPin = Field(
+        description="The mlc-ai/relax commit this mlc-llm commit was built against, "
+        "or {wheel: apache-tvm==VERSION} for TVM from PyPI"
+    )
     mlc_llm: SourcePin
     tokenizers_cpp: SourcePin | None = Field(
         default=None, description="Override of mlc-llm's 3rdparty/tokenizers-cpp submodule"
@@ -79,9 +103,16 @@ class Toolchain(Frozen):
     image: ImageSpec = ImageSpec()
 
 
+WeightFormat = Literal["safetensors", "pytorch"]
+
+
 class HFSource(Frozen):
     repo: StrictStr = Field(description="Hugging Face repo id, ORG/NAME")
     revision: StrictStr = Field(default="main", description="Branch, tag or commit; locked to a commit")
+    format: WeightFormat = Field(
+        default="safetensors",
+        description="Which weight files to fetch and convert: *.safetensors or pytorch_model*.bin",
+    )
 
 
 class TokenizerSource(Frozen):

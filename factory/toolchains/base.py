@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ..manifest.model import Model, ModelType, Target
+from ..manifest.model import BuildOptions, Model, ModelType, Target, WeightFormat
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +31,23 @@ CONVERTED = "/in/converted"
 OUT = "/out"
 
 SourceFormat = Literal["huggingface-safetensor", "huggingface-torch"]
+SOURCE_FORMATS: dict[WeightFormat, SourceFormat] = {
+    "safetensors": "huggingface-safetensor",
+    "pytorch": "huggingface-torch",
+}
+
+# LLVM triples for host code, by the target's OS and architecture: a triple alone
+# leaves the CPU generic, so the library runs on any CPU of that architecture.
+_HOST_TRIPLES = {
+    ("linux", "x86_64"): "x86_64-unknown-linux-gnu",
+    ("linux", "arm64"): "aarch64-unknown-linux-gnu",
+    ("macos", "x86_64"): "x86_64-apple-darwin",
+    ("macos", "arm64"): "arm64-apple-darwin",
+}
+
+
+def host_triple(target: Target) -> str:
+    return _HOST_TRIPLES[(target.os, target.arch)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +84,11 @@ class Flow(Protocol):
     def converted_params(self, model: str, quant: str) -> str:
         """Where, under the convert output, the params index, shards and mlc-chat-config.json are."""
 
-    def compile_steps(self, model: Model, quant: str, target_name: str, target: Target) -> tuple[StepArgv, ...]:
-        """Steps that compile the model library for one target into OUT (convert output at CONVERTED)."""
+    def compile_steps(
+        self, model: Model, quant: str, target_name: str, target: Target, build: BuildOptions
+    ) -> tuple[StepArgv, ...]:
+        """Steps that compile the model library for one target into OUT (convert output at CONVERTED),
+        with the toolchain's build switches (which offloads its TVM has)."""
 
     def compiled_library(self, model: str, quant: str, target_name: str, target: Target) -> str:
         """Where, under the compile output, the library is."""

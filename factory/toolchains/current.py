@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from ..manifest.model import Model, ModelType, Target
-from .base import CONVERTED, MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported
+from ..manifest.model import BuildOptions, Model, ModelType, Target
+from .base import CONVERTED, MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported, host_triple
 
 _NO_QUANT = frozenset({"q0f16", "q0bf16", "q0f32"})
 _GROUP = frozenset({"q3f16_0", "q3f16_1", "q4f16_0", "q4f16_1", "q4bf16_0", "q4bf16_1", "q4f32_1", "q4f16_2"})
@@ -119,15 +119,21 @@ class CurrentFlow:
     def converted_params(self, model: str, quant: str) -> str:
         return "."
 
-    def compile_steps(self, model: Model, quant: str, target_name: str, target: Target) -> tuple[StepArgv, ...]:
+    def compile_steps(
+        self, model: Model, quant: str, target_name: str, target: Target, build: BuildOptions
+    ) -> tuple[StepArgv, ...]:
         argument = self.target_argument(target)
         library = self.library_name(model.name, quant, target_name, target)
         assert isinstance(argument, str) and isinstance(library, str)
+        # --host: without it host code is tuned for the build machine's CPU
+        # (support/auto_target.py _detect_target_host), which users may not have.
         argv = (
             "mlc_llm", "compile", f"{CONVERTED}/mlc-chat-config.json",
             "--quantization", quant,
             "--model-type", _MODEL_TYPE[model.type],
             "--device", argument,
+            "--host", host_triple(target),
+            *_offload_opt(target, build),
             "--output", f"{OUT}/{library}",
         )  # fmt: skip
         env = {}
@@ -144,6 +150,25 @@ class CurrentFlow:
     def bundle_params_dir(self) -> str:
         # `mlc_llm chat DIR --model-lib DIR/LIB`: config, params and tokenizer in one folder.
         return ""
+
+
+def _offload_opt(target: Target, build: BuildOptions) -> tuple[str, ...]:
+    """`--opt` for CUDA when the toolchain lacks a library the default O2 offloads to.
+
+    interface/compiler_flags.py: O2 turns on flashinfer, cublas_gemm, cutlass and
+    cudagraph; a flag string starts from flashinfer=1 and the rest off. Our images
+    never build FlashInfer, and a toolchain without cuBLAS (the PyPI TVM wheel) stops
+    q0 compiles with "cuBLAS is not enabled"."""
+    if target.device_kind != "cuda" or (build.cublas and build.cutlass):
+        return ()
+    flags = {
+        "flashinfer": 0,
+        "cublas_gemm": int(build.cublas),
+        "faster_transformer": 0,
+        "cudagraph": 1,
+        "cutlass": int(build.cutlass),
+    }
+    return ("--opt", ";".join(f"{k}={v}" for k, v in flags.items()))
 
 
 # model/model.py MODELS keys for our manifest types.

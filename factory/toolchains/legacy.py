@@ -6,7 +6,7 @@ deprecated): mlc_llm/core.py, mlc_llm/utils.py, mlc_llm/quantization/__init__.py
 
 from __future__ import annotations
 
-from ..manifest.model import Model, ModelType, Target
+from ..manifest.model import BuildOptions, Model, ModelType, Target
 from .base import MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported
 
 # mlc_llm/quantization/__init__.py: every key of `quantization_schemes`.
@@ -135,7 +135,9 @@ class LegacyFlow:
     def converted_params(self, model: str, quant: str) -> str:
         return f"{model}-{quant}/params"
 
-    def compile_steps(self, model: Model, quant: str, target_name: str, target: Target) -> tuple[StepArgv, ...]:
+    def compile_steps(
+        self, model: Model, quant: str, target_name: str, target: Target, build: BuildOptions
+    ) -> tuple[StepArgv, ...]:
         argument = self.target_argument(target)
         assert isinstance(argument, str), argument
         argv = [

@@ -21,7 +21,11 @@ from tests.support.run import factory
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD = REPO / "manifests" / "world.yaml"
-DOCKERFILES = [REPO / "images" / "cuda" / "Dockerfile", REPO / "tests" / "toolchains" / "conformance" / "Dockerfile"]
+DOCKERFILES = [
+    REPO / "images" / "cuda" / "Dockerfile",
+    REPO / "images" / "wheel" / "Dockerfile",
+    REPO / "tests" / "toolchains" / "conformance" / "Dockerfile",
+]
 BIN = Path(sys.executable).parent
 DIGEST = "sha256:" + "ab" * 32
 
@@ -80,6 +84,7 @@ def test_world_build_args_render_the_manifest_pins() -> None:
         "FLOW": "legacy",
         "TVM_REPO": "https://github.com/mlc-ai/relax",
         "TVM_COMMIT": "f06d486b4a1a27f0bbb072688a5fc41e7b15323c",
+        "TVM_WHEEL": "",
         "MLC_LLM_REPO": "https://github.com/mlc-ai/mlc-llm",
         "MLC_LLM_COMMIT": "b44cdc53381bd804ef000775bb280de1c7ca6439",
         "TOKENIZERS_CPP_REPO": "",
@@ -205,3 +210,17 @@ def test_an_unknown_toolchain_is_named(tmp_path: Path) -> None:
     done = factory("images", "build", "-m", str(_conformance(tmp_path)), "--toolchain", "nope")
     assert done.returncode == 2
     assert "no toolchain named 'nope'" in done.stderr and "conformance" in done.stderr
+
+
+def test_the_wheel_toolchain_renders_its_wheel_pin_and_takes_mlc_llm_as_a_source() -> None:
+    wheel_manifest = REPO / "manifests" / "wheel.yaml"
+    loaded = load_manifest(wheel_manifest)
+    plan = plan_image(loaded, "wheel-tvm0.26", _lock_for(wheel_manifest))
+    assert plan.build_args["TVM_WHEEL"] == "apache-tvm==0.26.0"
+    assert plan.build_args["TVM_REPO"] == plan.build_args["TVM_COMMIT"] == ""
+    assert plan.mlc_llm_source is not None and plan.mlc_llm_source.commit.startswith("79d603f0")
+    # Every patch is staged in manifest order and named by content in the labels (and so in the tag).
+    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == ["00", "01", "02", "03", "04", "05"]
+    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 6
+    requirements = (REPO / "images" / "wheel" / "requirements.lock").read_text()
+    assert "apache-tvm==0.26.0 \\\n    --hash=sha256:" in requirements

@@ -20,10 +20,10 @@ def test_world_manifest_loads_with_the_real_pins() -> None:
     current = m.toolchains["current-v0.20.0"]
     assert legacy.flow == "legacy"
     assert legacy.mlc_llm.commit.startswith("b44cdc53")
-    assert legacy.tvm.commit.startswith("f06d486b")
+    assert legacy.tvm_identity.startswith("f06d486b")
     assert current.flow == "current"
     assert current.mlc_llm.commit.startswith("bb586e51")
-    assert current.tvm.commit.startswith("b628d91f")
+    assert current.tvm_identity.startswith("b628d91f")
     rwkv4 = [model for model in m.models if model.type == "rwkv4-world"]
     assert {model.name for model in rwkv4} == {"rwkv-4-world-1b5", "rwkv-4-world-3b", "rwkv-4-world-7b"}
     assert all(model.toolchain == "legacy-2024.03" for model in rwkv4)

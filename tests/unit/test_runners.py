@@ -120,8 +120,10 @@ def test_host_runner_maps_mount_targets_to_real_folders(tmp_path: Path) -> None:
 def test_fetch_prefers_safetensors() -> None:
     from factory.fetch import choose_files
 
-    patterns, source = choose_files(["config.json", "model.safetensors", "pytorch_model.bin"])
-    assert source == "huggingface-safetensor" and "*.safetensors" in patterns
+    both = ["config.json", "model.safetensors", "pytorch_model.bin"]
+    patterns = choose_files(both, "safetensors")
+    assert patterns is not None and "*.safetensors" in patterns
     assert not any("pytorch" in p for p in patterns)
-    patterns, source = choose_files(["config.json", "pytorch_model.bin"])
-    assert source == "huggingface-torch" and "pytorch_model*.bin" in patterns
+    torch = choose_files(both, "pytorch")
+    assert torch is not None and "pytorch_model*.bin" in torch and "*.safetensors" not in torch
+    assert choose_files(["config.json", "pytorch_model.bin"], "safetensors") is None

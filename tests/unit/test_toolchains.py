@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from factory.manifest.model import Model, Target
+from factory.manifest.model import BuildOptions, Model, Target
 from factory.toolchains import FLOWS, Unsupported
 
 LEGACY = FLOWS["legacy"]
@@ -68,6 +68,9 @@ def _model(name: str, type_: str) -> Model:
     )
 
 
+BUILD = BuildOptions(cuda=True, cublas=True, cutlass=True, metal=True)
+
+
 def test_legacy_argv_follows_the_pinned_build_cli() -> None:
     model = _model("rwkv-4-world-1b5", "rwkv4-world")
     (convert,) = LEGACY.convert_steps(model, "q4f16_1", "huggingface-safetensor")
@@ -77,13 +80,13 @@ def test_legacy_argv_follows_the_pinned_build_cli() -> None:
         "--use-safetensors",
     )  # fmt: skip
     sm80 = Target(device={"kind": "cuda", "arch": "sm_80"}, runner="container", os="linux")
-    (q0,) = LEGACY.compile_steps(model, "q0f16", "cuda-sm80", sm80)
+    (q0,) = LEGACY.compile_steps(model, "q0f16", "cuda-sm80", sm80, BUILD)
     assert q0.argv[q0.argv.index("--target") + 1] == "cuda -arch=sm_80"
     assert q0.argv[-4:] == ("--build-model-only", "--no-cutlass-attn", "--no-cutlass-norm", "--no-cublas")
-    (q4,) = LEGACY.compile_steps(model, "q4f16_1", "cuda-sm80", sm80)
+    (q4,) = LEGACY.compile_steps(model, "q4f16_1", "cuda-sm80", sm80, BUILD)
     assert "--no-cublas" not in q4.argv
     metal = Target(device="metal:generic", runner="host", os="macos", arch="arm64")
-    (m,) = LEGACY.compile_steps(model, "q4f16_1", "metal-arm64", metal)
+    (m,) = LEGACY.compile_steps(model, "q4f16_1", "metal-arm64", metal, BUILD)
     assert "--no-cutlass-attn" not in m.argv and m.argv[m.argv.index("--target") + 1] == "metal"
     assert LEGACY.converted_params("rwkv-4-world-1b5", "q4f16_1") == "rwkv-4-world-1b5-q4f16_1/params"
     assert LEGACY.compiled_library("m", "q4f16_1", "cuda-sm80", sm80) == "m-q4f16_1/m-q4f16_1-cuda.so"
@@ -103,18 +106,33 @@ def test_current_argv_follows_the_pinned_cli() -> None:
         "--output", "/out",
     )  # fmt: skip
     sm90 = Target(device={"kind": "cuda", "arch": "sm_90"}, runner="container", os="linux")
-    (compile_,) = CURRENT.compile_steps(model, "q4f16_1", "cuda-sm90", sm90)
+    (compile_,) = CURRENT.compile_steps(model, "q4f16_1", "cuda-sm90", sm90, BUILD)
     assert compile_.argv == (
         "mlc_llm", "compile", "/in/converted/mlc-chat-config.json", "--quantization", "q4f16_1", "--model-type",
-        "rwkv6", "--device", '{"arch":"sm_90","kind":"cuda"}', "--output", "/out/rwkv-6-world-3b-q4f16_1-cuda-sm90.so",
+        "rwkv6", "--device", '{"arch":"sm_90","kind":"cuda"}', "--host", "x86_64-unknown-linux-gnu",
+        "--output", "/out/rwkv-6-world-3b-q4f16_1-cuda-sm90.so",
     )  # fmt: skip
     assert compile_.env == {}
+    # A toolchain without cuBLAS/CUTLASS (the TVM wheel) keeps O2's offloads off, so q0 compiles.
+    wheel = BuildOptions(cuda=True, cublas=False, cutlass=False)
+    (bare,) = CURRENT.compile_steps(model, "q0f16", "cuda-sm90", sm90, wheel)
+    assert bare.argv[bare.argv.index("--opt") + 1] == (
+        "flashinfer=0;cublas_gemm=0;faster_transformer=0;cudagraph=1;cutlass=0"
+    )
+    cpu = Target(device={"kind": "llvm", "mtriple": "x86_64-unknown-linux-gnu", "mcpu": "x86-64"},
+                 runner="container", os="linux")  # fmt: skip
+    (on_cpu,) = CURRENT.compile_steps(model, "q4f16_1", "cpu", cpu, wheel)
+    assert "--opt" not in on_cpu.argv
+    assert json.loads(on_cpu.argv[on_cpu.argv.index("--device") + 1]) == cpu.device
+    mac = Target(device="metal:generic", runner="host", os="macos", arch="arm64")
+    (on_mac,) = CURRENT.compile_steps(model, "q4f16_1", "metal", mac, BUILD)
+    assert on_mac.argv[on_mac.argv.index("--host") + 1] == "arm64-apple-darwin"
 
 
 def test_cuda_multi_arch_is_a_fatbin_in_the_current_flow_only() -> None:
     model = _model("rwkv-5-world-3b", "rwkv5-world")
     fat = Target(device={"kind": "cuda", "arch": ["sm_80", "sm_90a"]}, runner="container", os="linux")
-    (compile_,) = CURRENT.compile_steps(model, "q4f16_1", "cuda-fat", fat)
+    (compile_,) = CURRENT.compile_steps(model, "q4f16_1", "cuda-fat", fat, BUILD)
     assert compile_.argv[compile_.argv.index("--device") + 1] == '{"arch":"sm_80","kind":"cuda"}'
     assert compile_.env == {"MLC_MULTI_ARCH": "80,90a"}
     assert isinstance(LEGACY.target_argument(fat), Unsupported)

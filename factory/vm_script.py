@@ -1,0 +1,201 @@
+"""Runs INSIDE a toolchain (its own TVM), not in the factory: looks at and runs a
+compiled bundle through TVM's Relax VM on the CPU, without mlc-llm's native runtime.
+
+    python vm_script.py library LIBRARY
+        prints `FACTORY-LIBRARY {json}`: the library's `_metadata`, which of the
+        functions the runtime calls it exports, and the kinds of device modules it carries.
+    python vm_script.py run PARAMS_DIR LIBRARY PROMPT TOKENS
+        encodes PROMPT with the bundle's own `tokenizer_model`, prefills, greedily
+        decodes TOKENS tokens and prints `FACTORY-SMOKE {json}`: the decoded text,
+        prefill/decode tok/s, the logits' shape and whether every logit was finite.
+
+Only the standard library, numpy, msgpack and TVM are imported, so it runs in any
+toolchain that has TVM's Python package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LIBRARY_MARK = "FACTORY-LIBRARY "
+SMOKE_MARK = "FACTORY-SMOKE "
+
+
+def _emit(mark: str, data: dict[str, Any]) -> None:
+    # allow_nan=False: a NaN figure must never become invalid JSON; callers pass None.
+    print(mark + json.dumps(data, allow_nan=False), flush=True)
+
+
+def _device_modules(module: Any) -> list[str]:
+    """The kinds of every imported module (e.g. "library", "cuda")."""
+    found = []
+    pending = list(module.imports)
+    while pending:
+        sub = pending.pop()
+        pending.extend(sub.imports)
+        found.append(str(getattr(sub, "kind", None) or getattr(sub, "type_key", "")))
+    return sorted(found)
+
+
+def _exports(vm: Any, names: tuple[str, ...]) -> list[str]:
+    found = []
+    for name in names:
+        try:
+            vm[name]
+        except (AttributeError, KeyError, RuntimeError, ValueError):
+            continue
+        found.append(name)
+    return found
+
+
+def library(path: str) -> None:
+    import tvm
+    from tvm import relax
+
+    module = tvm.runtime.load_module(path)
+    vm = relax.VirtualMachine(module, tvm.cpu())
+    metadata = json.loads(str(vm["_metadata"]()))
+    names = ("embed", "prefill", "decode", "batch_prefill", "batch_decode", "create_rnn_state", "_metadata")
+    functions = _exports(vm, names)
+    _emit(LIBRARY_MARK, {"metadata": metadata, "functions": functions, "device_modules": _device_modules(module)})
+
+
+class Tokenizer:
+    """RWKV World: greedy longest match over the bytes of `tokenizer_model` (a msgpack
+    map id -> bytes), the way tokenizers-cpp encodes since its PR #19."""
+
+    def __init__(self, path: Path) -> None:
+        import msgpack
+
+        table = msgpack.unpackb(path.read_bytes(), strict_map_key=False)
+        self.by_id: dict[int, bytes] = {int(k): bytes(v) for k, v in table.items()}
+        self.by_bytes = {v: k for k, v in self.by_id.items()}
+        self.longest = max(len(v) for v in self.by_id.values())
+
+    def encode(self, text: str) -> list[int]:
+        data, ids, at = text.encode(), [], 0
+        while at < len(data):
+            for size in range(min(self.longest, len(data) - at), 0, -1):
+                token = self.by_bytes.get(data[at : at + size])
+                if token is not None:
+                    ids.append(token)
+                    at += size
+                    break
+            else:
+                raise ValueError(f"byte {data[at]:#x} at {at} is not in the vocab")
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return b"".join(self.by_id.get(i, b"") for i in ids).decode("utf-8", errors="replace")
+
+
+class Session:
+    """One sequence through the compiled model: embed, prefill, decode, with the RNN
+    state the library creates."""
+
+    def __init__(self, params_dir: Path, library_path: str) -> None:
+        import tvm
+        from tvm import relax
+        from tvm.contrib import tvmjs
+
+        self.tvm = tvm
+        self.device = tvm.cpu()
+        module = tvm.runtime.load_module(library_path)
+        self.vm = relax.VirtualMachine(module, self.device)
+        config = json.loads((params_dir / "mlc-chat-config.json").read_text())
+        index = "tensor-cache.json" if (params_dir / "tensor-cache.json").is_file() else "ndarray-cache.json"
+        tensors, _ = tvmjs.load_tensor_cache(str(params_dir / index), self.device)
+        metadata = json.loads(str(self.vm["_metadata"]()))
+        self.params = [tensors[p["name"]] for p in metadata["params"]]
+        self.vocab = int(config["vocab_size"])
+        shape = tvm.runtime.ShapeTuple
+        self.state = self.vm["create_rnn_state"](shape([1]), shape([1]))
+        self._add = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
+        self._begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
+        self._end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
+        self._add(self.state, 0)
+
+    def forward(self, ids: list[int]) -> Any:
+        """Logits (numpy, float32, shape (vocab,)) after feeding `ids`."""
+        tvm = self.tvm
+        shape = tvm.runtime.ShapeTuple
+        tokens = tvm.runtime.tensor(_int32(ids), self.device)
+        embed = self.vm["embed"](tokens, self.params)
+        embed = embed.numpy().reshape(1, len(ids), -1)
+        embed = tvm.runtime.tensor(embed, self.device)
+        self._begin(self.state, shape([0]), shape([len(ids)]))
+        step = "prefill" if len(ids) > 1 else "decode"
+        out = self.vm[step](embed, self.state, self.params)
+        self._end(self.state)
+        logits = out[0] if isinstance(out, (list, tuple)) or hasattr(out, "__getitem__") else out
+        return logits.numpy().astype("float32").reshape(-1)
+
+
+def _int32(ids: list[int]) -> Any:
+    import numpy as np
+
+    return np.asarray(ids, dtype="int32")
+
+
+def run(params_dir: str, library_path: str, prompt: str, tokens: int) -> None:
+    import numpy as np
+
+    folder = Path(params_dir)
+    tokenizer = Tokenizer(folder / "tokenizer_model")
+    ids = tokenizer.encode(prompt)
+    session = Session(folder, library_path)
+    started = time.perf_counter()
+    logits = session.forward(ids)
+    prefill_s = time.perf_counter() - started
+    finite = bool(np.isfinite(logits).all())
+    shape_ok = logits.shape == (session.vocab,)
+    generated: list[int] = []
+    decode_s = 0.0
+    for _ in range(tokens):
+        if not finite:
+            break
+        token = int(np.argmax(logits))
+        generated.append(token)
+        started = time.perf_counter()
+        logits = session.forward([token])
+        decode_s += time.perf_counter() - started
+        finite = finite and bool(np.isfinite(logits).all())
+    _emit(
+        SMOKE_MARK,
+        {
+            "runtime": "relax-vm-cpu",
+            "prompt_tokens": len(ids),
+            "generated_tokens": generated,
+            "output": tokenizer.decode(generated),
+            "prefill_tok_s": _rate(len(ids), prefill_s),
+            "decode_tok_s": _rate(len(generated), decode_s),
+            "logits_shape": list(logits.shape),
+            "vocab_size": session.vocab,
+            "logits_ok": shape_ok,
+            "finite": finite,
+        },
+    )
+
+
+def _rate(count: int, seconds: float) -> float | None:
+    if count == 0 or seconds <= 0 or math.isnan(seconds):
+        return None
+    return round(count / seconds, 2)
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["library"] and len(argv) == 2:
+        library(argv[1])
+    elif argv[:1] == ["run"] and len(argv) == 5:
+        run(argv[1], argv[2], argv[3], int(argv[4]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

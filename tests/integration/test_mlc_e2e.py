@@ -1,0 +1,175 @@
+"""The real compiler end to end: mlc-llm 79d603f0 on apache-tvm 0.26 (the wheel
+toolchain, built from manifests/wheel.yaml) converts, configures and compiles tiny
+random RWKV-5 and RWKV-6 checkpoints served by a local hub, for the CPU and for CUDA
+sm_80 (nvcc from PyPI, no GPU); the gates meet real artifacts, CPU bundles run through
+TVM's Relax VM, and a bundle goes through Ceph RGW and runs again after the pull."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.hub import LocalHub
+from tests.support.run import factory
+from tests.support.s3servers import rgw_server
+from tests.support.tiny_rwkv import tiny_rwkv_v5_v6_files
+from tests.support.wheel import ensure_wheel_wheelhouse, mlc_source_or_fail, wheel_manifest
+
+pytestmark = [pytest.mark.mlc, pytest.mark.docker, pytest.mark.hub]
+QUANTS = ["q4f16_1", "q4f32_1"]
+TARGETS = ["cpu-x86_64", "cuda-sm80"]
+MODELS = {"rwkv-5-world-tiny": ("rwkv5", 5), "rwkv-6-world-tiny": ("rwkv6", 6)}
+FATBIN_MAGIC = b"\x50\xed\x55\xba"
+
+
+@dataclass
+class Built:
+    root: Path
+    hub: LocalHub
+    manifest: Path
+    seconds: float
+    stdout: str
+    stderr: str
+    code: int
+    steps: list[str]
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        return factory(*args, env={**self.hub.env(), **(env or {})}, cwd=self.root, timeout=1800)
+
+    def bundle(self, model: str, quant: str, target: str) -> Path:
+        return self.root / "dist" / f"{model}-{quant}-{target}"
+
+
+def _write(root: Path, name: str, data: dict[str, Any], hub: LocalHub) -> Path:
+    path = root / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = factory("lock", "-m", str(path), "--local-images", env=hub.env(), cwd=root)
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    source = mlc_source_or_fail()
+    root = tmp_path_factory.mktemp("mlc")
+    models = []
+    for name, (_, version) in MODELS.items():
+        commit = local_hub.commit(f"factory-tests/{name}", tiny_rwkv_v5_v6_files(version))
+        models.append({"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit},
+                       "type": f"rwkv{version}-world"})  # fmt: skip
+    manifest = _write(root, "wheel.yaml", wheel_manifest(models, QUANTS, TARGETS), local_hub)
+    image = factory(
+        "images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheel_wheelhouse()), "--offline",
+        "--mlc-llm-source", str(source), cwd=root, timeout=1800,
+    )  # fmt: skip
+    assert image.returncode == 0, image.stderr[-4000:]
+    since = time.time()
+    done = factory(
+        "build", "-m", str(manifest), "--work", "work", "--out", "dist", "-j", "2", "--smoke",
+        env=local_hub.env(), cwd=root, timeout=1800,
+    )  # fmt: skip
+    seconds = time.time() - since
+    events = docker_client.events(since=f"{since:.6f}", until=f"{time.time() + 0.5:.6f}", decode=True)
+    steps = [e["Actor"]["Attributes"].get("org.factory.step", "") for e in events
+             if e.get("Type") == "container" and e.get("status") == "create"]  # fmt: skip
+    print(f"mlc e2e: factory build of {len(MODELS) * len(QUANTS) * len(TARGETS)} cells took {seconds:.0f} s")
+    yield Built(root, local_hub, manifest, seconds, done.stdout, done.stderr, done.returncode, steps)
+
+
+def test_build_runs_the_real_tools_once_per_node(built: Built) -> None:
+    assert built.code == 0, built.stderr[-6000:] + built.stdout[-3000:]
+    converts = [s for s in built.steps if s.startswith("convert:")]
+    compiles = [s for s in built.steps if s.startswith("compile:")]
+    assert len(converts) == 2 * len(MODELS) * len(QUANTS)  # convert_weight + gen_config per model x quant
+    assert len(compiles) == len(MODELS) * len(QUANTS) * len(TARGETS)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("quant", QUANTS)
+def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant: str) -> None:
+    model_type, _ = MODELS[model]
+    for target in TARGETS:
+        bundle = built.bundle(model, quant, target)
+        manifest = json.loads((bundle / "factory-bundle.json").read_text())
+        config = json.loads((bundle / "mlc-chat-config.json").read_text())
+        assert config["model_type"] == model_type and config["quantization"] == quant
+        assert config["vocab_size"] == 65536 and config["model_config"]["num_hidden_layers"] == 2
+        assert config["conv_template"]["name"] == "rwkv_world" and config["tokenizer_files"] == ["tokenizer_model"]
+        index = json.loads((bundle / "tensor-cache.json").read_text())
+        b16 = json.loads((bundle / "tensor-cache-b16.json").read_text())
+        for shard in index["records"]:
+            assert (bundle / shard["dataPath"]).stat().st_size == shard["nbytes"]
+        assert [r["dataPath"] for r in b16["records"]] == [r["dataPath"] for r in index["records"]]
+        names = {r["name"] for shard in index["records"] for r in shard["records"]}
+        assert "model.embeddings.q_weight" in names and "head.q_weight" in names
+        roles = {f["role"] for f in manifest["files"]}
+        assert {"params-index", "params-index-b16", "params-shard", "chat-config", "tokenizer", "library"} <= roles
+
+        gates = manifest["gates"]
+        assert gates["layout"]["status"] == "passed"
+        assert gates["params"]["status"] == "passed" and gates["params"]["tensors"] == len(names)
+        assert gates["library"]["status"] == "passed", gates["library"]
+        assert {"embed", "prefill", "decode", "create_rnn_state", "_metadata"} <= set(gates["library"]["functions"])
+
+        compat = manifest["compatibility"]
+        assert compat["tvm"] == "apache-tvm==0.26.0"
+        assert compat["mlc_llm"] == "79d603f085f50500e9509fa01785ffa7ecfaaa93"
+        assert compat["params_index"] == "tensor-cache.json" and len(compat["patches"]) == 64
+        library = (bundle / compat["library"]).read_bytes()
+        if target == "cuda-sm80":
+            # nvcc really ran: sm_80 fatbins, no CUDA source left in the library.
+            assert FATBIN_MAGIC in library and b"__global__" not in library
+            assert gates["smoke"]["status"] == "not-run" and "no cuda device" in gates["smoke"]["reason"]
+        else:
+            smoke = gates["smoke"]
+            assert smoke["status"] == "passed", smoke
+            assert smoke["runtime"] == "relax-vm-cpu" and smoke["logits_shape"] == [65536]
+            assert smoke["prefill_tok_s"] > 0 and smoke["decode_tok_s"] > 0
+            assert len(smoke["generated_tokens"]) == 8
+            assert json.loads(compat["device"])["mcpu"] == "x86-64"  # portable: no host-specific CPU
+
+
+def test_a_checkpoint_whose_logits_overflow_is_rejected_by_the_smoke_gate(built: Built) -> None:
+    commit = built.hub.commit("factory-tests/rwkv-5-world-overflow", tiny_rwkv_v5_v6_files(5, overflow=True))
+    model = {"name": "rwkv-5-world-overflow", "hf": {"repo": "factory-tests/rwkv-5-world-overflow",
+             "revision": commit}, "type": "rwkv5-world"}  # fmt: skip
+    manifest = _write(built.root, "overflow.yaml", wheel_manifest([model], ["q4f16_1"], ["cpu-x86_64"]), built.hub)
+    done = built.run("build", "-m", str(manifest), "--work", "work", "--out", "dist-overflow", "--smoke")
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "rejected by the smoke gate" in done.stderr and "the logits contain NaN/Inf" in done.stderr
+    assert not (built.root / "dist-overflow" / "rwkv-5-world-overflow-q4f16_1-cpu-x86_64").exists()
+
+
+@pytest.mark.s3
+def test_a_cpu_bundle_runs_again_after_publish_and_pull_through_rgw(built: Built) -> None:
+    server = rgw_server()
+    bucket = f"mlc-{uuid.uuid4().hex[:8]}"
+    server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    store = f"s3://{bucket}/rwkv"
+    env = server.env()
+    bundle = built.bundle("rwkv-6-world-tiny", "q4f16_1", "cpu-x86_64")
+    published = built.run("publish", str(bundle), "--store", store, env=env)
+    assert published.returncode == 0, published.stderr
+    pulled = built.run(
+        "pull", "rwkv-6-world-tiny", "-q", "q4f16_1", "-t", "cpu-x86_64", "--store", store,
+        "--out", str(built.root / "models"), "--cache", str(built.root / "cache"), env=env,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    folder = built.root / "models" / "rwkv-6-world-tiny-q4f16_1-cpu-x86_64"
+    assert f"factory run {folder}" in pulled.stdout
+    assert built.run("verify", str(folder)).returncode == 0
+    for where in ((), ("--on-host",)):
+        ran = built.run("run", str(folder), "--prompt", "Hello, 世界", "--tokens", "4", *where)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        figures = ran.stdout.strip().splitlines()[-1]
+        assert "finite=True" in figures and "logits [65536]" in figures and figures.endswith("passed")
+        prefill = float(figures.split("prefill ")[1].split(" ")[0])
+        assert prefill > 0

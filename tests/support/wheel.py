@@ -1,0 +1,73 @@
+"""The real wheel toolchain for the `mlc` tests: mlc-llm 79d603f0's Python package on
+apache-tvm 0.26 from PyPI, built from manifests/wheel.yaml's own toolchain entry,
+offline from a wheelhouse, with the mlc-llm source from ../shared/third_party/."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.docker import BASE_IMAGE
+
+REPO = Path(__file__).resolve().parents[2]
+WHEEL_MANIFEST = REPO / "manifests" / "wheel.yaml"
+LOCK = REPO / "images" / "wheel" / "requirements.lock"
+WHEELHOUSE = Path(os.environ.get("FACTORY_TEST_WHEEL_WHEELHOUSE", REPO / ".cache" / "wheelhouse-wheel"))
+# PyTorch's CPU build is not on PyPI; machines of this project's kind keep it here.
+LOCAL_WHEELS = Path("/opt/wheels")
+MLC_SOURCE = Path(
+    os.environ.get("FACTORY_MLC_LLM_SOURCE", REPO.parent / "shared" / "third_party" / "mlc-llm-79d603f0-python.tar.gz")
+)
+TOOLCHAIN = "wheel-tvm0.26"
+
+
+def ensure_wheel_wheelhouse() -> Path:
+    """Every wheel of images/wheel/requirements.lock, hash-checked, from PyPI and the local CPU torch."""
+    wanted = LOCK.read_text()
+    stamp = WHEELHOUSE / ".requirements"
+    if not (stamp.is_file() and stamp.read_text() == wanted):
+        WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                "--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
+                "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+                "--platform", "linux_x86_64", "--find-links", str(LOCAL_WHEELS), "--require-hashes",
+                "-d", str(WHEELHOUSE), "-r", str(LOCK),
+            ],
+            check=True,
+        )  # fmt: skip
+        stamp.write_text(wanted)
+    return WHEELHOUSE
+
+
+def mlc_source_or_fail() -> Path:
+    if not MLC_SOURCE.is_file():
+        message = f"no mlc-llm source archive at {MLC_SOURCE} (set FACTORY_MLC_LLM_SOURCE)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return MLC_SOURCE
+
+
+def wheel_manifest(
+    models: list[dict[str, Any]], quants: list[str], targets: list[str], name: str = "wheel-test"
+) -> dict[str, Any]:
+    """manifests/wheel.yaml's toolchain and targets, with the tests' models and the local base image."""
+    data = copy.deepcopy(yaml.safe_load(WHEEL_MANIFEST.read_text()))
+    data["root"] = str(REPO)
+    data["release"] = {"name": name, "version": "0.0.1"}
+    data["toolchains"][TOOLCHAIN]["base_image"] = BASE_IMAGE
+    data["models"] = [{"toolchain": TOOLCHAIN, **m} for m in models]
+    data["quantizations"] = quants
+    data["targets"] = {t: data["targets"][t] for t in targets}
+    data.pop("matrix", None)
+    assert isinstance(data, dict)
+    return data
