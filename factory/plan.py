@@ -141,6 +141,12 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
         # The manifest checks already rejected unsupported cells.
         assert not isinstance(argument, Unsupported) and not isinstance(library, Unsupported)
         target_inputs = {**target.model_dump(mode="json"), "argument": argument, "library": library}
+        # The exact commands this node runs (tags, archs, CUTLASS/cuBLAS switches), for people
+        # and CI to read in `factory plan --format json`; the build key already covers their inputs.
+        steps = [
+            {"name": step.name, "argv": list(step.argv), "env": dict(step.env)}
+            for step in flow.compile_steps(model, cell.quant, cell.target, target)
+        ]
         compile_ = add(
             _node(
                 "compile",
@@ -159,6 +165,7 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
                     "arch": target.arch,
                     "target_argument": argument,
                     "library": library,
+                    "steps": steps,
                 },
             )
         )
