@@ -14,6 +14,7 @@ toolchain image); this module gives the factory typed, frozen views of it.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -254,6 +255,6 @@ def contract_for(commit: str) -> LegacyContract | CurrentContract | None:
         text = contract_text(commit)
     except FileNotFoundError:
         return None
-    if '"flow": "legacy"' in text:
+    if json.loads(text).get("flow") == "legacy":
         return legacy_contract(commit)
     return current_contract(commit)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -178,3 +179,48 @@ def test_vulkan_builds_get_the_spirv_tools_tvm_links() -> None:
     install = next(line for line in text.splitlines() if "llvm-15-dev" in line)
     for package in ("libvulkan-dev", "spirv-headers", "spirv-tools", "glslang-tools"):
         assert f" {package} " in install, package
+
+
+@pytest.mark.skipif(not (shutil.which("cmake") and shutil.which("nvcc")), reason="needs cmake and nvcc")
+def test_cmake_gives_cuda_the_archs_of_the_config_and_nvcc_default_without(tmp_path: Path) -> None:
+    """TVM's CMakeLists includes build/config.cmake, then CUDA.cmake enables the CUDA
+    language before it checks CMAKE_CUDA_ARCHITECTURES. With the config's value, CUDA
+    code is built for exactly those archs; without it, enable_language(CUDA) already
+    defines the variable as nvcc's default arch, so TVM's fatal error never fires and
+    the build silently targets that one default arch."""
+    project = tmp_path / "src"
+    project.mkdir()
+    (project / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.18)\n"
+        "project(probe C CXX)\n"
+        "if(EXISTS ${CMAKE_BINARY_DIR}/config.cmake)\n  include(${CMAKE_BINARY_DIR}/config.cmake)\nendif()\n"
+        "enable_language(CUDA)\n"
+        'message(STATUS "archs=[${CMAKE_CUDA_ARCHITECTURES}]")\n'
+    )
+
+    def configure(config: str | None) -> str:
+        build = tmp_path / ("with" if config else "without")
+        build.mkdir()
+        if config is not None:
+            (build / "config.cmake").write_text(config)
+        done = subprocess.run(
+            ["cmake", "-S", str(project), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={shutil.which('nvcc')}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        match = re.search(r"archs=\[(.*)\]", done.stdout)
+        assert match, done.stdout
+        return match.group(1)
+
+    config = subprocess.run(
+        ["bash", str(CUDA / "cmake-config.sh"), "mlc-current"],
+        env={"PATH": os.environ["PATH"], "USE_CUDA": "ON", "CUDA_ARCHITECTURES": "80;90a"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert configure(config) == "80;90a"
+    default = configure(None)
+    assert default and default != "80;90a"  # nvcc's default, not TVM's "native" or a fatal error
