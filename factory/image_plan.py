@@ -20,7 +20,9 @@ from .buildkey import RECIPE_VERSION, canonical
 from .errors import InputError, Problem
 from .lock import Lock
 from .manifest.load import LoadedManifest
-from .manifest.model import SourcePin, Toolchain
+from .manifest.model import Manifest, SourcePin, Toolchain
+from .matrix import expand_cells
+from .toolchains.contract import contract_for
 
 REPOSITORY_PREFIX = "factory-toolchain"
 LABEL = "org.factory"
@@ -43,6 +45,7 @@ PIN_ARGS = (
     "USE_LLVM",
     "USE_VULKAN",
     "CUDA_VERSION",
+    "CUDA_ARCHITECTURES",
     "PYTHON_VERSION",
 )
 TRANSPORT_ARGS = ("PIP_NO_INDEX",)
@@ -70,7 +73,35 @@ class ImagePlan:
         return f"{self.repository}:{self.tag}"
 
 
-def build_args(name: str, toolchain: Toolchain, base: str) -> dict[str, str]:
+def cuda_architectures(manifest: Manifest, name: str) -> str:
+    """CMAKE_CUDA_ARCHITECTURES for toolchain `name`: every CUDA arch its container cells target.
+
+    TVM's CUDA sources (CUTLASS, flash-attention, thrust) are compiled for exactly
+    these; left unset, CMake takes nvcc's default (sm_52 for CUDA 12), and TVM of
+    2026 builds its sm90 CUTLASS kernels only when "90a" is listed. How an arch is
+    spelled for the pinned TVM comes from the toolchain's recorded contract.
+    """
+    toolchain = manifest.toolchains[name]
+    if not toolchain.build.cuda:
+        return ""
+    models = {m.name: m for m in manifest.models}
+    archs: list[str] = []
+    for cell in expand_cells(manifest):
+        target = manifest.targets[cell.target]
+        if models[cell.model].toolchain != name or target.runner != "container" or target.device_kind != "cuda":
+            continue
+        arch = target.device.get("arch") if isinstance(target.device, dict) else None
+        archs += [str(a) for a in arch] if isinstance(arch, list) else [str(arch)] if arch else []
+    if not archs:
+        return ""
+    contract = contract_for(toolchain.mlc_llm.commit)
+    if contract is None:
+        numbers = sorted({a.removeprefix("sm_") for a in archs}, key=lambda n: (len(n), n))
+        return ";".join(numbers)
+    return contract.tvm_cmake.cuda_architectures(archs)
+
+
+def build_args(name: str, toolchain: Toolchain, base: str, cuda_archs: str = "") -> dict[str, str]:
     def on(flag: bool) -> str:
         return "ON" if flag else "OFF"
 
@@ -95,6 +126,7 @@ def build_args(name: str, toolchain: Toolchain, base: str) -> dict[str, str]:
         "USE_LLVM": on(toolchain.build.llvm),
         "USE_VULKAN": on(toolchain.build.vulkan),
         "CUDA_VERSION": toolchain.cuda_version or "",
+        "CUDA_ARCHITECTURES": cuda_archs,
         "PYTHON_VERSION": toolchain.python_version,
     }
 
@@ -158,7 +190,7 @@ def plan_image(loaded: LoadedManifest, name: str, lock: Lock, *, local_base_id: 
             ]
         )
     patches, patch_digests = staged_patches(loaded, toolchain)
-    args = build_args(name, toolchain, base)
+    args = build_args(name, toolchain, base, cuda_architectures(manifest, name))
     inputs = {
         "recipe": RECIPE_VERSION,
         "dockerfile": file_sha256(dockerfile),
@@ -222,6 +254,8 @@ def context_digests(context: Path) -> list[list[str]]:
 
 
 METAL_RUNNER = "images/metal-runner"
+# Files of the Linux image's context that bootstrap.sh also runs; they are part of the prefix hash.
+METAL_SHARED = ("images/cuda/install-tvm-python.sh",)
 # The macOS runner takes the same pins, less what only a Linux image has.
 _LINUX_ONLY = {
     "BASE_IMAGE",
@@ -232,6 +266,7 @@ _LINUX_ONLY = {
     "USE_LLVM",
     "USE_VULKAN",
     "CUDA_VERSION",
+    "CUDA_ARCHITECTURES",
 }
 METAL_ARGS = tuple(a for a in PIN_ARGS if a not in _LINUX_ONLY)
 
@@ -267,6 +302,7 @@ def plan_metal_prefix(loaded: LoadedManifest, name: str) -> MetalPrefixPlan:
     inputs = {
         "recipe": RECIPE_VERSION,
         "runner": context_digests(folder),
+        "shared": [[path, file_sha256(loaded.root / path)] for path in METAL_SHARED],
         "patches": sorted(patch_digests.items()),
         "args": {k: v for k, v in env.items() if k != "TOOLCHAIN"},
     }

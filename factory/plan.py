@@ -212,7 +212,8 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
 
 
 def steps_view(steps: Sequence[StepArgv]) -> list[dict[str, Any]]:
-    """PURE: the exact command lines a node runs, for plan output and the node's record."""
+    """PURE: the exact commands a node runs (tags, archs, offload switches), for people and
+    CI to read in `factory plan --format json`; the build key already covers their inputs."""
     return [{"name": s.name, "argv": list(s.argv), "env": dict(s.env)} for s in steps]
 
 

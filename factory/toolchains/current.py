@@ -1,7 +1,9 @@
 """The current flow: `mlc_llm convert_weight`, `gen_config`, `compile`.
 
-Facts read at mlc-llm tag v0.20.0 (bb586e51): python/mlc_llm/cli/*.py,
-quantization/quantization.py, model/model.py, support/auto_target.py.
+Facts come from the recorded contract of mlc-llm tag v0.20.0 (bb586e51),
+contracts/<commit>.json, which names the upstream file and line of each:
+python/mlc_llm/cli/*.py, quantization/quantization.py, model/model.py,
+support/auto_target.py.
 """
 
 from __future__ import annotations
@@ -10,50 +12,30 @@ import json
 
 from ..manifest.model import BuildOptions, Model, ModelType, Target
 from .base import CONVERTED, MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported, host_triple
+from .contract import current_contract
 
-_NO_QUANT = frozenset({"q0f16", "q0bf16", "q0f32"})
-_GROUP = frozenset({"q3f16_0", "q3f16_1", "q4f16_0", "q4f16_1", "q4bf16_0", "q4bf16_1", "q4f32_1", "q4f16_2"})
-_FT = frozenset({"q4f16_ft"})
-_AWQ = frozenset({"q4f16_autoawq"})
-_PER_TENSOR = frozenset({"e5m2_e5m2_f16", "e4m3_e4m3_f16", "e4m3_e4m3_f16_max_calibrate"})
-_BLOCK_SCALE = frozenset({"fp8_e4m3fn_bf16_block_scale", "fp8_e4m3fn_bf16_block_scale_static_activation"})
+READ_AT = "bb586e51eb20cba2e82216b75d22d8dd6657cce1"
+CONTRACT = current_contract(READ_AT)
 
 # quantization.QUANTIZATION: every name `--quantization` accepts.
-CLI_QUANTIZATIONS = _NO_QUANT | _GROUP | _FT | _AWQ | _PER_TENSOR | _BLOCK_SCALE
+CLI_QUANTIZATIONS = CONTRACT.quantizations.all()
 
-# model.MODELS: rwkv5 keeps make_quantization_functions' defaults (group + FT);
-# rwkv6 passes supports_ft_quant=False. Neither supports AWQ, per-tensor or block-scale.
+# model.MODELS: the quantization kinds each RWKV model type registers.
 _MODEL_QUANTIZATIONS: dict[str, frozenset[str]] = {
-    "rwkv5-world": _NO_QUANT | _GROUP | _FT,
-    "rwkv6-world": _NO_QUANT | _GROUP,
+    "rwkv5-world": CONTRACT.model_quantizations("rwkv5"),
+    "rwkv6-world": CONTRACT.model_quantizations("rwkv6"),
 }
 
-# support/auto_target.PRESET keys that need no local device, plus plain llvm.
-PRESETS = frozenset(
-    {
-        "iphone:generic",
-        "macabi:generic",
-        "android:generic",
-        "android:adreno",
-        "android:adreno-so",
-        "windows:adreno_x86",
-        "metal:x86-64",
-        "webgpu:generic",
-        "opencl:generic",
-        "mali:generic",
-        "metal:generic",
-        "vulkan:generic",
-        "llvm",
-    }
-)
+# support/auto_target.PRESET keys (they need no local device), plus plain llvm.
+PRESETS = CONTRACT.targets.presets.all() | {"llvm"}
 # Names that make compile probe a local device (TVM's Device.exist), which needs a GPU.
-_PROBING = frozenset({"auto", "cuda", "rocm", "metal", "vulkan", "opencl", "cpu"})
+_PROBING = frozenset({"auto", *CONTRACT.targets.probe_local_device})
 
 
 class CurrentFlow:
     name = "current"
-    read_at = "bb586e51eb20cba2e82216b75d22d8dd6657cce1"
-    params_index = "tensor-cache.json"
+    read_at = READ_AT
+    params_index = CONTRACT.params_index.name
     cli_quantizations = CLI_QUANTIZATIONS
 
     def model_quantizations(self, model_type: ModelType) -> frozenset[str] | None:

@@ -1,66 +1,62 @@
 """The legacy flow: `python3 -m mlc_llm.build`, deleted upstream in 20efccb7.
 
-Facts read at mlc-llm b44cdc53 (the last commit before the old flow was
-deprecated): mlc_llm/core.py, mlc_llm/utils.py, mlc_llm/quantization/__init__.py.
+Facts come from the recorded contract of mlc-llm b44cdc53 (the last commit
+before the old flow was deprecated), contracts/<commit>.json, which names the
+upstream file and line of each: the build CLI's flags, its quantization names,
+the model-name rule, how targets are parsed, and the TVM target tags.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..manifest.model import BuildOptions, Model, ModelType, Target
 from .base import MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported
+from .contract import legacy_contract
 
-# mlc_llm/quantization/__init__.py: every key of `quantization_schemes`.
-CLI_QUANTIZATIONS = frozenset(
-    {
-        "autogptq_llama_q4f16_0",
-        "autogptq_llama_q4f16_1",
-        "q0f16",
-        "q0f32",
-        "q3f16_0",
-        "q3f16_1",
-        "q4f16_0",
-        "q4f16_1",
-        "q4f16_2",
-        "q4f16_ft",
-        "q4f16_ft_group",
-        "q4f32_0",
-        "q4f32_1",
-        "q8f16_ft",
-        "q8f16_ft_group",
-        "q8f16_1",
-    }
-)
+READ_AT = "b44cdc53381bd804ef000775bb280de1c7ca6439"
+CONTRACT = legacy_contract(READ_AT)
 
-# relax_model/rwkv.py goes through the generic param manager: no-quantization
-# and group quantization apply; the autogptq schemes are llama-only and the
-# FasterTransformer ones were only ever exercised on llama-family models.
+# Every name `--quantization` accepts (the keys of quantization_schemes).
+CLI_QUANTIZATIONS = CONTRACT.quantizations.all()
+
+# Our choice, not an upstream table: relax_model/rwkv.py goes through the
+# generic param manager, so no-quantization and group quantization apply; the
+# autogptq schemes are llama-only and the FasterTransformer ones were only ever
+# exercised on llama-family models.
 _RWKV4_QUANTIZATIONS = frozenset(
     {"q0f16", "q0f32", "q3f16_0", "q3f16_1", "q4f16_0", "q4f16_1", "q4f16_2", "q4f32_0", "q4f32_1"}
 )
+assert _RWKV4_QUANTIZATIONS <= CLI_QUANTIZATIONS
 
-# utils.parse_target: these spellings need no local device. Bare "cuda" probes
-# the local GPU and fails without one, so CUDA always gets a full target string.
+# Presets whose target utils.parse_target builds without a local device, in the
+# old spelling. Bare "cuda" probes the local GPU and fails without one, so CUDA
+# always gets an explicit target (a TVM tag, or a string with every attribute).
 _PRESET_SPELLING = {"metal:generic": "metal", "vulkan:generic": "vulkan"}
+assert set(_PRESET_SPELLING.values()) <= set(CONTRACT.targets.presets)
 
 
 class LegacyFlow:
     name = "legacy"
-    read_at = "b44cdc53381bd804ef000775bb280de1c7ca6439"
-    params_index = "ndarray-cache.json"
+    read_at = READ_AT
+    params_index = CONTRACT.params_index.name
     cli_quantizations = CLI_QUANTIZATIONS
 
     def model_quantizations(self, model_type: ModelType) -> frozenset[str] | None:
         return _RWKV4_QUANTIZATIONS if model_type == "rwkv4-world" else None
 
     def check_model(self, model: Model) -> Unsupported | None:
-        # utils.argparse_postproc_common picks model_category "rwkv_world" (and
-        # the rwkv_world conversation template) only when the model folder's
-        # name contains both "rwkv" and "world"; the folder is named after the model.
+        # The CLI names the model after its folder, which is named after the model.
+        # Only a name holding "rwkv" and "world" gets the rwkv_world category and
+        # conversation template, and relax_model/rwkv.py refuses a name that does
+        # not start with "rwkv-".
+        rule = CONTRACT.model_name
         lowered = model.name.lower()
-        if "rwkv" not in lowered or "world" not in lowered:
+        if not lowered.startswith(rule.prefix) or not all(w in lowered for w in rule.world_words):
             return Unsupported(
-                message=f"the legacy flow names the model after its folder and only treats it as "
-                f"RWKV World when the name contains 'rwkv' and 'world'; {model.name!r} does not",
+                message=f"the legacy flow names the model after its folder; the name must start with "
+                f"{rule.prefix!r} ({rule.prefix_source}) and contain "
+                f"{' and '.join(map(repr, rule.world_words))} ({rule.world_source}); {model.name!r} does not",
                 fix="rename the model, e.g. rwkv-4-world-1b5",
             )
         return None
@@ -86,15 +82,7 @@ class LegacyFlow:
                     fix='add "arch", e.g. {"kind": "cuda", "arch": "sm_80"}',
                 )
             # TVM of that era parses "kind -key=value ..." target strings.
-            options = []
-            for key in sorted(k for k in device if k != "kind"):
-                value = device[key]
-                if isinstance(value, list):
-                    value = ",".join(value)
-                elif isinstance(value, bool):
-                    value = int(value)
-                options.append(f"-{key}={value}")
-            return " ".join([kind, *options])
+            return _cuda_target(device) if kind == "cuda" else _target_string(device)
         spelled = _PRESET_SPELLING.get(device)
         if spelled is None:
             return Unsupported(
@@ -153,7 +141,7 @@ class LegacyFlow:
             # CUTLASS kernels query tvm.cuda(0) while building; without a GPU they
             # must stay off, and cuBLAS too for unquantized (q0) weights.
             argv += ["--no-cutlass-attn", "--no-cutlass-norm"]
-            if quant.startswith("q0"):
+            if quant in CONTRACT.cuda.cublas_only_for:
                 argv.append("--no-cublas")
         return (StepArgv(name="compile", argv=tuple(argv)),)
 
@@ -167,4 +155,42 @@ class LegacyFlow:
         return "params"
 
 
-_BUILD = ("python", "-m", "mlc_llm.build")
+_BUILD = CONTRACT.commands["build"].argv
+
+
+def _target_string(device: Mapping[str, object]) -> str:
+    options = []
+    for key in sorted(k for k in device if k != "kind"):
+        value = device[key]
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        elif isinstance(value, bool):
+            value = int(value)
+        options.append(f"-{key}={value}")
+    return " ".join([str(device["kind"]), *options])
+
+
+def _cuda_target(device: Mapping[str, object]) -> str:
+    """A CUDA target that needs no GPU and carries what dlight's GEMV rule reads.
+
+    mlc_llm.build schedules every CUDA model with dlight, whose GEMV rule reads
+    the target's max_shared_memory_per_block and fails when it is missing; a
+    plain "cuda -arch=sm_80" string sets only the arch. TVM's target tags for
+    A100/H100 carry every attribute, so a bare arch with a tag becomes the tag.
+    Any other arch gets a target string with the limits those tags record (48 KB
+    of static shared memory, 1024 threads, warps of 32, 64K registers per block,
+    common to every CUDA arch since sm_50), unless the device gives its own.
+    """
+    cuda = CONTRACT.cuda
+    tag = cuda.tags.get(str(device["arch"]))
+    if set(device) == {"kind", "arch"} and tag is not None:
+        return tag.tag
+    limits = cuda.tags["sm_80"]
+    defaults = {
+        "max_shared_memory_per_block": limits.max_shared_memory_per_block,
+        "max_threads_per_block": limits.max_threads_per_block,
+        "thread_warp_size": limits.thread_warp_size,
+        "registers_per_block": limits.registers_per_block,
+    }
+    assert cuda.gemv_needs_attribute in defaults
+    return _target_string({**defaults, **device})

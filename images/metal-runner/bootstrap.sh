@@ -86,8 +86,8 @@ cmake_config "$tvm/build/config.cmake" USE_METAL ON USE_CUDA OFF USE_VULKAN OFF 
     CMAKE_BUILD_TYPE RelWithDebInfo
 cmake -S "$tvm" -B "$tvm/build" -G Ninja
 cmake --build "$tvm/build" --parallel "$jobs"
-if [[ -d "$tvm/3rdparty/tvm-ffi" ]]; then pip install --quiet --no-deps "$tvm/3rdparty/tvm-ffi"; fi
-TVM_LIBRARY_PATH="$tvm/build" pip install --quiet --no-deps "$tvm/python"
+# python/setup.py at the legacy pin; the root pyproject.toml (and 3rdparty/tvm-ffi) at the current one.
+bash "$here/../cuda/install-tvm-python.sh" "$tvm" --quiet --no-deps
 
 echo "== mlc-llm ${MLC_LLM_COMMIT} (${FLOW} flow) against that TVM"
 mlc="$prefix/src/mlc-llm"

@@ -95,9 +95,13 @@ def test_world_build_args_render_the_manifest_pins() -> None:
         "USE_LLVM": "ON",
         "USE_VULKAN": "OFF",
         "CUDA_VERSION": "12.1",
+        # Every CUDA arch its cells target, as upstream's legacy CI spelled them.
+        "CUDA_ARCHITECTURES": "80;90",
         "PYTHON_VERSION": "3.11",
     }
     assert current.build_args["FLOW"] == "current"
+    # TVM of 2026 builds its sm90 CUTLASS kernels only for "90a".
+    assert current.build_args["CUDA_ARCHITECTURES"] == "80;90a"
     assert current.build_args["MLC_LLM_COMMIT"] == "bb586e51eb20cba2e82216b75d22d8dd6657cce1"
     assert current.build_args["USE_VULKAN"] == "ON"
     assert current.build_args["BASE_IMAGE"].endswith("@" + DIGEST)

@@ -113,3 +113,29 @@ def test_python_locks_pin_and_hash_every_requirement(generation: str) -> None:
         if line and not line.startswith("#")
     }
     assert wanted <= {name.lower().replace("_", "-") for name, _ in pins}
+
+
+def _locked_names(lock: Path) -> set[str]:
+    names = set()
+    for line in lock.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)==", line)
+        if match:
+            names.add(re.sub(r"[-_.]+", "-", match.group(1)).lower())
+    return names
+
+
+def test_the_legacy_lock_has_what_import_mlc_chat_needs() -> None:
+    """bootstrap.sh installs mlc-llm with --no-deps, so the hashed lock alone must
+    hold the runtime package's install_requires at b44cdc53 (python/setup.py) and
+    pydantic, which mlc_chat imports without declaring it."""
+    from factory.toolchains.contract import legacy_contract
+
+    requires = legacy_contract("b44cdc53381bd804ef000775bb280de1c7ca6439").runtime_requires
+    assert requires.package == "mlc_chat" and requires.source.startswith("python/setup.py:")
+    needed = {*requires.names, *(n.name for n in requires.imported_not_declared)}
+    assert {"fastapi", "shortuuid", "tiktoken", "prompt_toolkit", "openai", "pydantic"} <= needed
+    script = (RUNNER / "bootstrap.sh").read_text()
+    assert 'pip install --quiet --no-deps "$mlc/python" "$mlc"' in script
+    locked = _locked_names(RUNNER / "requirements-legacy.lock")
+    missing = {re.sub(r"[-_.]+", "-", n).lower() for n in needed} - locked
+    assert not missing, f"requirements-legacy.lock lacks {sorted(missing)}; add them to the .in and run relock.sh"

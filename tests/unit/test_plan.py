@@ -129,6 +129,34 @@ def test_world_plan_matches_golden(graph: BuildGraph) -> None:
     )
 
 
+def test_legacy_cuda_compile_flags_are_in_the_json_plan(graph: BuildGraph) -> None:
+    """Per target: the TVM tag (which carries what dlight's GEMV rule reads), and the
+    CUTLASS and cuBLAS switches that keep the legacy build off the GPU, as full argv."""
+    nodes = {n["id"]: n for n in json.loads(render_json(graph))["nodes"]}
+    seen = set()
+    for node in nodes.values():
+        if node["kind"] != "compile" or node["flow"] != "legacy" or not node["target"].startswith("cuda-"):
+            continue
+        (step,) = node["steps"]
+        argv = step["argv"]
+        assert argv[:3] == ["python", "-m", "mlc_llm.build"]
+        tag = {"cuda-sm80": "nvidia/nvidia-a100", "cuda-sm90": "nvidia/nvidia-h100"}[node["target"]]
+        assert argv[argv.index("--target") + 1] == tag == node["target_argument"]
+        assert {"--build-model-only", "--no-cutlass-attn", "--no-cutlass-norm"} <= set(argv)
+        assert ("--no-cublas" in argv) == (node["quant"] in ("q0f16", "q0f32"))
+        seen.add(node["target"])
+    assert seen == {"cuda-sm80", "cuda-sm90"}
+    current = next(n for n in nodes.values() if n["kind"] == "compile" and n["flow"] == "current")
+    assert current["steps"][0]["argv"][:2] == ["mlc_llm", "compile"]
+
+
+def test_rwkv5_7b_comes_from_the_eagle_repo(graph: BuildGraph) -> None:
+    """RWKV-5 World 7B is published as RWKV/v5-Eagle-7B-HF; RWKV/rwkv-5-world-7b is not a repo."""
+    fetch = next(n for n in graph.of_kind("fetch") if n.attrs["model"] == "rwkv-5-world-7b")
+    assert fetch.attrs["repo"] == "RWKV/v5-Eagle-7B-HF"
+    assert not any("rwkv-5-world-7b" in u for u in graph.unresolved)
+
+
 def test_keys_ignore_toolchain_names(world_data: dict[str, Any], write_manifest: Callable[..., Path]) -> None:
     before = plan(load_manifest(write_manifest(world_data)), Lock())
     world_data["toolchains"]["legacy-renamed"] = world_data["toolchains"].pop("legacy-2024.03")

@@ -16,10 +16,41 @@ def target(device: str | dict[str, object], **kw: object) -> Target:
     return Target.model_validate(fields)
 
 
-def test_legacy_cuda_gets_a_full_target_string_so_no_gpu_is_probed() -> None:
-    assert LEGACY.target_argument(target({"kind": "cuda", "arch": "sm_80"})) == "cuda -arch=sm_80"
+def test_legacy_cuda_gets_an_explicit_target_so_no_gpu_is_probed() -> None:
     answer = LEGACY.target_argument(target({"kind": "cuda"}))
     assert isinstance(answer, Unsupported) and "probe" in answer.message
+
+
+def test_legacy_cuda_targets_carry_what_dlight_gemv_reads() -> None:
+    """A bare "cuda -arch=sm_80" lacks max_shared_memory_per_block, which the GEMV
+    rule of the legacy build reads for CUDA: A100/H100 get TVM's tags, other archs
+    a string with every limit, and a device's own values win."""
+    assert LEGACY.target_argument(target({"kind": "cuda", "arch": "sm_80"})) == "nvidia/nvidia-a100"
+    assert LEGACY.target_argument(target({"kind": "cuda", "arch": "sm_90"})) == "nvidia/nvidia-h100"
+    ada = LEGACY.target_argument(target({"kind": "cuda", "arch": "sm_89"}))
+    assert ada == (
+        "cuda -arch=sm_89 -max_shared_memory_per_block=49152 -max_threads_per_block=1024"
+        " -registers_per_block=65536 -thread_warp_size=32"
+    )
+    own = LEGACY.target_argument(target({"kind": "cuda", "arch": "sm_80", "max_shared_memory_per_block": 1024}))
+    assert isinstance(own, str) and "-max_shared_memory_per_block=1024" in own and "-arch=sm_80" in own
+    for arch in ("sm_80", "sm_86", "sm_90"):
+        argument = LEGACY.target_argument(target({"kind": "cuda", "arch": arch}))
+        assert isinstance(argument, str)
+        assert argument.startswith("nvidia/") or "-max_shared_memory_per_block=" in argument
+
+
+@pytest.mark.parametrize("name", ["RWKV-4-world-3b", "my-rwkv-4-world", "rwkv4-world-3b", "rwkv-4-3b"])
+def test_legacy_model_names_start_with_rwkv_dash_and_contain_world(name: str) -> None:
+    answer = LEGACY.check_model(_model(name, "rwkv4-world"))
+    if name.lower().startswith("rwkv-") and "world" in name.lower():
+        assert answer is None
+    else:
+        assert isinstance(answer, Unsupported) and "'rwkv-'" in answer.message
+
+
+def test_legacy_model_name_rule_accepts_the_world_matrix() -> None:
+    assert LEGACY.check_model(_model("rwkv-4-world-1b5", "rwkv4-world")) is None
 
 
 def test_legacy_presets_use_the_old_spelling() -> None:
@@ -81,7 +112,7 @@ def test_legacy_argv_follows_the_pinned_build_cli() -> None:
     )  # fmt: skip
     sm80 = Target(device={"kind": "cuda", "arch": "sm_80"}, runner="container", os="linux")
     (q0,) = LEGACY.compile_steps(model, "q0f16", "cuda-sm80", sm80, BUILD)
-    assert q0.argv[q0.argv.index("--target") + 1] == "cuda -arch=sm_80"
+    assert q0.argv[q0.argv.index("--target") + 1] == "nvidia/nvidia-a100"
     assert q0.argv[-4:] == ("--build-model-only", "--no-cutlass-attn", "--no-cutlass-norm", "--no-cublas")
     (q4,) = LEGACY.compile_steps(model, "q4f16_1", "cuda-sm80", sm80, BUILD)
     assert "--no-cublas" not in q4.argv

@@ -3,6 +3,7 @@ run scripts), zizmor, and the plan's matrix keys against what release.yml reads.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,8 +29,8 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO, env=env)
 
 
-def test_there_are_ci_and_release_workflows() -> None:
-    assert {p.name for p in WORKFLOWS} == {"ci.yml", "release.yml"}
+def test_there_are_ci_lock_and_release_workflows() -> None:
+    assert {p.name for p in WORKFLOWS} == {"ci.yml", "lock.yml", "release.yml"}
 
 
 def test_workflows_match_the_github_workflow_schema() -> None:
@@ -54,9 +55,18 @@ def test_zizmor_offline_has_no_unexplained_finding(persona: str) -> None:
     assert "cache-poisoning finding is accepted" in "\n".join(text.splitlines()[ignores[0] - 5 : ignores[0]])
 
 
-def _release() -> dict[Any, Any]:
-    data: dict[Any, Any] = yaml.safe_load((REPO / ".github" / "workflows" / "release.yml").read_text())
+def _workflow(name: str) -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load((REPO / ".github" / "workflows" / name).read_text())
     return data
+
+
+def _release() -> dict[Any, Any]:
+    return _workflow("release.yml")
+
+
+def _triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
+    triggers: dict[str, Any] = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads `on` as True
+    return triggers
 
 
 def test_the_plan_matrix_feeds_the_build_job_one_to_one() -> None:
@@ -93,3 +103,68 @@ def test_release_workflow_shape() -> None:
     assert "factory release" in release_steps and "attest-build-provenance" in release_steps
     assert "gh release create" in release_steps and "GITHUB_STEP_SUMMARY" in release_steps
     assert "--no-index" in yaml.safe_dump(workflow["jobs"]["build"])
+
+
+def test_the_lock_workflow_resolves_on_a_schedule_and_by_hand_and_opens_a_pull_request() -> None:
+    workflow = _workflow("lock.yml")
+    triggers = _triggers(workflow)
+    assert "workflow_dispatch" in triggers and triggers["schedule"][0]["cron"]
+    assert workflow["permissions"] == {}
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"].startswith("ubuntu-") and "timeout-minutes" in job
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    steps = yaml.safe_dump(job["steps"])
+    assert 'factory lock --matrix "$MANIFEST" --upgrade' in steps
+    assert "gh pr create" in steps and "git push" in steps
+    assert workflow["env"]["MANIFEST"] == _release()["env"]["MANIFEST"]
+    for step in job["steps"]:
+        if step.get("uses"):
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+
+
+def _lock_check_step() -> tuple[int, dict[str, Any]]:
+    steps = _release()["jobs"]["plan"]["steps"]
+    index, step = next((i, s) for i, s in enumerate(steps) if "--check" in s.get("run", ""))
+    plan_index = next(i for i, s in enumerate(steps) if s.get("id") == "plan")
+    assert index < plan_index
+    return index, step
+
+
+def _run_step(script: str, manifest: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MANIFEST": str(manifest)}
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+
+
+def test_the_release_plan_job_names_the_lock_workflow_when_the_lock_is_missing_or_incomplete(
+    tmp_path: Path,
+) -> None:
+    _, step = _lock_check_step()
+    data = yaml.safe_load((REPO / "manifests" / "world.yaml").read_text())
+    data["root"] = str(REPO)
+    manifest = tmp_path / "world.yaml"
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    missing = _run_step(step["run"], manifest)
+    assert missing.returncode != 0
+    assert "::error" in missing.stdout and ".github/workflows/lock.yml" in missing.stdout
+    assert "missing or incomplete" in missing.stdout
+
+    loaded = load_manifest(manifest)
+    models = loaded.manifest.models
+    hf = {f"{m.hf.repo}@{m.hf.revision}": f"{i:040x}" for i, m in enumerate(models)}
+    images = {t.base_image: "sha256:" + "a" * 64 for t in loaded.manifest.toolchains.values()}
+    lock = tmp_path / "world.lock"
+    lock.write_text(json.dumps({"lock_version": 1, "hf": dict(list(hf.items())[1:]), "images": images}))
+    incomplete = _run_step(step["run"], manifest)
+    assert incomplete.returncode != 0 and ".github/workflows/lock.yml" in incomplete.stdout
+
+    lock.write_text(json.dumps({"lock_version": 1, "hf": hf, "images": images}))
+    complete = _run_step(step["run"], manifest)
+    assert complete.returncode == 0, complete.stdout + complete.stderr
+    assert "::error" not in complete.stdout

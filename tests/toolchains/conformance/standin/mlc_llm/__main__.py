@@ -1,60 +1,41 @@
 """TEST ONLY: `mlc_llm` of the current generation (v0.20.0): convert_weight, gen_config, compile.
 
-Each subcommand accepts exactly the flags of cli/<name>.py at bb586e51 and
-rejects anything else (argparse exits 2), so the factory's rendered argv is
-held to the pinned contract.
+Each subcommand's parser is built from the recorded contract of the pinned
+commit (_contract.py): it accepts exactly the flags and choices of
+cli/<name>.py there and rejects anything else (argparse exits 2), so the
+factory's rendered argv is held to the pinned contract.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import _artifacts as art
+from . import _contract
 
-MODEL_TYPES = ("auto", "rwkv5", "rwkv6")
+
+def _probing(contract: dict[str, Any]) -> list[str]:
+    """Devices whose name makes the CLI look for a local device."""
+    return ["auto", *contract["targets"]["probe_local_device"]]
 
 
-def _convert_weight(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="mlc_llm convert_weight")
-    p.add_argument("config")
-    p.add_argument("--quantization", required=True)
-    p.add_argument("--model-type", default="auto", choices=MODEL_TYPES)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--source")
-    p.add_argument(
-        "--source-format", default="auto", choices=("auto", "huggingface-torch", "huggingface-safetensor", "awq")
-    )
-    p.add_argument("--output", "-o", required=True)
-    p.add_argument("--lora-adapter")
-    a = p.parse_args(argv)
-    if a.device in ("auto", "cuda", "metal", "vulkan", "rocm", "opencl"):
+def _convert_weight(contract: dict[str, Any], argv: list[str]) -> None:
+    a = _contract.parser(contract, "convert_weight", "mlc_llm convert_weight").parse_args(argv)
+    # A CPU always exists, so only the GPU kinds (and auto) fail without a GPU.
+    if a.device in _probing(contract) and a.device != "cpu":
         art.fail(f"--device {a.device} probes a local GPU; none here")
-    source = Path(a.source or a.config)
+    source = Path(a.source if a.source not in (None, "auto") else a.config)
     _, weights = art.read_checkpoint(source, a.source_format)
-    art.write_params(weights, a.quantization, Path(a.output), "tensor-cache.json")
+    art.write_params(weights, a.quantization, Path(a.output), contract["params_index"]["name"])
     print(f"converted {len(weights)} tensors to {a.output}")
 
 
-def _gen_config(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="mlc_llm gen_config")
-    p.add_argument("config")
-    p.add_argument("--quantization", required=True)
-    p.add_argument("--model-type", default="auto", choices=MODEL_TYPES)
-    p.add_argument("--conv-template", required=True)
-    p.add_argument("--context-window-size", type=int)
-    p.add_argument("--sliding-window-size", type=int)
-    p.add_argument("--prefill-chunk-size", type=int)
-    p.add_argument("--attention-sink-size", type=int)
-    p.add_argument("--tensor-parallel-shards", type=int)
-    p.add_argument("--pipeline-parallel-stages", type=int)
-    p.add_argument("--disaggregation", type=bool)
-    p.add_argument("--max-batch-size", type=int, default=128)
-    p.add_argument("--output", "-o", required=True)
-    a = p.parse_args(argv)
+def _gen_config(contract: dict[str, Any], argv: list[str]) -> None:
+    a = _contract.parser(contract, "gen_config", "mlc_llm gen_config").parse_args(argv)
     model_config = json.loads((Path(a.config) / "config.json").read_text())
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,21 +66,9 @@ def _gen_config(argv: list[str]) -> None:
     print(f"wrote {out / 'mlc-chat-config.json'}")
 
 
-def _compile(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="mlc_llm compile")
-    p.add_argument("model")
-    p.add_argument("--quantization")
-    p.add_argument("--model-type", default="auto", choices=MODEL_TYPES)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--host", default="auto")
-    p.add_argument("--enable-subgroups", action="store_true")
-    p.add_argument("--opt", default="O2")
-    p.add_argument("--system-lib-prefix", default="auto")
-    p.add_argument("--output", "-o", required=True)
-    p.add_argument("--overrides", default="")
-    p.add_argument("--debug-dump")
-    a = p.parse_args(argv)
-    if a.device in ("auto", "cuda", "metal", "vulkan", "rocm", "opencl", "cpu"):
+def _compile(contract: dict[str, Any], argv: list[str]) -> None:
+    a = _contract.parser(contract, "compile", "mlc_llm compile").parse_args(argv)
+    if a.device in _probing(contract):
         art.fail(f"--device {a.device} probes a local device; give an explicit target")
     if a.device.startswith("{"):
         json.loads(a.device)  # a target dict must be JSON
@@ -107,7 +76,7 @@ def _compile(argv: list[str]) -> None:
         art.fail(f"TVM 0.26+ rejects the target string {a.device!r}")
     chat_path = Path(a.model)
     chat = json.loads(chat_path.read_text())
-    index = json.loads((chat_path.parent / "tensor-cache.json").read_text())
+    index = json.loads((chat_path.parent / contract["params_index"]["name"]).read_text())
     params = [
         {"name": r["name"], "shape": r["shape"], "dtype": r["dtype"]}
         for shard in index["records"]
@@ -127,11 +96,12 @@ def _compile(argv: list[str]) -> None:
 def main() -> int:
     if os.environ.get("MLC_STANDIN_FLOW") == "legacy":
         art.fail("this toolchain's mlc-llm predates the `mlc_llm` CLI; use python -m mlc_llm.build")
+    contract = _contract.load()
     commands = {"convert_weight": _convert_weight, "gen_config": _gen_config, "compile": _compile}
-    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+    if len(sys.argv) < 2 or sys.argv[1] not in commands or sys.argv[1] not in contract["commands"]:
         print(f"usage: mlc_llm {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2
-    commands[sys.argv[1]](sys.argv[2:])
+    commands[sys.argv[1]](contract, sys.argv[2:])
     return 0
 
 
