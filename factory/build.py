@@ -300,7 +300,7 @@ class CellBuilder:
         )
         bundles.write_manifest(bundle_dir, manifest)
         self.materialize(node, bundle_dir)
-        return ", ".join(f"{r.gate} {r.status}" for r in results)
+        return ", ".join(_gate_summary(r) for r in results)
 
     def _gates(
         self,
@@ -348,22 +348,87 @@ class CellBuilder:
                 smoke.details,
             )
         results.append(smoke)
+        results.append(self._parity(bundle_dir, params_dir, library_name, target, model_name, quant))
         return results
 
+    def _parity(
+        self, bundle_dir: Path, params_dir: str, library_name: str, target: Target, model_name: str, quant: str
+    ) -> gates.GateResult:
+        """The bundle's next-token distributions against the RWKV reference implementation
+        on the same checkpoint and tokens (factory/parity.py has the figures and bounds)."""
+        from . import parity
+        from .vm_script import Tokenizer
+
+        model = self.models[model_name]
+        if self.loaded.manifest.toolchains[model.toolchain].flow == "legacy":
+            return gates.not_run(
+                "parity", "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
+            )
+        if target.device_kind not in ("llvm", "cuda"):
+            return gates.not_run("parity", f"the Relax VM runner does not drive {target.device_kind} devices")
+        if not _has_device(target):
+            return gates.not_run("parity", f"no {target.device_kind} device on this host: {_device_reason(target)}")
+        params = bundle_dir / params_dir if params_dir else bundle_dir
+        tokens = Tokenizer(params / bundles.TOKENIZER).encode(parity.PARITY_TEXT)[: parity.PARITY_TOKENS]
+        work = self.settings.work / "parity" / f"{model_name}-{quant}-{library_name}"
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        (work / "tokens.json").write_text(json.dumps(tokens))
+        extra = (
+            Mount(source=self._model_dir(model_name), target=f"{MODEL_ROOT}/{model_name}"),
+            Mount(source=work, target="/parity", read_only=False),
+        )
+        device = "cuda" if target.device_kind == "cuda" else "cpu"
+        params_in = f"/bundle/{params_dir}" if params_dir else "/bundle"
+        runs = (
+            ("reference", ("/factory/reference_script.py", f"{MODEL_ROOT}/{model_name}",
+                           "/parity/tokens.json", "/parity/reference.npy"), False),
+            ("bundle", ("/factory/vm_script.py", "logits", params_in, f"/bundle/{library_name}",
+                        "/parity/tokens.json", "/parity/bundle.npy", device), device == "cuda"),
+        )  # fmt: skip
+        for label, argv, gpu in runs:
+            code, lines = self._in_toolchain(
+                model_name, target, f"parity {label} {library_name}", argv, bundle_dir, gpu=gpu, extra=extra
+            )
+            if code != 0:
+                return gates.GateResult(
+                    "parity", "failed", (f"the {label} run exited with {code}", *lines[-8:]),
+                    "see the output; the toolchain needs torch and the rwkv package for the reference",
+                )  # fmt: skip
+        import numpy as np
+
+        _, bound = parity.threshold_for(quant)
+        figures = parity.compare(np.load(work / "reference.npy"), np.load(work / "bundle.npy"), kl_bound=bound.kl_max)
+        passed, problems, details = parity.verdict(figures, quant)
+        if not passed:
+            hint = "the bundle does not compute what the checkpoint computes; check the params and the patches"
+            return gates.GateResult("parity", "failed", tuple(problems), hint, details)
+        return gates.GateResult("parity", "passed", details=details)
+
     def _in_toolchain(
-        self, model_name: str, target: Target, name: str, argv: tuple[str, ...], bundle_dir: Path, *, gpu: bool
+        self,
+        model_name: str,
+        target: Target,
+        name: str,
+        argv: tuple[str, ...],
+        bundle_dir: Path,
+        *,
+        gpu: bool,
+        extra: tuple[Mount, ...] = (),
     ) -> tuple[int, list[str]]:
         """Run a factory script against a bundle inside the model's toolchain, on the target's runner."""
         runner, image, _ = self.toolchains.runner(target.runner, self.models[model_name].toolchain)
         here = Path(__file__).parent
+        scripts = ("vm_script.py", "smoke_script.py", "reference_script.py")
         step = Step(
             name=name,
             image=image,
             argv=("python", *argv),
             mounts=(
                 Mount(source=bundle_dir, target="/bundle"),
-                Mount(source=here / "vm_script.py", target="/factory/vm_script.py"),
-                Mount(source=here / "smoke_script.py", target="/factory/smoke_script.py"),
+                *(Mount(source=here / script, target=f"/factory/{script}") for script in scripts),
+                *extra,
             ),
             needs_gpu=gpu,
         )
@@ -454,6 +519,16 @@ class CellBuilder:
                     bundles.link_or_copy(path, tmp / path.relative_to(source))
 
         bundles.replace_folder(dest, fill)
+
+
+def _gate_summary(result: gates.GateResult) -> str:
+    """One gate in the build summary, with its figures where it has some."""
+    details = result.details
+    if result.gate == "parity" and result.status == "passed":
+        return f"parity passed (KL mean {details['kl_mean']:.2g}, top-1 {details['top1']:.2f})"
+    if result.gate == "smoke" and result.status == "passed" and details.get("decode_tok_s"):
+        return f"smoke passed ({details['prefill_tok_s']} / {details['decode_tok_s']} tok/s)"
+    return f"{result.gate} {result.status}"
 
 
 def patches_digest(loaded: LoadedManifest, toolchain: Toolchain) -> str | None:

@@ -129,7 +129,7 @@ def check_params(
                 problems.append(f"{name}: read as {array.dtype}{list(array.shape)}, index says {record['dtype']}")
             if "embed" in name and vocab is not None and array.shape[0] != vocab:
                 problems.append(f"{name}: {array.shape[0]} rows, but vocab_size is {vocab}")
-            if storage and record["dtype"] in FLOAT_DTYPES and record["dtype"] != storage:
+            if storage and _holds_model_dtype(name, record) and record["dtype"] != storage:
                 problems.append(f"{name}: {record['dtype']}, but {quantization} stores {storage}")
             if record["dtype"] in FLOAT_DTYPES:
                 finite = np.isfinite(array.astype("float32"))
@@ -147,11 +147,20 @@ def check_params(
 
 
 def _storage_dtype(quantization: str) -> str:
-    if "f16" in quantization:
-        return "float16"
-    if "f32" in quantization:
-        return "float32"
+    """The float type a quantization's weights and scales are kept in (q4bf16_1: bfloat16)."""
+    for marker, dtype in (("bf16", "bfloat16"), ("f16", "float16"), ("f32", "float32")):
+        if marker in quantization:
+            return dtype
     return ""
+
+
+def _holds_model_dtype(name: str, record: Mapping[str, Any]) -> bool:
+    """Whether a tensor must be in the quantization's float type: quantization scales and
+    2-D float weights. RWKV keeps some 1-D/3-D parameters in float32 on purpose (time
+    decay and first-token bonus, the attention GroupNorm), whatever the quantization."""
+    if record["dtype"] not in FLOAT_DTYPES:
+        return False
+    return name.endswith(".q_scale") or len(record["shape"]) == 2
 
 
 LIBRARY_MARK = "FACTORY-LIBRARY "

@@ -48,7 +48,9 @@ def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) ->
             continue
         manifest = json.loads(doc.data)
         entries[cell.cell.id] = (version, index_record(key, doc.data, manifest))
-        smoke = manifest.get("gates", {}).get("smoke", {})
+        gate_docs = manifest.get("gates", {})
+        smoke = gate_docs.get("smoke", {})
+        parity = gate_docs.get("parity", {})
         bundles.append(
             {
                 "name": cell.cell.id,
@@ -58,6 +60,8 @@ def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) ->
                 "files": len(manifest["files"]),
                 "compatibility": manifest["compatibility"],
                 "smoke": {k: smoke.get(k) for k in ("status", "prefill_tok_s", "decode_tok_s")},
+                "gates": {gate: doc.get("status") for gate, doc in sorted(gate_docs.items())},
+                "parity": {k: parity.get(k) for k in ("status", "kl_mean", "kl_max", "top1")},
             }
         )
     if missing:
@@ -102,19 +106,23 @@ def render_notes(manifest: dict[str, Any]) -> str:
         "",
         f"{len(manifest['bundles'])} bundles, built by factory {manifest['factory_version']}.",
         "",
-        "| bundle | flow | size (MB) | manifest sha256 | smoke | prefill tok/s | decode tok/s |",
-        "|---|---|---:|---|---|---:|---:|",
+        "| bundle | flow | size (MB) | manifest sha256 | gates not passed | smoke | prefill tok/s | decode tok/s "
+        "| parity KL mean | parity top-1 |",
+        "|---|---|---:|---|---|---|---:|---:|---:|---:|",
     ]
+
+    def figure(value: Any, digits: str = ".1f") -> str:
+        return format(value, digits) if isinstance(value, (int, float)) else "-"
+
     for bundle in manifest["bundles"]:
-        smoke = bundle["smoke"]
-
-        def figure(value: Any) -> str:
-            return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
-
+        smoke, parity = bundle["smoke"], bundle.get("parity") or {}
+        # A gate that did not run is shown by name: it is not a pass.
+        open_gates = ", ".join(f"{g}: {s}" for g, s in (bundle.get("gates") or {}).items() if s != "passed") or "-"
         lines.append(
             f"| `{bundle['name']}` | {bundle['compatibility'].get('flow', '?')} | {bundle['size'] / 1e6:.1f} | "
-            f"`{bundle['sha256'][:16]}` | {smoke.get('status') or 'n/a'} | {figure(smoke.get('prefill_tok_s'))} | "
-            f"{figure(smoke.get('decode_tok_s'))} |"
+            f"`{bundle['sha256'][:16]}` | {open_gates} | {smoke.get('status') or 'n/a'} | "
+            f"{figure(smoke.get('prefill_tok_s'))} | {figure(smoke.get('decode_tok_s'))} | "
+            f"{figure(parity.get('kl_mean'), '.2g')} | {figure(parity.get('top1'), '.2f')} |"
         )
     lines += ["", f"Pull one with `factory pull MODEL --quant Q --target T --version {manifest['version']}`."]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,9 @@ compiled bundle through TVM's Relax VM on the CPU, without mlc-llm's native runt
     python vm_script.py library LIBRARY
         prints `FACTORY-LIBRARY {json}`: the library's `_metadata`, which of the
         functions the runtime calls it exports, and the kinds of device modules it carries.
+    python vm_script.py logits PARAMS_DIR LIBRARY TOKENS_JSON OUT_NPY [DEVICE]
+        feeds the token ids one at a time and saves the logits after each as float32
+        [T, vocab] (the parity gate's input); DEVICE is cpu (default) or cuda.
     python vm_script.py run PARAMS_DIR LIBRARY PROMPT TOKENS
         encodes PROMPT with the bundle's own `tokenizer_model`, prefills, greedily
         decodes TOKENS tokens and prints `FACTORY-SMOKE {json}`: the decoded text,
@@ -24,6 +27,7 @@ from typing import Any
 
 LIBRARY_MARK = "FACTORY-LIBRARY "
 SMOKE_MARK = "FACTORY-SMOKE "
+LOGITS_MARK = "FACTORY-LOGITS "
 
 
 def _emit(mark: str, data: dict[str, Any]) -> None:
@@ -98,13 +102,13 @@ class Session:
     """One sequence through the compiled model: embed, prefill, decode, with the RNN
     state the library creates."""
 
-    def __init__(self, params_dir: Path, library_path: str) -> None:
+    def __init__(self, params_dir: Path, library_path: str, device: str = "cpu") -> None:
         import tvm
         from tvm import relax
         from tvm.contrib import tvmjs
 
         self.tvm = tvm
-        self.device = tvm.cpu()
+        self.device = tvm.cuda(0) if device == "cuda" else tvm.cpu()
         module = tvm.runtime.load_module(library_path)
         self.vm = relax.VirtualMachine(module, self.device)
         config = json.loads((params_dir / "mlc-chat-config.json").read_text())
@@ -182,6 +186,16 @@ def run(params_dir: str, library_path: str, prompt: str, tokens: int) -> None:
     )
 
 
+def logits(params_dir: str, library_path: str, tokens_json: str, out_npy: str, device: str = "cpu") -> None:
+    import numpy as np
+
+    tokens = [int(t) for t in json.loads(Path(tokens_json).read_text())]
+    session = Session(Path(params_dir), library_path, device)
+    rows = [session.forward([token]) for token in tokens]
+    np.save(out_npy, np.stack(rows).astype("float32"))
+    _emit(LOGITS_MARK, {"positions": len(rows), "vocab_size": session.vocab, "device": device})
+
+
 def _rate(count: int, seconds: float) -> float | None:
     if count == 0 or seconds <= 0 or math.isnan(seconds):
         return None
@@ -193,6 +207,8 @@ def main(argv: list[str]) -> None:
         library(argv[1])
     elif argv[:1] == ["run"] and len(argv) == 5:
         run(argv[1], argv[2], argv[3], int(argv[4]))
+    elif argv[:1] == ["logits"] and len(argv) in (5, 6):
+        logits(*argv[1:])
     else:
         sys.exit(__doc__)
 

@@ -7,6 +7,8 @@ TVM's Relax VM, and a bundle goes through Ceph RGW and runs again after the pull
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ QUANTS = ["q4f16_1", "q4f32_1"]
 TARGETS = ["cpu-x86_64", "cuda-sm80"]
 MODELS = {"rwkv-5-world-tiny": ("rwkv5", 5), "rwkv-6-world-tiny": ("rwkv6", 6)}
 FATBIN_MAGIC = b"\x50\xed\x55\xba"
+PARITY_SEEN: dict[tuple[str, str], tuple[float, float, float]] = {}
 
 
 @dataclass
@@ -128,6 +131,7 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
             # nvcc really ran: sm_80 fatbins, no CUDA source left in the library.
             assert FATBIN_MAGIC in library and b"__global__" not in library
             assert gates["smoke"]["status"] == "not-run" and "no cuda device" in gates["smoke"]["reason"]
+            assert gates["parity"]["status"] == "not-run" and "no cuda device" in gates["parity"]["reason"]
         else:
             smoke = gates["smoke"]
             assert smoke["status"] == "passed", smoke
@@ -135,6 +139,11 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
             assert smoke["prefill_tok_s"] > 0 and smoke["decode_tok_s"] > 0
             assert len(smoke["generated_tokens"]) == 8
             assert json.loads(compat["device"])["mcpu"] == "x86-64"  # portable: no host-specific CPU
+            parity = gates["parity"]
+            assert parity["status"] == "passed", parity
+            assert parity["positions"] == 24 and parity["top1"] == 1.0
+            assert parity["kl_mean"] <= parity["threshold"]["kl_mean"] and parity["threshold"]["class"] == "q4"
+            PARITY_SEEN[(model, quant)] = (parity["kl_mean"], parity["kl_max"], parity["max_abs_dlogit"])
 
 
 def test_a_checkpoint_whose_logits_overflow_is_rejected_by_the_smoke_gate(built: Built) -> None:
@@ -173,3 +182,62 @@ def test_a_cpu_bundle_runs_again_after_publish_and_pull_through_rgw(built: Built
         assert "finite=True" in figures and "logits [65536]" in figures and figures.endswith("passed")
         prefill = float(figures.split("prefill ")[1].split(" ")[0])
         assert prefill > 0
+
+
+def test_build_summary_and_figures_are_reported(built: Built) -> None:
+    assert "parity passed (KL mean" in built.stdout + built.stderr
+    for (model, quant), (mean, worst, dlogit) in sorted(PARITY_SEEN.items()):
+        print(f"parity {model} {quant}: KL mean {mean:.2e} max {worst:.2e} max |dlogit| {dlogit:.3f}")
+
+
+def _plan_keys(built: Built, cell: str) -> dict[str, str]:
+    done = built.run("plan", "-m", str(built.manifest), "--format", "json", "--only", cell)
+    assert done.returncode == 0, done.stderr
+    return {n["kind"]: n["key"] for n in json.loads(done.stdout)["nodes"]}
+
+
+def test_a_bundle_with_two_layers_swapped_is_refused_by_the_parity_gate(built: Built) -> None:
+    """Damage the cached conversion (every value finite, the index consistent), drop the
+    cached bundle, and build again: only the parity gate can tell."""
+    from tests.support.params_surgery import swap_tensors
+
+    cell = "rwkv-5-world-tiny/q4f32_1/cpu-x86_64"
+    keys = _plan_keys(built, cell)
+    converted = built.root / "work" / "nodes" / "convert" / keys["convert"]
+    for part in ("q_weight", "q_scale"):
+        swap_tensors(converted, f"model.blocks.0.attention.output.{part}", f"model.blocks.1.attention.output.{part}")
+    shutil.rmtree(built.root / "work" / "nodes" / "bundle" / keys["bundle"])
+    out = built.root / "dist-broken"
+    done = built.run("build", "-m", str(built.manifest), "--work", "work", "--out", str(out), "--smoke", "--only", cell)
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "rejected by the parity gate" in done.stderr
+    assert "mean KL" in done.stderr and "first diverging position: 0 of 24" in done.stderr
+    assert not (out / "rwkv-5-world-tiny-q4f32_1-cpu-x86_64").exists()
+
+
+def test_the_reference_conversion_matches_the_reference_on_the_original_layout(
+    built: Built, docker_client: Any
+) -> None:
+    """factory/reference_script.py's renaming, checked in the toolchain against models the
+    reference package loads directly (tests/support/reference_roundtrip.py)."""
+    bundle = json.loads(
+        (built.bundle("rwkv-5-world-tiny", "q4f16_1", "cpu-x86_64") / "factory-bundle.json").read_text()
+    )
+    work = built.root / "roundtrip"
+    work.mkdir()
+    repo = Path(__file__).resolve().parents[2]
+    logs = docker_client.containers.run(
+        bundle["provenance"]["image"],
+        ["python", "/t/reference_roundtrip.py", "/factory", "/work/rt"],
+        volumes={
+            str(repo / "factory"): {"bind": "/factory", "mode": "ro"},
+            str(repo / "tests" / "support"): {"bind": "/t", "mode": "ro"},
+            str(work): {"bind": "/work/rt", "mode": "rw"},
+        },
+        user=f"{os.getuid()}:{os.getgid()}",
+        network_mode="none",
+        remove=True,
+    ).decode()
+    report = json.loads(next(line for line in logs.splitlines() if line.startswith("ROUNDTRIP "))[len("ROUNDTRIP ") :])
+    assert report["v5"] == {"max_abs_diff": 0.0, "version": 5.2}
+    assert report["v6"]["max_abs_diff"] == 0.0 and report["v6"]["version"] == 6

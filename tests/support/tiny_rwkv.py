@@ -92,7 +92,10 @@ def tiny_rwkv_v5_v6_files(
     """{filename: content} of a tiny random RWKV-5 (`version=5`) or RWKV-6 checkpoint in fp16.
 
     Weights are scaled so the logits are peaked (a top token stands out), which keeps
-    numerical comparisons of the compiled model meaningful. `overflow` keeps every
+    numerical comparisons of the compiled model meaningful. Every matrix mlc-llm
+    quantizes is made of 4-bit group values (integers -7..7 times a power-of-two scale
+    per group of 32, each group reaching 7), so q4 group quantization keeps it exactly
+    and a parity check sees the compiled code, not the rounding. `overflow` keeps every
     weight finite but makes the output head so large that fp16 logits overflow to
     Inf at run time: only running the model shows it."""
     from safetensors.numpy import save
@@ -108,7 +111,15 @@ def tiny_rwkv_v5_v6_files(
     def mix(*shape: int) -> np.ndarray:
         return rng.uniform(0.0, 1.0, shape).astype("float32")
 
-    tensors = {"rwkv.embeddings.weight": rand(VOCAB, HIDDEN, scale=1.0)}
+    def grouped(rows: int, cols: int, std: float) -> np.ndarray:
+        """A matrix q4 group quantization (group 32 along a row) represents exactly."""
+        ints = rng.integers(-7, 8, size=(rows, cols // 32, 32))
+        peak = rng.integers(0, 32, size=(rows, cols // 32))
+        np.put_along_axis(ints, peak[..., None], rng.choice([-7, 7], size=(rows, cols // 32, 1)), axis=2)
+        scale = np.float32(2.0 ** np.round(np.log2(std / 4.3)))
+        return (ints.reshape(rows, cols) * scale).astype("float32")
+
+    tensors = {"rwkv.embeddings.weight": grouped(VOCAB, HIDDEN, 1.0)}
     for i in range(LAYERS):
         b = f"rwkv.blocks.{i}"
         lns = ("pre_ln", "ln1", "ln2") if i == 0 else ("ln1", "ln2")
@@ -130,19 +141,19 @@ def tiny_rwkv_v5_v6_files(
             tensors[f"{a}.time_decay"] = rand(1, 1, HIDDEN, scale=0.5) - 1.0
         tensors[f"{a}.time_faaaa"] = rand(heads, HEAD_SIZE, scale=0.5)
         for name in ("key", "value", "receptance", "gate", "output"):
-            tensors[f"{a}.{name}.weight"] = rand(HIDDEN, HIDDEN)
+            tensors[f"{a}.{name}.weight"] = grouped(HIDDEN, HIDDEN, 0.2)
         tensors[f"{a}.ln_x.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
         tensors[f"{a}.ln_x.bias"] = rand(HIDDEN, scale=0.1)
         f = f"{b}.feed_forward"
         prefix = "time_mix" if version == 5 else "time_maa"
         tensors[f"{f}.{prefix}_key" if version == 5 else f"{f}.{prefix}_k"] = mix(1, 1, HIDDEN)
         tensors[f"{f}.{prefix}_receptance" if version == 5 else f"{f}.{prefix}_r"] = mix(1, 1, HIDDEN)
-        tensors[f"{f}.key.weight"] = rand(INTERMEDIATE_V5, HIDDEN)
-        tensors[f"{f}.receptance.weight"] = rand(HIDDEN, HIDDEN)
-        tensors[f"{f}.value.weight"] = rand(HIDDEN, INTERMEDIATE_V5)
+        tensors[f"{f}.key.weight"] = grouped(INTERMEDIATE_V5, HIDDEN, 0.2)
+        tensors[f"{f}.receptance.weight"] = grouped(HIDDEN, HIDDEN, 0.2)
+        tensors[f"{f}.value.weight"] = grouped(HIDDEN, INTERMEDIATE_V5, 0.2)
     tensors["rwkv.ln_out.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
     tensors["rwkv.ln_out.bias"] = rand(HIDDEN, scale=0.1)
-    tensors["head.weight"] = rand(VOCAB, HIDDEN, scale=0.5)
+    tensors["head.weight"] = grouped(VOCAB, HIDDEN, 0.5)
     if overflow:
         tensors["head.weight"] = np.sign(tensors["head.weight"]) * np.float32(60000.0)
     if poison_nan:

@@ -107,7 +107,17 @@ def test_params_that_disagree_with_the_config_fail(tmp_path: Path) -> None:
         bundle / "params", params_index="ndarray-cache.json", chat_config=config, quantization="q4f32_1"
     )
     assert "embeddings.q_weight: 128 rows, but vocab_size is 256" in result.problems
-    assert "ln_out.weight: float16, but q4f32_1 stores float32" in result.problems
+    assert "embeddings.q_scale: float16, but q4f32_1 stores float32" in result.problems
+    # RWKV keeps 1-D parameters such as the GroupNorm and time decay in float32 under any quantization.
+    assert not any(p.startswith("ln_out.weight") for p in result.problems)
+
+
+def test_storage_dtypes_follow_the_quantization_name() -> None:
+    assert gates._storage_dtype("q4bf16_1") == "bfloat16" and gates._storage_dtype("q0bf16") == "bfloat16"
+    assert gates._storage_dtype("q4f16_1") == "float16" and gates._storage_dtype("q4f32_1") == "float32"
+    ln_x = {"dtype": "float32", "shape": [64]}
+    assert not gates._holds_model_dtype("model.blocks.0.attention.ln_x.weight", ln_x)
+    assert gates._holds_model_dtype("head.q_scale", {"dtype": "float16", "shape": [65536, 2]})
 
 
 def test_a_library_that_does_not_load_here_is_not_run_not_passed(tmp_path: Path) -> None:

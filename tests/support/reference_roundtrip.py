@@ -1,0 +1,121 @@
+"""Runs INSIDE the wheel toolchain (torch + rwkv): checks the parity gate's own weight
+conversion. A tiny RWKV-5.2 and RWKV-6 model is made in the layout the reference
+package loads directly (the original `.pth` names), run by the reference as it is;
+then written in the Hugging Face layout (with a table of this file's own, not the
+factory's) and run through factory/reference_script.py. The logits must be equal.
+
+    python reference_roundtrip.py FACTORY_DIR WORK_DIR
+Prints `ROUNDTRIP {json}` with the largest difference per version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RWKV_JIT_ON", "0")
+os.environ.setdefault("RWKV_CUDA_ON", "0")
+
+HIDDEN, HEAD, FFN, VOCAB, LAYERS = 64, 64, 224, 512, 2
+TOKENS = [3, 17, 250, 9, 77, 400, 1, 33]
+
+
+def original_layout(version: int) -> dict[str, Any]:
+    import torch
+
+    gen = torch.Generator().manual_seed(version)
+
+    def rand(*shape: int, scale: float = 0.3) -> Any:
+        return torch.randn(*shape, generator=gen) * scale
+
+    heads = HIDDEN // HEAD
+    w = {"emb.weight": rand(VOCAB, HIDDEN, scale=1.0), "blocks.0.ln0.weight": 1 + rand(HIDDEN, scale=0.1),
+         "blocks.0.ln0.bias": rand(HIDDEN, scale=0.1)}  # fmt: skip
+    for i in range(LAYERS):
+        b = f"blocks.{i}"
+        for ln in ("ln1", "ln2"):
+            w[f"{b}.{ln}.weight"] = 1 + rand(HIDDEN, scale=0.1)
+            w[f"{b}.{ln}.bias"] = rand(HIDDEN, scale=0.1)
+        if version == 5:
+            for k in ("k", "v", "r", "g"):
+                w[f"{b}.att.time_mix_{k}"] = torch.rand(1, 1, HIDDEN, generator=gen)
+            w[f"{b}.att.time_decay"] = rand(heads, HEAD) - 1
+        else:
+            for k in ("x", "w", "k", "v", "r", "g"):
+                w[f"{b}.att.time_maa_{k}"] = torch.rand(1, 1, HIDDEN, generator=gen)
+            w[f"{b}.att.time_maa_w1"] = rand(HIDDEN, 32 * 5, scale=0.05)
+            w[f"{b}.att.time_maa_w2"] = rand(5, 32, HIDDEN, scale=0.05)
+            w[f"{b}.att.time_decay_w1"] = rand(HIDDEN, 64, scale=0.05)
+            w[f"{b}.att.time_decay_w2"] = rand(64, HIDDEN, scale=0.05)
+            w[f"{b}.att.time_decay"] = rand(1, 1, HIDDEN) - 1
+        w[f"{b}.att.time_faaaa"] = rand(heads, HEAD)
+        for name in ("key", "value", "receptance", "gate", "output"):
+            w[f"{b}.att.{name}.weight"] = rand(HIDDEN, HIDDEN)
+        w[f"{b}.att.ln_x.weight"] = 1 + rand(HIDDEN, scale=0.1)
+        w[f"{b}.att.ln_x.bias"] = rand(HIDDEN, scale=0.1)
+        mix = ("time_mix_k", "time_mix_r") if version == 5 else ("time_maa_k", "time_maa_r")
+        for name in mix:
+            w[f"{b}.ffn.{name}"] = torch.rand(1, 1, HIDDEN, generator=gen)
+        w[f"{b}.ffn.key.weight"] = rand(FFN, HIDDEN)
+        w[f"{b}.ffn.receptance.weight"] = rand(HIDDEN, HIDDEN)
+        w[f"{b}.ffn.value.weight"] = rand(HIDDEN, FFN)
+    w["ln_out.weight"] = 1 + rand(HIDDEN, scale=0.1)
+    w["ln_out.bias"] = rand(HIDDEN, scale=0.1)
+    w["head.weight"] = rand(VOCAB, HIDDEN, scale=0.5)
+    return w
+
+
+# Original names -> Hugging Face names (RWKV/rwkv-5-world-*, RWKV/v6-Finch-*-HF).
+_HF_PART = {"att": "attention", "ffn": "feed_forward", "ln0": "pre_ln"}
+_HF_LEAF = {"time_mix_k": "time_mix_key", "time_mix_v": "time_mix_value", "time_mix_r": "time_mix_receptance",
+            "time_mix_g": "time_mix_gate"}  # fmt: skip
+
+
+def hf_name(name: str) -> str:
+    if name == "head.weight":
+        return name
+    if name.startswith("emb."):
+        return "rwkv.embeddings." + name[len("emb.") :]
+    if name.startswith("ln_out."):
+        return "rwkv." + name
+    _, block, part, leaf, *rest = name.split(".")
+    return ".".join(["rwkv", "blocks", block, _HF_PART.get(part, part), _HF_LEAF.get(leaf, leaf), *rest])
+
+
+def main(factory_dir: str, work_dir: str) -> None:
+    import numpy as np
+    import torch
+    from rwkv.model import RWKV
+    from safetensors.torch import save_file
+
+    work = Path(work_dir)
+    report = {}
+    for version in (5, 6):
+        weights = original_layout(version)
+        original = work / f"v{version}-original"
+        torch.save({k: v.clone() for k, v in weights.items()}, f"{original}.pth")
+        model = RWKV(model=str(original), strategy="cpu fp32", verbose=False)
+        state, rows = None, []
+        for token in TOKENS:
+            logits, state = model.forward([token], state)
+            rows.append(logits.float().numpy())
+        direct = np.stack(rows)
+        hf = work / f"v{version}-hf"
+        hf.mkdir(exist_ok=True)
+        save_file({hf_name(k): v.contiguous() for k, v in weights.items()}, str(hf / "model.safetensors"))
+        (hf / "config.json").write_text(json.dumps({"model_type": f"rwkv{version}"}))
+        (work / "tokens.json").write_text(json.dumps(TOKENS))
+        out = work / f"v{version}-converted.npy"
+        script = Path(factory_dir) / "reference_script.py"
+        subprocess.run([sys.executable, str(script), str(hf), str(work / "tokens.json"), str(out)], check=True)
+        converted = np.load(out)
+        report[f"v{version}"] = {"max_abs_diff": float(np.abs(direct - converted).max()), "version": model.version}
+    print("ROUNDTRIP " + json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
