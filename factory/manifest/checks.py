@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from ..matrix import expand_cells, rule_matches
 from ..toolchains import FLOWS, Unsupported
 from ..yamlfile import PathKey
-from .model import NAME_RE, Manifest, Model
+from .model import NAME_RE, Manifest, Model, Toolchain
 
 # Which runner serves which device kinds. The container runner is Docker on
 # Linux; the host runner is the macOS metal-runner prefix.
@@ -196,6 +196,8 @@ def _toolchains(m: Manifest, root: Path) -> Iterator[Finding]:
                     f"{switch} needs CUDA, which this toolchain does not build",
                     f"set build.cuda: true or build.{switch}: false",
                 )
+        if toolchain.is_wheel:
+            yield from _wheel_toolchain(name, toolchain)
         if options.cuda and toolchain.cuda_version is None:
             yield Finding(
                 ("toolchains", name, "cuda_version"),
@@ -205,6 +207,27 @@ def _toolchains(m: Manifest, root: Path) -> Iterator[Finding]:
         for j, patch in enumerate(toolchain.patches):
             yield from _project_file(
                 base, patch.path, ("toolchains", name, "patches", j, "path"), "patch", "patches/legacy/NAME.patch"
+            )
+
+
+# What the apache-tvm wheel from PyPI is built with (FACTS: LLVM and CUDA on; Metal,
+# Vulkan, cuBLAS and CUTLASS off). A wheel toolchain cannot switch more on.
+_WHEEL_LACKS = ("metal", "vulkan", "cublas", "cutlass")
+
+
+def _wheel_toolchain(name: str, toolchain: Toolchain) -> Iterator[Finding]:
+    if toolchain.flow != "current":
+        yield Finding(
+            ("toolchains", name, "flow"),
+            "a TVM wheel toolchain runs the current flow (mlc-llm's python/ package without libmlc_llm)",
+            "set flow: current, or pin tvm to a relax commit for the legacy flow",
+        )
+    for switch in _WHEEL_LACKS:
+        if getattr(toolchain.build, switch):
+            yield Finding(
+                ("toolchains", name, "build", switch),
+                f"the apache-tvm wheel is not built with {switch}",
+                f"set build.{switch}: false, or use a source-built toolchain (tvm: {{repo, commit}})",
             )
 
 

@@ -201,3 +201,36 @@ def test_describe_lists_every_file_with_its_sha256(tmp_path: Path) -> None:
     assert {f.path for f in files} == {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     for f in files:
         assert f.sha256 == hashlib.sha256((bundle / f.path).read_bytes()).hexdigest()
+
+
+CUDA_SOURCE_ONLY = """
+import sys
+import tvm
+from tvm.script import tirx as T
+
+@T.prim_func
+def add(a: T.Buffer((64,), "float32"), b: T.Buffer((64,), "float32")):
+    T.func_attr({"global_symbol": "add", "tirx.noalias": True})
+    for i in T.thread_binding(64, thread="threadIdx.x"):
+        b[i] = a[i] + T.float32(1.0)
+
+target = tvm.target.Target({"kind": "cuda", "arch": "sm_80"}, host="llvm")
+tvm.compile(tvm.IRModule({"add": add}), target=target).export_library(sys.argv[1])
+"""
+
+
+def test_a_cuda_library_that_kept_its_source_fails_the_library_gate(tmp_path: Path) -> None:
+    """Real TVM on a host without libcuda.so.1 (this one) "compiles" CUDA without running
+    nvcc: the library keeps CUDA C source, and no GPU can load it. The gate says so."""
+    import subprocess
+    import sys
+
+    script, library = tmp_path / "compile.py", tmp_path / "kernel.so"
+    script.write_text(CUDA_SOURCE_ONLY)
+    subprocess.run([sys.executable, str(script), str(library)], check=True, capture_output=True)
+    problem = gates.cuda_code_problem(library)
+    assert problem is not None and "nvcc never ran" in problem
+    # A library with a fatbin container in it is not flagged.
+    fat = tmp_path / "fat.so"
+    fat.write_bytes(library.read_bytes().replace(b"__global__", b"__device__") + b"\x50\xed\x55\xba")
+    assert gates.cuda_code_problem(fat) is None

@@ -77,6 +77,12 @@ BAD_INPUTS: dict[str, tuple[Edit, str, str]] = {
         "unknown key",
     ),
     "missing required key": (_delete(("models", 0, "hf")), "models[0].hf", "required"),
+    "a TVM wheel toolchain asks for Metal": (
+        _set(("toolchains", "current-v0.20.0", "tvm"), {"wheel": "apache-tvm==0.26.0"}),
+        "toolchains.current-v0.20.0.build.metal",
+        "apache-tvm wheel is not built with metal",
+    ),
+    "unknown weight format": (_set(("models", 0, "hf", "format"), "gguf"), "models[0].hf.format", "safetensors"),
     "unknown toolchain": (_set(("models", 0, "toolchain"), "nope"), "models[0].toolchain", "unknown toolchain"),
     "unknown quantization": (_append(("quantizations",), "q4f16"), "quantizations[3]", "unknown quantization"),
     "quantization unknown to the legacy toolchain": (
