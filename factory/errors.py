@@ -73,6 +73,12 @@ class NetworkError(FactoryError):
     exit_code = 3
 
 
+class LocalDiskError(FactoryError):
+    """This machine's disk cannot take the files: too little free space, or a write failed. Exit code 7."""
+
+    exit_code = 7
+
+
 def read_input_text(path: Path, *, what: str, fix: str) -> str:
     """A UTF-8 input file's text, or an InputError naming the file and how to fix it."""
     try:

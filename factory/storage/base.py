@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,10 +36,47 @@ class PreconditionFailed(Exception):
     """A conditional write lost a race (the document changed, or already exists)."""
 
 
+class TransferCancelled(Exception):
+    """Raised by a progress callback to stop a transfer (another worker failed, or Ctrl-C).
+    Backends let it through unchanged."""
+
+
+class LocalWriteError(Exception):
+    """Writing downloaded bytes to a local file failed (disk full, quota, read-only).
+    Backends let it through unchanged, so the caller can tell it from a store failure."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        super().__init__(f"{path}: {error.strerror or error}")
+        self.path = path
+        self.error = error
+
+
 @dataclass(frozen=True)
 class Document:
     data: bytes
     etag: str
+
+
+def append_blocks(
+    blocks: Iterable[bytes], dest: Path, progress: Progress | None = None, hasher: Hasher | None = None
+) -> None:
+    """Append `blocks` to `dest`, feeding each to `hasher` and `progress`; the one place a
+    backend writes a download, so a local write error always surfaces as LocalWriteError."""
+    try:
+        writer = dest.open("ab")
+    except OSError as exc:
+        raise LocalWriteError(dest, exc) from exc
+    with writer:
+        for block in blocks:
+            try:
+                writer.write(block)
+                writer.flush()
+            except OSError as exc:
+                raise LocalWriteError(dest, exc) from exc
+            if hasher is not None:
+                hasher.update(block)
+            if progress:
+                progress(len(block))
 
 
 def blob_key(digest: str) -> str:

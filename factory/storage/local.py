@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..bundle import sha256_file
-from .base import Document, Hasher, PreconditionFailed, Progress, StoreError, blob_key
+from .base import Document, Hasher, PreconditionFailed, Progress, StoreError, append_blocks, blob_key
 
 
 class LocalStore:
@@ -57,14 +57,9 @@ class LocalStore:
         if not source.is_file():
             raise StoreError(f"{self.url}: blob {digest} is missing")
         offset = dest.stat().st_size if dest.exists() else 0
-        with source.open("rb") as reader, dest.open("ab") as writer:
+        with source.open("rb") as reader:
             reader.seek(offset)
-            while block := reader.read(1 << 22):
-                writer.write(block)
-                if hasher is not None:
-                    hasher.update(block)
-                if progress:
-                    progress(len(block))
+            append_blocks(iter(lambda: reader.read(1 << 22), b""), dest, progress, hasher)
 
     def get_doc(self, key: str) -> Document | None:
         path = self._path(key)

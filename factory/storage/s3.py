@@ -16,7 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import Document, Hasher, PreconditionFailed, Progress, StoreAccessError, StoreError, blob_key
+from .base import (
+    Document,
+    Hasher,
+    LocalWriteError,
+    PreconditionFailed,
+    Progress,
+    StoreAccessError,
+    StoreError,
+    TransferCancelled,
+    append_blocks,
+    blob_key,
+)
 
 _ACCESS_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken", "ExpiredToken"}
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -146,13 +157,9 @@ class S3Store:
             args["Range"] = f"bytes={offset}-"
         try:
             response = self.client.get_object(**args)
-            with dest.open("ab") as writer:
-                for block in response["Body"].iter_chunks(1 << 22):
-                    writer.write(block)
-                    if hasher is not None:
-                        hasher.update(block)
-                    if progress:
-                        progress(len(block))
+            append_blocks(response["Body"].iter_chunks(1 << 22), dest, progress, hasher)
+        except (LocalWriteError, TransferCancelled):
+            raise  # this machine's disk, or the caller stopping us: not the store's failure
         except Exception as exc:
             raise self._fail(exc, f"downloading blob {digest[:12]}") from None
 

@@ -1,0 +1,89 @@
+"""Several real `factory pull` processes at once, sharing one blob cache: two targets
+of one model share their params blobs, some pulls share an output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.bundles import make_bundle
+from tests.support.run import FACTORY, REPO, factory
+
+MODEL, QUANT = "rwkv-5-world-tiny", "q4f16_1"
+
+
+def _unique_bytes(*bundles: Path) -> int:
+    sizes: dict[str, int] = {}
+    for bundle in bundles:
+        for entry in json.loads((bundle / "factory-bundle.json").read_text())["files"]:
+            sizes[entry["sha256"]] = int(entry["size"])
+    return sum(sizes.values())
+
+
+def _downloaded(stdout: str) -> int:
+    found = re.search(r"\((\d+) bytes downloaded\)", stdout)
+    assert found, stdout
+    return int(found.group(1))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
+    """Two targets of one model (the params blobs are shared) in a local store."""
+    root = tmp_path_factory.mktemp("published")
+    store = f"file://{root / 'store'}"
+    first = make_bundle(root / "dist", target="cuda-sm80", megabytes=48)
+    second = make_bundle(root / "dist", target="cuda-sm90", params_from=first)
+    done = factory("publish", str(first), str(second), "--store", store)
+    assert done.returncode == 0, done.stderr
+    return store, first, second
+
+
+@pytest.mark.parametrize("round_", [1, 2])
+def test_concurrent_pulls_sharing_a_cache_all_succeed_and_fetch_each_blob_once(
+    published: tuple[str, Path, Path], tmp_path: Path, round_: int
+) -> None:
+    store, first, second = published
+    cache = tmp_path / "cache"
+    shared = tmp_path / "shared"
+    pulls = [
+        ("cuda-sm80", shared),  # two pulls of one bundle into one folder
+        ("cuda-sm80", shared),
+        ("cuda-sm90", shared),  # another bundle into the same folder
+        ("cuda-sm80", tmp_path / "own-a"),
+        ("cuda-sm90", tmp_path / "own-b"),
+        ("cuda-sm90", tmp_path / "own-c"),
+    ]
+    env = {**os.environ, "FACTORY_CACHE": str(cache)}
+    procs = [
+        subprocess.Popen(
+            [str(FACTORY), "pull", MODEL, "-q", QUANT, "-t", target, "--store", store, "--out", str(out), "-j", "4"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env,
+        )
+        for target, out in pulls
+    ]
+    results = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, stderr) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, stderr
+        assert "Traceback" not in stderr
+    # A blob one process finished is taken from the cache by the others, never fetched twice.
+    fetched = sum(_downloaded(out) for out, _ in results)
+    assert fetched == _unique_bytes(first, second)
+    for target, out in pulls:
+        folder = out / f"{MODEL}-{QUANT}-{target}"
+        checked = factory("verify", str(folder))
+        assert checked.returncode == 0, checked.stderr
+    assert sorted(p.name for p in shared.iterdir() if not p.name.startswith(".")) == [
+        f"{MODEL}-{QUANT}-cuda-sm80",
+        f"{MODEL}-{QUANT}-cuda-sm90",
+    ]
+    assert [p.name for p in shared.iterdir() if p.name.startswith(".") and p.is_dir()] == []
+    assert list((cache / "partial").glob("*.part")) == []
