@@ -410,15 +410,27 @@ def gc(
     store: StoreOption = None,
     endpoint_url: EndpointOption = None,
     delete: Annotated[bool, typer.Option("--delete", help="Delete; without it, only list (dry run).")] = False,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Keep unreferenced blobs younger than this (e.g. 30m, 24h, 7d; 0: none).")
+    ] = "24h",
 ) -> None:
-    """Remove blobs no bundle manifest references (a dry run unless --delete). Do not run it during a publish."""
-    from .housekeeping import gc as do_gc
+    """Remove blobs no bundle manifest references (a dry run unless --delete).
 
-    report = do_gc(_open_store(store, endpoint_url), delete=delete)
+    Blobs younger than --grace are kept, so a publish running meanwhile keeps the blobs
+    it uploaded before its manifests."""
+    from .housekeeping import gc as do_gc
+    from .housekeeping import parse_duration
+
+    seconds = parse_duration(grace)
+    report = do_gc(_open_store(store, endpoint_url), delete=delete, grace=seconds)
     for digest in report.unreferenced:
         typer.echo(digest)
     verb = "deleted" if report.deleted else "would delete (dry run; pass --delete)"
     typer.echo(f"{verb} {len(report.unreferenced)} unreferenced blob(s)")
+    if report.young:
+        typer.echo(
+            f"kept {len(report.young)} unreferenced blob(s) younger than {grace} (a publish may still be running)"
+        )
 
 
 @app.command()

@@ -26,20 +26,54 @@ def referenced_blobs(store: Store) -> set[str]:
     return digests
 
 
+DEFAULT_GRACE = 24 * 3600.0
+"""Unreferenced blobs younger than this are kept: a running publish uploads its blobs
+before the manifests that reference them."""
+
+
 @dataclass(frozen=True)
 class GcReport:
     unreferenced: tuple[str, ...]
+    """Unreferenced blobs old enough to delete (deleted when `deleted`)."""
+    young: tuple[str, ...]
+    """Unreferenced blobs kept because they are younger than the grace period."""
     deleted: bool
+    grace: float
 
 
-def gc(store: Store, *, delete: bool) -> GcReport:
+def gc(store: Store, *, delete: bool, grace: float = DEFAULT_GRACE, now: float | None = None) -> GcReport:
+    """Unreferenced blobs, deleted with `delete` unless written less than `grace` seconds ago."""
     keep = referenced_blobs(store)
-    blobs = {key.rsplit("/", 2)[-2] + key.rsplit("/", 1)[-1]: key for key in store.list_keys("blobs/sha256/")}
-    unreferenced = tuple(sorted(d for d in blobs if d not in keep))
+    now = time.time() if now is None else now
+    old: dict[str, str] = {}
+    young: list[str] = []
+    for stored in store.list_objects("blobs/sha256/"):
+        digest = stored.key.rsplit("/", 2)[-2] + stored.key.rsplit("/", 1)[-1]
+        if digest in keep:
+            continue
+        if now - stored.modified < grace:
+            young.append(digest)
+        else:
+            old[digest] = stored.key
+    unreferenced = tuple(sorted(old))
     if delete:
         for digest in unreferenced:
-            store.delete(blobs[digest])
-    return GcReport(unreferenced, delete)
+            store.delete(old[digest])
+    return GcReport(unreferenced, tuple(sorted(young)), delete, grace)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90s', '30m', '24h', '7d' or '0'."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    try:
+        if value == "0":
+            return 0.0
+        if value and value[-1] in units and float(value[:-1]) >= 0:
+            return float(value[:-1]) * units[value[-1]]
+    except ValueError:
+        pass
+    raise UsageError(f"--grace {text!r} is not a duration", hint="write it like 90s, 30m, 24h, 7d, or 0 for none")
 
 
 def verify_store(store: Store) -> tuple[int, int]:

@@ -57,6 +57,14 @@ class Document:
     etag: str
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: float
+    """When the object was last written, in seconds since the epoch (the backend's clock)."""
+
+
 def append_blocks(
     blocks: Iterable[bytes], dest: Path, progress: Progress | None = None, hasher: Hasher | None = None
 ) -> None:
@@ -113,6 +121,10 @@ class Store(Protocol):
         ...
 
     def list_keys(self, prefix: str) -> Iterator[str]: ...
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Like list_keys, with each object's size and last write time (gc's grace period)."""
+        ...
 
     def delete(self, key: str) -> None: ...
 

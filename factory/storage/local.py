@@ -11,13 +11,14 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..bundle import sha256_file
-from .base import Document, Hasher, PreconditionFailed, Progress, StoreError, append_blocks, blob_key
+from .base import Document, Hasher, PreconditionFailed, Progress, StoredObject, StoreError, append_blocks, blob_key
 
 
 class LocalStore:
@@ -94,14 +95,23 @@ class LocalStore:
         return hashlib.sha256(data).hexdigest()
 
     def list_keys(self, prefix: str) -> Iterator[str]:
+        for stored in self.list_objects(prefix):
+            yield stored.key
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         base = self._path(prefix)
         start = base if base.is_dir() else base.parent
         if not start.is_dir():
             return
         for path in sorted(start.rglob("*")):
             key = path.relative_to(self.root).as_posix()
-            if path.is_file() and key.startswith(prefix) and not path.name.startswith("."):
-                yield key
+            if key.startswith(prefix) and not path.name.startswith("."):
+                try:
+                    info = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted while listing
+                if stat.S_ISREG(info.st_mode):
+                    yield StoredObject(key, info.st_size, info.st_mtime)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

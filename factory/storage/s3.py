@@ -23,6 +23,7 @@ from .base import (
     PreconditionFailed,
     Progress,
     StoreAccessError,
+    StoredObject,
     StoreError,
     TransferCancelled,
     append_blocks,
@@ -196,11 +197,16 @@ class S3Store:
         return str(response["ETag"]).strip('"')
 
     def list_keys(self, prefix: str) -> Iterator[str]:
+        for stored in self.list_objects(prefix):
+            yield stored.key
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield str(item["Key"])[len(self.prefix) :]
+                    key = str(item["Key"])[len(self.prefix) :]
+                    yield StoredObject(key, int(item["Size"]), item["LastModified"].timestamp())
         except Exception as exc:
             raise self._fail(exc, f"listing {prefix}") from None
 

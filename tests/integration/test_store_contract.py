@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,11 +284,44 @@ def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: St
     assert yanked.version == "1.1.0"  # yank withdraws, never deletes
     digest, path = _blob(tmp_path, b"orphan")
     store.put_blob(digest, path)
-    dry = gc(store, delete=False)
+    later = time.time() + 2 * 86400  # past the default grace period
+    dry = gc(store, delete=False, now=later)
     assert dry.unreferenced == (digest,) and store.has_blob(digest)
-    assert gc(store, delete=True).unreferenced == (digest,)
+    assert gc(store, delete=True, now=later).unreferenced == (digest,)
     assert not store.has_blob(digest)
-    assert gc(store, delete=False).unreferenced == ()
+    assert gc(store, delete=False, now=later).unreferenced == ()
+
+
+def test_gc_delete_keeps_the_blobs_of_a_publish_still_running(store: Store, tmp_path: Path) -> None:
+    """A publish uploads blobs before the manifest that references them: until then they
+    are unreferenced, and only their age tells gc to leave them alone."""
+    from factory.housekeeping import gc
+
+    publish(store, [make_bundle(tmp_path / "done", version="1.0.0", seed=1)])
+    running = make_bundle(tmp_path / "running", version="1.1.0", seed=2, megabytes=0.1)
+    files = json.loads((running / "factory-bundle.json").read_text())["files"]
+    uploaded = store.missing_blobs({f["sha256"] for f in files})  # some are shared with 1.0.0
+    assert uploaded
+    for digest in uploaded:
+        store.put_blob(digest, running / next(f["path"] for f in files if f["sha256"] == digest))
+    report = gc(store, delete=True)
+    assert report.unreferenced == () and set(report.young) == uploaded
+    assert store.missing_blobs(uploaded) == set()
+    publish(store, [running])  # the publish finishes: its manifest now references them
+    assert gc(store, delete=True, grace=0).unreferenced == ()
+    # Without a grace period the same moment would have cost the running publish its blobs.
+    digest, path = _blob(tmp_path, b"uploaded a moment ago")
+    store.put_blob(digest, path)
+    assert gc(store, delete=True, grace=0).unreferenced == (digest,) and not store.has_blob(digest)
+
+
+def test_list_objects_gives_size_and_write_time(store: Store, tmp_path: Path) -> None:
+    before = time.time()
+    digest, path = _blob(tmp_path, b"x" * 1234)
+    store.put_blob(digest, path)
+    [stored] = list(store.list_objects("blobs/"))
+    assert stored.key == blob_key(digest) and stored.size == 1234
+    assert before - 5 <= stored.modified <= time.time() + 5
 
 
 def test_wrong_credentials_on_rgw_are_a_clear_access_error_without_retries(
