@@ -365,17 +365,11 @@ def ls(store: StoreOption = None, endpoint_url: EndpointOption = None) -> None:
     source = _open_store(store, endpoint_url)
     index, _ = read_index(source)
     table = Table("bundle", "version", "size MB", "flow", "published", "status", box=None)
-    for name, entry in sorted(index["bundles"].items()):
-        for version, record in sorted(entry["versions"].items(), key=lambda kv: kv[1]["published_at"]):
-            status = "yanked" if record.get("yanked") else ("latest" if entry.get("latest") == version else "")
-            table.add_row(
-                name,
-                version,
-                f"{record['size'] / 1e6:.1f}",
-                record["compatibility"]["flow"],
-                record["published_at"],
-                status,
-            )
+    for name, entry in sorted(index.bundles.items()):
+        for version, record in sorted(entry.versions.items(), key=lambda kv: kv[1].published_at):
+            status = "yanked" if record.yanked else ("latest" if entry.latest == version else "")
+            flow = record.compatibility.flow
+            table.add_row(name, version, f"{record.size / 1e6:.1f}", flow, record.published_at, status)
     console = Console()
     if not console.is_terminal:
         console.width = 200
@@ -391,12 +385,17 @@ def verify(
     """Check every byte against its manifest."""
     path = Path(what)
     if "://" not in what and path.is_dir():
-        from .bundle import read_manifest
+        from .documents import BUNDLE_MANIFEST, BundleManifest, read_file
         from .integrity import check_bundle_dir
 
-        manifest = read_manifest(path)
+        if not (path / BUNDLE_MANIFEST).is_file():
+            raise UsageError(
+                f"{path} is not a bundle folder (no {BUNDLE_MANIFEST})",
+                hint="give a folder `factory pull` or `factory build` made, or a store URL",
+            )
+        manifest = read_file(BundleManifest, path / BUNDLE_MANIFEST, fix=f"pull or rebuild {path}; do not edit it")
         check_bundle_dir(path, manifest)
-        typer.echo(f"{path}: {len(manifest['files'])} files match their manifest")
+        typer.echo(f"{path}: {len(manifest.files)} files match their manifest")
         return
     from .housekeeping import verify_store
 
@@ -449,7 +448,7 @@ def yank(
 
     name = f"{model}/{quant}/{target}"
     index = do_yank(_open_store(store, endpoint_url), name, version, reason)
-    typer.echo(f"yanked {name} {version}; latest is now {index['bundles'][name].get('latest') or 'none'}")
+    typer.echo(f"yanked {name} {version}; latest is now {index.bundles[name].latest or 'none'}")
 
 
 @app.command()

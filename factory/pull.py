@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import shutil
 import subprocess
@@ -13,14 +11,13 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .blob_cache import blob_path, check_room, disk_error, fetch_blob, folder_lock, is_cached, partial_size
-from .bundle import BUNDLE_MANIFEST, BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
+from .bundle import BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
+from .documents import BUNDLE_MANIFEST, Index, IndexRecord
 from .errors import UsageError
-from .integrity import IntegrityError, safe_relative
-from .storage.base import LocalWriteError, Store, StoreError, TransferCancelled
-from .store_index import read_index
+from .storage.base import LocalWriteError, Store, TransferCancelled
+from .store_index import read_bundle_manifest, read_index
 from .transfer_progress import byte_progress
 
 
@@ -33,33 +30,33 @@ class Pulled:
     downloaded_bytes: int
 
 
-def resolve(store: Store, model: str, quant: str, target: str, version: str | None) -> tuple[str, str, dict[str, Any]]:
+def resolve(store: Store, model: str, quant: str, target: str, version: str | None) -> tuple[str, str, IndexRecord]:
     index, _ = read_index(store)
     if target == "auto":
         target = auto_target(index, model, quant)
     name = f"{model}/{quant}/{target}"
-    entry = index["bundles"].get(name)
+    entry = index.bundles.get(name)
     if entry is None:
-        known = sorted(index["bundles"])
+        known = sorted(index.bundles)
         raise UsageError(
             f"{store.url} has no bundle {name}",
             hint="`factory ls --store ...` lists them" + (f"; e.g. {known[0]}" if known else " (the store is empty)"),
         )
-    chosen = version or entry.get("latest")
+    chosen = version or entry.latest
     if chosen is None:
         raise UsageError(f"every version of {name} is yanked", hint="pass --version to pull a yanked one on purpose")
-    record = entry["versions"].get(chosen)
+    record = entry.versions.get(chosen)
     if record is None:
-        raise UsageError(f"{name} has no version {chosen}", hint=f"published: {', '.join(sorted(entry['versions']))}")
+        raise UsageError(f"{name} has no version {chosen}", hint=f"published: {', '.join(sorted(entry.versions))}")
     return name, chosen, record
 
 
-def auto_target(index: dict[str, Any], model: str, quant: str) -> str:
+def auto_target(index: Index, model: str, quant: str) -> str:
     """The target of model/quant whose device this host has, where that can be told."""
     candidates = {
         name.rsplit("/", 1)[-1]: entry
-        for name, entry in index["bundles"].items()
-        if name.startswith(f"{model}/{quant}/") and entry.get("latest")
+        for name, entry in index.bundles.items()
+        if name.startswith(f"{model}/{quant}/") and entry.latest
     }
     wanted: str | None = None
     if sys.platform == "darwin" and platform.machine() == "arm64":
@@ -75,8 +72,7 @@ def auto_target(index: dict[str, Any], model: str, quant: str) -> str:
             wanted = None
     if wanted is not None:
         for target, entry in sorted(candidates.items()):
-            device = str(entry["versions"][entry["latest"]]["compatibility"].get("device", ""))
-            if wanted in device:
+            if entry.latest and wanted in entry.versions[entry.latest].compatibility.device:
                 return str(target)
     raise UsageError(
         f"--target auto cannot tell which of {model}/{quant}'s targets fits this host "
@@ -97,28 +93,20 @@ def pull(
     jobs: int = 8,
 ) -> Pulled:
     name, version, record = resolve(store, model, quant, target, version)
-    doc = store.get_doc(record["manifest"])
-    if doc is None:
-        raise StoreError(f"{store.url}/{record['manifest']}: listed in the index but missing")
-    if hashlib.sha256(doc.data).hexdigest() != record["sha256"]:
-        raise IntegrityError(f"{store.url}/{record['manifest']}: the bundle manifest does not match the index")
-    manifest = json.loads(doc.data)
-    where = f"{store.url}/{record['manifest']}"
-    files = [(safe_relative(f["path"], where=where).as_posix(), f["sha256"], int(f["size"])) for f in manifest["files"]]
-    blobs = {digest: size for _, digest, size in files}
+    manifest, body = read_bundle_manifest(store, name, version, record)
+    blobs = manifest.blobs()
     wanted = {d: s for d, s in blobs.items() if not is_cached(cache, d, s)}
-    target_name = name.rsplit("/", 1)[-1]
-    dest = out.resolve() / f"{model}-{quant}-{target_name}"
+    dest = out.resolve() / f"{model}-{quant}-{name.rsplit('/', 1)[-1]}"
     # Sizes are in the manifest: refuse before the first byte rather than fill the disk.
     resumable = sum(min(partial_size(cache, d), s) for d, s in wanted.items())
     check_room(cache, dest.parent, download=sum(wanted.values()) - resumable, bundle=sum(blobs.values()))
-    names = {digest: path for path, digest, _ in files}
+    names = {f.sha256: f.path for f in manifest.files}
     fetched = _fetch_all(store, cache, wanted, names, f"pull {name}", jobs)
 
     def fill(tmp: Path) -> None:
-        for path, digest, _ in files:
-            link_or_copy(blob_path(cache, digest), tmp / path)
-        (tmp / BUNDLE_MANIFEST).write_bytes(doc.data)
+        for entry in manifest.files:
+            link_or_copy(blob_path(cache, entry.sha256), tmp / entry.path)
+        (tmp / BUNDLE_MANIFEST).write_bytes(body)
 
     # Two pulls into one output folder take turns; each swaps in a whole folder.
     with folder_lock(dest):
@@ -127,7 +115,7 @@ def pull(
         except OSError as exc:
             failure = LocalWriteError(Path(exc.filename or dest), exc)
             raise disk_error(failure, then="the blobs are in the cache; nothing was put in place") from None
-    run = str(manifest.get("run", "")).replace(BUNDLE_PLACEHOLDER, str(dest))
+    run = manifest.run.replace(BUNDLE_PLACEHOLDER, str(dest))
     return Pulled(dest, name, version, run, fetched)
 
 

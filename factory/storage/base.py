@@ -87,6 +87,24 @@ def append_blocks(
                 progress(len(block))
 
 
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
+
+
+def check_key(key: str, *, prefix: bool = False) -> str:
+    """`key` if it is a key of the store layout: plain segments joined by `/` (a prefix may
+    end in `/`). Every backend calls this before any I/O, so a key taken from a tampered
+    document (`../x.json`) never reaches a file system or a bucket."""
+    body = key[:-1] if prefix and key.endswith("/") else key
+    if not body or not all(_KEY_SEGMENT.match(part) for part in body.split("/")):
+        from ..integrity import IntegrityError
+
+        raise IntegrityError(
+            f"{key!r} is not a key of the store layout (plain names joined by '/'; no '..', no leading '/' or '.')",
+            hint="the key came from a damaged or tampered document; republish the bundle it belongs to",
+        )
+    return key
+
+
 def blob_key(digest: str) -> str:
     if not _DIGEST.match(digest):
         raise ValueError(f"not a sha256 hex digest: {digest!r}")

@@ -18,7 +18,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..bundle import sha256_file
-from .base import Document, Hasher, PreconditionFailed, Progress, StoredObject, StoreError, append_blocks, blob_key
+from .base import (
+    Document,
+    Hasher,
+    PreconditionFailed,
+    Progress,
+    StoredObject,
+    StoreError,
+    append_blocks,
+    blob_key,
+    check_key,
+)
 
 
 class LocalStore:
@@ -27,7 +37,7 @@ class LocalStore:
         self.url = f"file://{root}"
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return self.root / check_key(key)
 
     def has_blob(self, digest: str) -> bool:
         return self._path(blob_key(digest)).is_file()
@@ -99,7 +109,7 @@ class LocalStore:
             yield stored.key
 
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
-        base = self._path(prefix)
+        base = self.root / check_key(prefix, prefix=True)
         start = base if base.is_dir() else base.parent
         if not start.is_dir():
             return

@@ -28,6 +28,7 @@ from .base import (
     TransferCancelled,
     append_blocks,
     blob_key,
+    check_key,
 )
 
 _ACCESS_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken", "ExpiredToken"}
@@ -61,8 +62,8 @@ class S3Store:
     def _count(self, **_kwargs: Any) -> None:
         self.requests_sent += 1
 
-    def _key(self, key: str) -> str:
-        return self.prefix + key
+    def _key(self, key: str, *, prefix: bool = False) -> str:
+        return self.prefix + check_key(key, prefix=prefix)
 
     def _fail(self, exc: Exception, what: str) -> StoreError:
         from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
@@ -92,8 +93,9 @@ class S3Store:
     def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
+        full = self._key(key)
         try:
-            result: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            result: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=full)
             return result
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
@@ -167,8 +169,9 @@ class S3Store:
     def get_doc(self, key: str) -> Document | None:
         from botocore.exceptions import ClientError
 
+        full = self._key(key)
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            response = self.client.get_object(Bucket=self.bucket, Key=full)
             return Document(response["Body"].read(), str(response["ETag"]).strip('"'))
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
@@ -201,8 +204,9 @@ class S3Store:
             yield stored.key
 
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        full = self._key(prefix, prefix=True)
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for item in page.get("Contents", []):
                     key = str(item["Key"])[len(self.prefix) :]
@@ -211,7 +215,8 @@ class S3Store:
             raise self._fail(exc, f"listing {prefix}") from None
 
     def delete(self, key: str) -> None:
+        full = self._key(key)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self.bucket, Key=full)
         except Exception as exc:
             raise self._fail(exc, f"deleting {key}") from None

@@ -121,11 +121,11 @@ def test_a_publisher_killed_with_sigkill_is_finished_by_running_it_again(
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the publisher finished before it could be killed"
     s3 = open_store(store, endpoint_url=moto.endpoint)
-    assert read_index(s3)[0]["bundles"] == {}
+    assert read_index(s3)[0].bundles == {}
     again = factory("publish", str(bundle), "--store", store, env=moto.env())
     assert again.returncode == 0, again.stderr
     index, _ = read_index(s3)
-    assert index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["latest"] == "1.0.0"
+    assert index.bundles["rwkv-5-world-tiny/q4f16_1/cuda-sm80"].latest == "1.0.0"
     stored = sorted(s3.list_keys("blobs/"))
     assert stored == sorted({blob_key(f["sha256"]) for f in files})
 

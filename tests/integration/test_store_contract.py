@@ -121,7 +121,7 @@ def test_publishing_again_uploads_nothing_and_a_second_target_only_its_library(s
     library = second / "rwkv-5-world-tiny-q4f16_1-cuda-sm90.so"
     assert (report.uploaded_blobs, report.uploaded_bytes) == (1, library.stat().st_size)
     index, _ = read_index(store)
-    assert set(index["bundles"]) == {"rwkv-5-world-tiny/q4f16_1/cuda-sm80", "rwkv-5-world-tiny/q4f16_1/cuda-sm90"}
+    assert set(index.bundles) == {"rwkv-5-world-tiny/q4f16_1/cuda-sm80", "rwkv-5-world-tiny/q4f16_1/cuda-sm90"}
 
 
 class Crashing:
@@ -147,7 +147,7 @@ def test_a_publisher_killed_mid_upload_then_rerun_loses_and_duplicates_nothing(s
     with pytest.raises(KeyboardInterrupt):
         publish(Crashing(store, after=2), [bundle], jobs=1)
     index, _ = read_index(store)
-    assert index["bundles"] == {}, "nothing is indexed before all its blobs are in place"
+    assert index.bundles == {}, "nothing is indexed before all its blobs are in place"
     assert list(store.list_keys("bundles/")) == []
     report = publish(store, [bundle])
     files = json.loads((bundle / "factory-bundle.json").read_text())["files"]
@@ -155,7 +155,7 @@ def test_a_publisher_killed_mid_upload_then_rerun_loses_and_duplicates_nothing(s
     assert report.present_blobs == 2 and report.uploaded_blobs == len(digests) - 2
     assert sorted(store.list_keys("blobs/")) == sorted(blob_key(d) for d in digests)
     index, _ = read_index(store)
-    assert index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["latest"] == "1.0.0"
+    assert index.bundles["rwkv-5-world-tiny/q4f16_1/cuda-sm80"].latest == "1.0.0"
 
 
 def test_racing_publishers_keep_every_index_entry(backend: tuple[str, Any], tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_racing_publishers_keep_every_index_entry(backend: tuple[str, Any], tmp_
         t.join()
     assert errors == []
     index, _ = read_index(open_store(backend[0]))
-    assert set(index["bundles"]) == {f"rwkv-5-world-tiny/q4f16_1/t{i}" for i in range(6)}
+    assert set(index.bundles) == {f"rwkv-5-world-tiny/q4f16_1/t{i}" for i in range(6)}
 
 
 def _tamper(store: Store, backend: tuple[str, Any], digest: str, data: bytes) -> None:
@@ -253,15 +253,71 @@ def test_a_path_traversal_name_is_rejected_on_publish_and_on_pull(store: Store, 
     # A manifest that reached the store some other way is refused by pull before any write.
     manifest_path.write_text(good)
     publish(store, [bundle])
-    index, etag = read_index(store)
-    record = index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["versions"]["1.0.0"]
+    key = "bundles/rwkv-5-world-tiny/q4f16_1/cuda-sm80/1.0.0.json"
     body = json.dumps(evil).encode()
-    store.put_doc("bundles/evil.json", body)
-    record.update(manifest="bundles/evil.json", sha256=hashlib.sha256(body).hexdigest())
-    store.put_doc("index.json", json.dumps(index).encode(), if_match=etag)
+    store.delete(key)
+    store.put_doc(key, body)
+    _edit_record(store, manifest=key, sha256=hashlib.sha256(body).hexdigest())
     with pytest.raises(IntegrityError, match="unsafe file path"):
         _pull(store, tmp_path, "o")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "o").exists()
+
+
+def _edit_record(store: Store, **fields: Any) -> None:
+    """Change the index record of the test bundle's 1.0.0 by hand, as a tamperer would."""
+    doc = store.get_doc("index.json")
+    assert doc is not None
+    index = json.loads(doc.data)
+    index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["versions"]["1.0.0"].update(fields)
+    store.put_doc("index.json", json.dumps(index).encode(), if_match=doc.etag)
+
+
+class Reads:
+    """Records every document and blob a store is asked for."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner, self.url, self.keys = inner, inner.url, list[str]()
+
+    def get_doc(self, key: str) -> Any:
+        self.keys.append(key)
+        return self.inner.get_doc(key)
+
+    def get_blob(self, digest: str, *args: Any, **kwargs: Any) -> None:
+        self.keys.append(blob_key(digest))
+        self.inner.get_blob(digest, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("key", ["../x.json", "bundles/../../x.json", "/etc/passwd", "bundles/other/q/t/1.0.0.json"])
+def test_an_index_record_pointing_outside_the_layout_is_refused_before_any_read(
+    store: Store, tmp_path: Path, key: str
+) -> None:
+    from factory.documents import DocumentError
+
+    publish(store, [make_bundle(tmp_path / "dist")])
+    (tmp_path / "x.json").write_text("{}")  # what a local store would read for ../x.json
+    _edit_record(store, manifest=key)
+    reads = Reads(store)
+    with pytest.raises(DocumentError) as caught:
+        _pull(reads, tmp_path, "o")
+    assert reads.keys == ["index.json"], "nothing but the index was read"
+    rendered = caught.value.render()
+    assert f"{store.url}/index.json" in rendered and repr(key) in rendered and "fix:" in rendered
+    assert caught.value.exit_code == 4 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("key", ["../x.json", "a/../../x", "/abs", "a//b", ".hidden", "a\\b", ""])
+def test_every_backend_refuses_a_key_outside_its_layout_before_any_io(store: Store, key: str) -> None:
+    for call in (
+        lambda: store.get_doc(key),
+        lambda: store.put_doc(key, b"{}"),
+        lambda: store.delete(key),
+        lambda: list(store.list_keys(key)),
+    ):
+        with pytest.raises(IntegrityError, match="not a key of the store layout"):
+            call()
 
 
 def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: Store, tmp_path: Path) -> None:
@@ -270,10 +326,10 @@ def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: St
     publish(store, [make_bundle(tmp_path / "v1", version="1.0.0", seed=1)])
     publish(store, [make_bundle(tmp_path / "v2", version="1.1.0", seed=2)])
     name = "rwkv-5-world-tiny/q4f16_1/cuda-sm80"
-    assert read_index(store)[0]["bundles"][name]["latest"] == "1.1.0"
+    assert read_index(store)[0].bundles[name].latest == "1.1.0"
     yank(store, name, "1.1.0", "bad weights")
-    entry = read_index(store)[0]["bundles"][name]
-    assert entry["latest"] == "1.0.0" and entry["versions"]["1.1.0"]["yank_reason"] == "bad weights"
+    entry = read_index(store)[0].bundles[name]
+    assert entry.latest == "1.0.0" and entry.versions["1.1.0"].yank_reason == "bad weights"
     pulled = pull(
         store, "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version=None, out=tmp_path / "o", cache=tmp_path / "c"
     )
