@@ -626,10 +626,32 @@ def _toolchain_names(manifest: Manifest, chosen: list[str], matrix: Path) -> lis
     return chosen or sorted(manifest.toolchains)
 
 
+class SchemaDocument(StrEnum):
+    manifest = "manifest"
+    bundle = "bundle"
+    store_index = "index"
+    release = "release"
+
+
 @app.command()
-def schema() -> None:
-    """Print the manifest's JSON Schema (for editor completion)."""
-    typer.echo(json.dumps(Manifest.model_json_schema(), indent=2))
+def schema(
+    document: Annotated[
+        SchemaDocument,
+        typer.Option(
+            "--document",
+            "-d",
+            help="manifest: the matrix manifest; bundle, index, release: the store's documents.",
+        ),
+    ] = SchemaDocument.manifest,
+) -> None:
+    """Print a JSON Schema: the matrix manifest's (for editor completion) or a store document's."""
+    from pydantic import BaseModel
+
+    from .documents import BundleManifest, Index, ReleaseManifest
+
+    models: dict[str, type[BaseModel]] = {"bundle": BundleManifest, "index": Index, "release": ReleaseManifest}
+    model = models.get(document.value, Manifest)
+    typer.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
 
 def main() -> None:

@@ -145,3 +145,22 @@ def test_a_release_manifest_lists_bundle_keys_of_its_bundles() -> None:
     assert (
         parse(ReleaseManifest, json.dumps({**data, "bundles": [bundle]}).encode(), where="r.json").bundles[0].size == 1
     )
+
+
+def test_the_bundle_writer_and_the_documents_agree_on_names() -> None:
+    from factory import bundle, documents
+
+    assert (bundle.SCHEMA, bundle.BUNDLE_MANIFEST) == (documents.BUNDLE_SCHEMA, documents.BUNDLE_MANIFEST)
+
+
+@pytest.mark.parametrize(("document", "required"), [("bundle", "files"), ("index", "bundles"), ("release", "bundles")])
+def test_factory_schema_prints_each_document_schema(document: str, required: str) -> None:
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    result = CliRunner().invoke(app, ["schema", "--document", document])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.stdout)
+    assert "schema" in schema["required"] and required in schema["required"]
+    assert schema["additionalProperties"] is False
