@@ -213,6 +213,12 @@ class ReleaseEntry(_Document):
     versions: dict[Segment, ReleaseRef]
     latest: Segment | None = None
 
+    @model_validator(mode="after")
+    def _latest_is_listed(self) -> Self:
+        if self.latest is not None and self.latest not in self.versions:
+            raise ValueError(f"latest {self.latest!r} is not one of its versions")
+        return self
+
 
 class Index(_Document):
     """index.json: what is current, per bundle and version, and the releases."""

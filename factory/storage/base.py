@@ -3,15 +3,14 @@ conditional writes. Both backends pass the same contract suite (tests/integratio
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlparse
 
-from ..errors import FactoryError, UsageError
+from ..errors import FactoryError
+from ..integrity import IntegrityError
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int], None]
@@ -96,8 +95,6 @@ def check_key(key: str, *, prefix: bool = False) -> str:
     document (`../x.json`) never reaches a file system or a bucket."""
     body = key[:-1] if prefix and key.endswith("/") else key
     if not body or not all(_KEY_SEGMENT.match(part) for part in body.split("/")):
-        from ..integrity import IntegrityError
-
         raise IntegrityError(
             f"{key!r} is not a key of the store layout (plain names joined by '/'; no '..', no leading '/' or '.')",
             hint="the key came from a damaged or tampered document; republish the bundle it belongs to",
@@ -145,22 +142,3 @@ class Store(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
-
-
-def open_store(url: str, *, endpoint_url: str | None = None, base: Path | None = None) -> Store:
-    """A store for `url`: file://PATH or a plain path (relative to `base` or the
-    working folder), or s3://BUCKET/PREFIX (endpoint from --endpoint-url or AWS_ENDPOINT_URL)."""
-    parsed = urlparse(url)
-    if parsed.scheme == "s3":
-        from .s3 import S3Store
-
-        return S3Store(parsed.netloc, parsed.path.strip("/"), endpoint_url=endpoint_url)
-    if parsed.scheme in ("", "file"):
-        from .local import LocalStore
-
-        raw = url[len("file://") :] if parsed.scheme == "file" else url
-        path = Path(os.path.expanduser(raw))
-        if not path.is_absolute() and base is not None:
-            path = base / path
-        return LocalStore(path)
-    raise UsageError(f"unsupported store URL {url!r}", hint="use file://PATH, a plain path, or s3://BUCKET/PREFIX")
