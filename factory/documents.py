@@ -118,14 +118,15 @@ class _Document(BaseModel):
 
 
 class Compatibility(_Document):
-    """What a client matches against its runtime. Builds may record more (pins)."""
+    """What a client matches against its runtime: the flow generation (`ls`) and the device
+    (`pull --target auto`) are required; builds record more (params index, library, pins)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
     flow: str
-    params_index: str
     device: str
-    library: str
+    params_index: str | None = None
+    library: str | None = None
 
 
 class BundleFile(_Document):

@@ -56,7 +56,7 @@ def test_a_written_bundle_manifest_reads_back_to_the_same_bytes(tmp_path: Path) 
         ({"files": [{"path": "a", "role": "r", "size": -1, "sha256": DIGEST}]}, "files[0].size", "greater than"),
         ({"name": "m/q/other"}, "", "is not model/quant/target"),
         ({"model": ".."}, "model", "not a plain name"),
-        ({"compatibility": {"flow": "current"}}, "compatibility.params_index", "missing (required)"),
+        ({"compatibility": {"flow": "current"}}, "compatibility.device", "missing (required)"),
         ({"surprise": 1}, "surprise", "not a field of this document"),
     ],
 )
