@@ -395,3 +395,23 @@ def test_wrong_credentials_on_rgw_are_a_clear_access_error_without_retries(
     assert "refused our credentials (SignatureDoesNotMatch)" in caught.value.message
     assert "not-the-secret" not in caught.value.render()
     assert store.requests_sent <= 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_local_disk_and_a_cancel_pass_through_every_backend_unchanged(store: Store, tmp_path: Path) -> None:
+    """The caller must tell its own disk (or its own cancel) from a store failure."""
+    import errno
+
+    from factory.storage.base import LocalWriteError, TransferCancelled
+
+    digest, path = _blob(tmp_path, b"z" * 100_000)
+    store.put_blob(digest, path)
+    with pytest.raises(LocalWriteError) as caught:
+        store.get_blob(digest, Path("/dev/full"))  # every write: ENOSPC
+    assert caught.value.error.errno == errno.ENOSPC
+
+    def cancel(_: int) -> None:
+        raise TransferCancelled
+
+    with pytest.raises(TransferCancelled):
+        store.get_blob(digest, tmp_path / "part", cancel)
