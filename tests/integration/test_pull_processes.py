@@ -1,5 +1,6 @@
 """Several real `factory pull` processes at once, sharing one blob cache: two targets
-of one model share their params blobs, some pulls share an output folder."""
+of one model share their params blobs, some pulls share an output folder. Against a
+local store and a moto S3 server (in this process; the pulls reach it over loopback)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import json
 import os
 import re
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.bundles import make_bundle
 from tests.support.run import FACTORY, REPO, factory
+from tests.support.s3servers import S3Server, moto_server
 
+pytestmark = pytest.mark.s3
 MODEL, QUANT = "rwkv-5-world-tiny", "q4f16_1"
 
 
@@ -32,22 +37,43 @@ def _downloaded(stdout: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
-    """Two targets of one model (the params blobs are shared) in a local store."""
-    root = tmp_path_factory.mktemp("published")
-    store = f"file://{root / 'store'}"
-    first = make_bundle(root / "dist", target="cuda-sm80", megabytes=48)
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two targets of one model: the params blobs are shared."""
+    root = tmp_path_factory.mktemp("bundles")
+    first = make_bundle(root / "dist", target="cuda-sm80", megabytes=32)
     second = make_bundle(root / "dist", target="cuda-sm90", params_from=first)
-    done = factory("publish", str(first), str(second), "--store", store)
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[S3Server]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["local", "moto"])
+def published(
+    request: pytest.FixtureRequest, bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, dict[str, str]]:
+    """The two bundles in a store; the environment its clients need."""
+    if request.param == "local":
+        store, env = f"file://{tmp_path_factory.mktemp('store')}", {}
+    else:
+        server: S3Server = request.getfixturevalue("moto")
+        bucket = f"pulls-{uuid.uuid4().hex[:10]}"
+        server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+        store, env = f"s3://{bucket}/factory", server.env()
+    done = factory("publish", *map(str, bundles), "--store", store, env=env)
     assert done.returncode == 0, done.stderr
-    return store, first, second
+    return store, env
 
 
 @pytest.mark.parametrize("round_", [1, 2])
 def test_concurrent_pulls_sharing_a_cache_all_succeed_and_fetch_each_blob_once(
-    published: tuple[str, Path, Path], tmp_path: Path, round_: int
+    published: tuple[str, dict[str, str]], bundles: tuple[Path, Path], tmp_path: Path, round_: int
 ) -> None:
-    store, first, second = published
+    store, store_env = published
+    first, second = bundles
     cache = tmp_path / "cache"
     shared = tmp_path / "shared"
     pulls = [
@@ -58,7 +84,7 @@ def test_concurrent_pulls_sharing_a_cache_all_succeed_and_fetch_each_blob_once(
         ("cuda-sm90", tmp_path / "own-b"),
         ("cuda-sm90", tmp_path / "own-c"),
     ]
-    env = {**os.environ, "FACTORY_CACHE": str(cache)}
+    env = {**os.environ, **store_env, "FACTORY_CACHE": str(cache)}
     procs = [
         subprocess.Popen(
             [str(FACTORY), "pull", MODEL, "-q", QUANT, "-t", target, "--store", store, "--out", str(out), "-j", "4"],
