@@ -356,11 +356,9 @@ def parse(kind: type[D], data: bytes, *, where: str, fix: str | None = None) -> 
     schema = raw.get("schema")
     if schema != kind.schema_name:
         if isinstance(schema, str) and schema.split("/")[0] == kind.schema_name.split("/")[0]:
-            message, newer_fix = (
-                f"schema {schema!r} is not one this factory reads ({kind.schema_name})",
-                ("upgrade the factory (`pip install -U` the version that wrote it)"),
-            )
-            raise DocumentError([Problem(file=where, field="schema", message=message, fix=newer_fix)])
+            message = f"schema {schema!r} is not one this factory reads ({kind.schema_name})"
+            newer = "upgrade the factory to the version that wrote it (`factory --version` shows this one)"
+            raise DocumentError([Problem(file=where, field="schema", message=message, fix=newer)])
         found = "missing" if schema is None else f"{schema!r}"
         message = f"{found}, expected {kind.schema_name!r}: this is not a {kind.label}"
         raise DocumentError([Problem(file=where, field="schema", message=message, fix=fix)])
