@@ -113,3 +113,33 @@ def test_concurrent_pulls_sharing_a_cache_all_succeed_and_fetch_each_blob_once(
     ]
     assert [p.name for p in shared.iterdir() if p.name.startswith(".") and p.is_dir()] == []
     assert list((cache / "partial").glob("*.part")) == []
+
+
+def test_a_pull_killed_mid_download_leaves_no_lock_behind_and_the_rerun_resumes(
+    published: tuple[str, dict[str, str]], bundles: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """flock locks die with their process: a SIGKILLed pull blocks nobody, and its
+    partial blobs are resumed rather than fetched again."""
+    import signal
+    import time
+
+    store, store_env = published
+    cache = tmp_path / "cache"
+    env = {**os.environ, **store_env, "FACTORY_CACHE": str(cache)}
+    args = [str(FACTORY), "pull", MODEL, "-q", QUANT, "-t", "cuda-sm80", "--store", store, "--out", str(tmp_path)]
+    proc = subprocess.Popen([*args, "-j", "1"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size for p in (cache / "partial").glob("*.part")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.skip("the pull finished before it could be killed")
+    kept = sum(p.stat().st_size for p in (cache / "partial").glob("*.part"))
+    kept += sum(p.stat().st_size for p in (cache / "blobs").rglob("*") if p.is_file())
+    assert kept > 0
+    again = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr
+    assert _downloaded(again.stdout) == _unique_bytes(bundles[0]) - kept
+    assert factory("verify", str(tmp_path / f"{MODEL}-{QUANT}-cuda-sm80")).returncode == 0

@@ -164,3 +164,27 @@ def test_factory_schema_prints_each_document_schema(document: str, required: str
     schema = json.loads(result.stdout)
     assert "schema" in schema["required"] and required in schema["required"]
     assert schema["additionalProperties"] is False
+
+
+def test_store_keys_that_could_leave_the_layout_are_always_refused() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from factory.integrity import IntegrityError
+    from factory.storage.base import check_key
+
+    segment = st.text(alphabet="ab.-_/\\\x00 ", min_size=0, max_size=6)
+    plain = st.from_regex(r"[ab_][ab._+-]{0,5}", fullmatch=True)
+
+    @given(st.lists(segment, min_size=1, max_size=5), st.lists(plain, min_size=1, max_size=5))
+    def check(parts: list[str], names: list[str]) -> None:
+        key = "/".join(parts)
+        escapes = any(s in {"", ".", ".."} or s.startswith(".") or "\\" in s or "\x00" in s for s in key.split("/"))
+        try:
+            accepted = check_key(key) == key
+        except IntegrityError:
+            accepted = False
+        assert not (accepted and escapes), key
+        assert check_key("/".join(names)) == "/".join(names)
+
+    check()
