@@ -385,17 +385,11 @@ def ls(store: StoreOption = None, endpoint_url: EndpointOption = None) -> None:
     source = _open_store(store, endpoint_url)
     index, _ = read_index(source)
     table = Table("bundle", "version", "size MB", "flow", "published", "status", box=None)
-    for name, entry in sorted(index["bundles"].items()):
-        for version, record in sorted(entry["versions"].items(), key=lambda kv: kv[1]["published_at"]):
-            status = "yanked" if record.get("yanked") else ("latest" if entry.get("latest") == version else "")
-            table.add_row(
-                name,
-                version,
-                f"{record['size'] / 1e6:.1f}",
-                record["compatibility"]["flow"],
-                record["published_at"],
-                status,
-            )
+    for name, entry in sorted(index.bundles.items()):
+        for version, record in sorted(entry.versions.items(), key=lambda kv: kv[1].published_at):
+            status = "yanked" if record.yanked else ("latest" if entry.latest == version else "")
+            flow = record.compatibility.flow
+            table.add_row(name, version, f"{record.size / 1e6:.1f}", flow, record.published_at, status)
     console = Console()
     if not console.is_terminal:
         console.width = 200
@@ -437,12 +431,17 @@ def verify(
     """Check every byte against its manifest."""
     path = Path(what)
     if "://" not in what and path.is_dir():
-        from .bundle import read_manifest
+        from .documents import BUNDLE_MANIFEST, BundleManifest, read_file
         from .integrity import check_bundle_dir
 
-        manifest = read_manifest(path)
+        if not (path / BUNDLE_MANIFEST).is_file():
+            raise UsageError(
+                f"{path} is not a bundle folder (no {BUNDLE_MANIFEST})",
+                hint="give a folder `factory pull` or `factory build` made, or a store URL",
+            )
+        manifest = read_file(BundleManifest, path / BUNDLE_MANIFEST, fix=f"pull or rebuild {path}; do not edit it")
         check_bundle_dir(path, manifest)
-        typer.echo(f"{path}: {len(manifest['files'])} files match their manifest")
+        typer.echo(f"{path}: {len(manifest.files)} files match their manifest")
         return
     from .housekeeping import verify_store
 
@@ -456,15 +455,27 @@ def gc(
     store: StoreOption = None,
     endpoint_url: EndpointOption = None,
     delete: Annotated[bool, typer.Option("--delete", help="Delete; without it, only list (dry run).")] = False,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Keep unreferenced blobs younger than this (e.g. 30m, 24h, 7d; 0: none).")
+    ] = "24h",
 ) -> None:
-    """Remove blobs no bundle manifest references (a dry run unless --delete). Do not run it during a publish."""
-    from .housekeeping import gc as do_gc
+    """Remove blobs no bundle manifest references (a dry run unless --delete).
 
-    report = do_gc(_open_store(store, endpoint_url), delete=delete)
+    Blobs younger than --grace are kept, so a publish running meanwhile keeps the blobs
+    it uploaded before its manifests."""
+    from .housekeeping import gc as do_gc
+    from .housekeeping import parse_duration
+
+    seconds = parse_duration(grace)
+    report = do_gc(_open_store(store, endpoint_url), delete=delete, grace=seconds)
     for digest in report.unreferenced:
         typer.echo(digest)
     verb = "deleted" if report.deleted else "would delete (dry run; pass --delete)"
     typer.echo(f"{verb} {len(report.unreferenced)} unreferenced blob(s)")
+    if report.young:
+        typer.echo(
+            f"kept {len(report.young)} unreferenced blob(s) younger than {grace} (a publish may still be running)"
+        )
 
 
 @app.command()
@@ -483,7 +494,7 @@ def yank(
 
     name = f"{model}/{quant}/{target}"
     index = do_yank(_open_store(store, endpoint_url), name, version, reason)
-    typer.echo(f"yanked {name} {version}; latest is now {index['bundles'][name].get('latest') or 'none'}")
+    typer.echo(f"yanked {name} {version}; latest is now {index.bundles[name].latest or 'none'}")
 
 
 @app.command()
@@ -664,10 +675,32 @@ def _toolchain_names(manifest: Manifest, chosen: list[str], matrix: Path) -> lis
     return chosen or sorted(manifest.toolchains)
 
 
+class SchemaDocument(StrEnum):
+    manifest = "manifest"
+    bundle = "bundle"
+    store_index = "index"
+    release = "release"
+
+
 @app.command()
-def schema() -> None:
-    """Print the manifest's JSON Schema (for editor completion)."""
-    typer.echo(json.dumps(Manifest.model_json_schema(), indent=2))
+def schema(
+    document: Annotated[
+        SchemaDocument,
+        typer.Option(
+            "--document",
+            "-d",
+            help="manifest: the matrix manifest; bundle, index, release: the store's documents.",
+        ),
+    ] = SchemaDocument.manifest,
+) -> None:
+    """Print a JSON Schema: the matrix manifest's (for editor completion) or a store document's."""
+    from pydantic import BaseModel
+
+    from .documents import BundleManifest, Index, ReleaseManifest
+
+    models: dict[str, type[BaseModel]] = {"bundle": BundleManifest, "index": Index, "release": ReleaseManifest}
+    model = models.get(document.value, Manifest)
+    typer.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
 
 def main() -> None:

@@ -3,6 +3,17 @@
 Every error a user can cause is a FactoryError: it carries what failed, how to
 fix it, and the exit code the CLI returns. Anything else reaching the CLI is a
 bug in the factory and is reported as such.
+
+Exit codes (the README's table shows the same):
+  1  a step failed for a reason the factory does not classify further
+  2  bad input: manifest, lock, selectors, flags (InputError, UsageError)
+  3  a remote service or store could not be reached or refused us (NetworkError, StoreError)
+  4  bytes or documents that are not what they should be: a gate rejected a bundle, a blob
+     or document in a store is damaged (IntegrityError, DocumentError, GateFailure)
+  5  no container engine (EngineUnavailable)
+  6  a toolchain image failed to build (ImageBuildError)
+  7  this machine's disk is full or refuses writes (LocalDiskError)
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -71,6 +82,12 @@ class NetworkError(FactoryError):
     """A remote service (hub, registry) could not be reached or refused us. Exit code 3."""
 
     exit_code = 3
+
+
+class LocalDiskError(FactoryError):
+    """This machine's disk cannot take the files: too little free space, or a write failed. Exit code 7."""
+
+    exit_code = 7
 
 
 def read_input_text(path: Path, *, what: str, fix: str) -> str:

@@ -3,43 +3,77 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .errors import UsageError
-from .integrity import IntegrityError, safe_relative
-from .storage.base import Store
-from .store_index import latest_version, read_index, update_index
+from .documents import STORED_BUNDLE_FIX, BundleManifest, Index, parse
+from .errors import FactoryError, UsageError
+from .integrity import IntegrityError
+from .storage.base import LocalWriteError, Store
+from .store_index import read_bundle_manifest, read_index, update_index
 
 
 def referenced_blobs(store: Store) -> set[str]:
-    """Every blob any bundle manifest in the store lists (yanked ones included: yank never deletes)."""
+    """Every blob any bundle manifest in the store lists (yanked ones included: yank never deletes).
+    A manifest that cannot be read stops gc: deleting by a partial picture could lose data."""
     digests: set[str] = set()
     for key in store.list_keys("bundles/"):
         doc = store.get_doc(key)
         if doc is not None:
-            digests.update(f["sha256"] for f in json.loads(doc.data)["files"])
+            digests.update(parse(BundleManifest, doc.data, where=f"{store.url}/{key}", fix=STORED_BUNDLE_FIX).blobs())
     return digests
+
+
+DEFAULT_GRACE = 24 * 3600.0
+"""Unreferenced blobs younger than this are kept: a running publish uploads its blobs
+before the manifests that reference them."""
 
 
 @dataclass(frozen=True)
 class GcReport:
     unreferenced: tuple[str, ...]
+    """Unreferenced blobs old enough to delete (deleted when `deleted`)."""
+    young: tuple[str, ...]
+    """Unreferenced blobs kept because they are younger than the grace period."""
     deleted: bool
+    grace: float
 
 
-def gc(store: Store, *, delete: bool) -> GcReport:
+def gc(store: Store, *, delete: bool, grace: float = DEFAULT_GRACE, now: float | None = None) -> GcReport:
+    """Unreferenced blobs, deleted with `delete` unless written less than `grace` seconds ago."""
     keep = referenced_blobs(store)
-    blobs = {key.rsplit("/", 2)[-2] + key.rsplit("/", 1)[-1]: key for key in store.list_keys("blobs/sha256/")}
-    unreferenced = tuple(sorted(d for d in blobs if d not in keep))
+    now = time.time() if now is None else now
+    old: dict[str, str] = {}
+    young: list[str] = []
+    for stored in store.list_objects("blobs/sha256/"):
+        digest = stored.key.rsplit("/", 2)[-2] + stored.key.rsplit("/", 1)[-1]
+        if digest in keep:
+            continue
+        if now - stored.modified < grace:
+            young.append(digest)
+        else:
+            old[digest] = stored.key
+    unreferenced = tuple(sorted(old))
     if delete:
         for digest in unreferenced:
-            store.delete(blobs[digest])
-    return GcReport(unreferenced, delete)
+            store.delete(old[digest])
+    return GcReport(unreferenced, tuple(sorted(young)), delete, grace)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90s', '30m', '24h', '7d' or '0'."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    try:
+        if value == "0":
+            return 0.0
+        if value and value[-1] in units and float(value[:-1]) >= 0:
+            return float(value[:-1]) * units[value[-1]]
+    except ValueError:
+        pass
+    raise UsageError(f"--grace {text!r} is not a duration", hint="write it like 90s, 30m, 24h, 7d, or 0 for none")
 
 
 def verify_store(store: Store) -> tuple[int, int]:
@@ -49,16 +83,16 @@ def verify_store(store: Store) -> tuple[int, int]:
     problems: list[str] = []
     bundles = 0
     with tempfile.TemporaryDirectory(prefix="factory-verify-") as tmp:
-        for name, entry in sorted(index["bundles"].items()):
-            for version, record in sorted(entry["versions"].items()):
+        for name, entry in sorted(index.bundles.items()):
+            for version, record in sorted(entry.versions.items()):
                 bundles += 1
-                doc = store.get_doc(record["manifest"])
-                if doc is None or hashlib.sha256(doc.data).hexdigest() != record["sha256"]:
-                    problems.append(f"{name} {version}: manifest {record['manifest']} missing or altered")
+                try:
+                    manifest, _ = read_bundle_manifest(store, name, version, record)
+                except FactoryError as exc:
+                    problems.append(f"{name} {version}: {exc.render().removeprefix('error: ')}")
                     continue
-                for entry_file in json.loads(doc.data)["files"]:
-                    safe_relative(entry_file["path"], where=f"{store.url}/{record['manifest']}")
-                    digest = entry_file["sha256"]
+                for entry_file in manifest.files:
+                    digest = entry_file.sha256
                     if digest in seen:
                         continue
                     seen.add(digest)
@@ -66,27 +100,24 @@ def verify_store(store: Store) -> tuple[int, int]:
                     hasher = hashlib.sha256()
                     try:
                         store.get_blob(digest, part, hasher=hasher)
-                    except Exception as exc:
-                        problems.append(f"{name} {version}: {entry_file['path']}: {exc}")
+                    except (FactoryError, LocalWriteError) as exc:
+                        problems.append(f"{name} {version}: {entry_file.path}: {exc}")
                         continue
                     if hasher.hexdigest() != digest:
-                        problems.append(f"{name} {version}: {entry_file['path']}: blob {digest[:16]}… is altered")
+                        problems.append(f"{name} {version}: {entry_file.path}: blob {digest[:16]}… is altered")
                     part.unlink()
     if problems:
         raise IntegrityError(f"{store.url}: " + "\n    ".join(problems), hint="republish the affected bundles")
     return bundles, len(seen)
 
 
-def yank(store: Store, name: str, version: str, reason: str) -> dict[str, Any]:
+def yank(store: Store, name: str, version: str, reason: str) -> Index:
     """Mark a version withdrawn; its files stay, `pull --version` still fetches it on purpose."""
 
-    def mark(index: dict[str, Any]) -> None:
-        entry = index["bundles"].get(name)
-        if entry is None or version not in entry["versions"]:
+    def mark(index: Index) -> Index:
+        entry = index.bundles.get(name)
+        if entry is None or version not in entry.versions:
             raise UsageError(f"{store.url} has no {name} version {version}", hint="`factory ls` lists them")
-        entry["versions"][version].update(
-            yanked=True, yank_reason=reason, yanked_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        )
-        entry["latest"] = latest_version(entry)
+        return index.with_yank(name, version, reason, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     return update_index(store, mark)

@@ -5,20 +5,18 @@ and re-running an interrupted publish finishes it."""
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .bundle import BUNDLE_MANIFEST, read_manifest
+from .documents import BUNDLE_MANIFEST, BundleManifest, Index, IndexRecord, read_file
 from .errors import FactoryError, InputError, Problem
-from .integrity import check_bundle_dir, safe_relative
+from .integrity import check_bundle_dir
 from .storage.base import PreconditionFailed, Store
-from .store_index import bundle_doc_key, latest_version, update_index
+from .store_index import bundle_doc_key, update_index
 from .transfer_progress import byte_progress
 
 
@@ -30,7 +28,7 @@ class PublishReport:
     present_blobs: int
 
 
-def _load(bundle_dir: Path) -> dict[str, Any]:
+def _load(bundle_dir: Path) -> BundleManifest:
     if not (bundle_dir / BUNDLE_MANIFEST).is_file():
         raise InputError(
             [
@@ -42,9 +40,7 @@ def _load(bundle_dir: Path) -> dict[str, Any]:
                 )
             ]
         )
-    manifest = read_manifest(bundle_dir)
-    for entry in manifest["files"]:
-        safe_relative(entry["path"], where=str(bundle_dir / BUNDLE_MANIFEST))
+    manifest = read_file(BundleManifest, bundle_dir / BUNDLE_MANIFEST)
     check_bundle_dir(bundle_dir, manifest)
     return manifest
 
@@ -53,10 +49,11 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool
     """Blobs, then manifests, then (unless `index` is off: release jobs leave that to
     `factory release`) the index entries."""
     manifests = [(d, _load(d)) for d in bundle_dirs]
+    versions = [_version(manifest, bundle_dir) for bundle_dir, manifest in manifests]
     blobs: dict[str, tuple[Path, int]] = {}
     for bundle_dir, manifest in manifests:
-        for entry in manifest["files"]:
-            blobs.setdefault(entry["sha256"], (bundle_dir / entry["path"], int(entry["size"])))
+        for entry in manifest.files:
+            blobs.setdefault(entry.sha256, (bundle_dir / entry.path, entry.size))
     missing = store.missing_blobs(set(blobs))
     total = sum(blobs[d][1] for d in missing)
     with byte_progress("publish", total) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -69,53 +66,43 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool
         order = sorted(missing, key=lambda d: (-blobs[d][1], d))  # largest first, as in pull
         list(pool.map(lambda d: store.put_blob(d, blobs[d][0], locked), order))
     names = []
-    entries: dict[str, tuple[str, dict[str, Any]]] = {}
-    for bundle_dir, manifest in manifests:
-        name, version = manifest["name"], _version(manifest, bundle_dir)
-        body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-        key = bundle_doc_key(name, version)
-        put_once(store, key, body, name, version)
-        entries[name] = (version, index_record(key, body, manifest))
-        names.append(name)
+    entries: dict[str, tuple[str, IndexRecord]] = {}
+    for (_, manifest), version in zip(manifests, versions, strict=True):
+        body = manifest.body()
+        key = bundle_doc_key(manifest.name, version)
+        put_once(store, key, body, manifest.name, version)
+        entries[manifest.name] = (version, index_record(key, body, manifest))
+        names.append(manifest.name)
     if index:
         add_to_index(store, entries)
     return PublishReport(tuple(names), len(missing), total, len(blobs) - len(missing))
 
 
-def index_record(key: str, body: bytes, manifest: dict[str, Any]) -> dict[str, Any]:
+def index_record(key: str, body: bytes, manifest: BundleManifest) -> IndexRecord:
     """What the index says about one published bundle version."""
-    return {
-        "manifest": key,
-        "sha256": hashlib.sha256(body).hexdigest(),
-        "build_key": manifest["provenance"]["build_key"],
-        "compatibility": manifest["compatibility"],
-        "size": sum(int(f["size"]) for f in manifest["files"]),
-        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "yanked": False,
-    }
+    return IndexRecord(
+        manifest=key,
+        sha256=hashlib.sha256(body).hexdigest(),
+        build_key=manifest.build_key,
+        compatibility=manifest.compatibility,
+        size=manifest.size,
+        published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        yanked=False,
+    )
 
 
 def add_to_index(
-    store: Store, entries: dict[str, tuple[str, dict[str, Any]]], extra: Callable[[dict[str, Any]], None] | None = None
-) -> dict[str, Any]:
-    def add(index: dict[str, Any]) -> None:
-        for name, (version, fresh) in entries.items():
-            entry = index["bundles"].setdefault(name, {"versions": {}})
-            previous = entry["versions"].get(version)
-            same = previous is not None and previous["sha256"] == fresh["sha256"]
-            # Publishing the same bytes again keeps the first publish time and any yank.
-            entry["versions"][version] = previous if same else fresh
-            entry["latest"] = latest_version(entry)
-        if extra is not None:
-            extra(index)
+    store: Store, entries: dict[str, tuple[str, IndexRecord]], extra: Callable[[Index], Index] | None = None
+) -> Index:
+    def add(index: Index) -> Index:
+        index = index.with_bundles(entries)
+        return extra(index) if extra is not None else index
 
     return update_index(store, add)
 
 
-def _version(manifest: dict[str, Any], bundle_dir: Path) -> str:
-    release = manifest.get("provenance", {}).get("release") or {}
-    version = release.get("version")
-    if not version:
+def _version(manifest: BundleManifest, bundle_dir: Path) -> str:
+    if not manifest.version:
         raise InputError(
             [
                 Problem(
@@ -126,7 +113,7 @@ def _version(manifest: dict[str, Any], bundle_dir: Path) -> str:
                 )
             ]
         )
-    return str(version)
+    return manifest.version
 
 
 def put_once(store: Store, key: str, body: bytes, name: str, version: str) -> None:

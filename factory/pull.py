@@ -3,24 +3,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import platform
 import shutil
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .bundle import BUNDLE_MANIFEST, BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
+from .blob_cache import blob_path, check_room, disk_error, fetch_blob, folder_lock, is_cached, partial_size
+from .bundle import BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
+from .documents import BUNDLE_MANIFEST, Index, IndexRecord
 from .errors import UsageError
-from .integrity import IntegrityError, safe_relative
-from .storage.base import Store, StoreError
-from .store_index import read_index
+from .storage.base import LocalWriteError, Store, TransferCancelled
+from .store_index import read_bundle_manifest, read_index
 from .transfer_progress import byte_progress
 
 
@@ -33,33 +30,33 @@ class Pulled:
     downloaded_bytes: int
 
 
-def resolve(store: Store, model: str, quant: str, target: str, version: str | None) -> tuple[str, str, dict[str, Any]]:
+def resolve(store: Store, model: str, quant: str, target: str, version: str | None) -> tuple[str, str, IndexRecord]:
     index, _ = read_index(store)
     if target == "auto":
         target = auto_target(index, model, quant)
     name = f"{model}/{quant}/{target}"
-    entry = index["bundles"].get(name)
+    entry = index.bundles.get(name)
     if entry is None:
-        known = sorted(index["bundles"])
+        known = sorted(index.bundles)
         raise UsageError(
             f"{store.url} has no bundle {name}",
             hint="`factory ls --store ...` lists them" + (f"; e.g. {known[0]}" if known else " (the store is empty)"),
         )
-    chosen = version or entry.get("latest")
+    chosen = version or entry.latest
     if chosen is None:
         raise UsageError(f"every version of {name} is yanked", hint="pass --version to pull a yanked one on purpose")
-    record = entry["versions"].get(chosen)
+    record = entry.versions.get(chosen)
     if record is None:
-        raise UsageError(f"{name} has no version {chosen}", hint=f"published: {', '.join(sorted(entry['versions']))}")
+        raise UsageError(f"{name} has no version {chosen}", hint=f"published: {', '.join(sorted(entry.versions))}")
     return name, chosen, record
 
 
-def auto_target(index: dict[str, Any], model: str, quant: str) -> str:
+def auto_target(index: Index, model: str, quant: str) -> str:
     """The target of model/quant whose device this host has, where that can be told."""
     candidates = {
         name.rsplit("/", 1)[-1]: entry
-        for name, entry in index["bundles"].items()
-        if name.startswith(f"{model}/{quant}/") and entry.get("latest")
+        for name, entry in index.bundles.items()
+        if name.startswith(f"{model}/{quant}/") and entry.latest
     }
     wanted: str | None = None
     if sys.platform == "darwin" and platform.machine() == "arm64":
@@ -75,8 +72,7 @@ def auto_target(index: dict[str, Any], model: str, quant: str) -> str:
             wanted = None
     if wanted is not None:
         for target, entry in sorted(candidates.items()):
-            device = str(entry["versions"][entry["latest"]]["compatibility"].get("device", ""))
-            if wanted in device:
+            if entry.latest and wanted in entry.versions[entry.latest].compatibility.device:
                 return str(target)
     raise UsageError(
         f"--target auto cannot tell which of {model}/{quant}'s targets fits this host "
@@ -97,76 +93,61 @@ def pull(
     jobs: int = 8,
 ) -> Pulled:
     name, version, record = resolve(store, model, quant, target, version)
-    doc = store.get_doc(record["manifest"])
-    if doc is None:
-        raise StoreError(f"{store.url}/{record['manifest']}: listed in the index but missing")
-    if hashlib.sha256(doc.data).hexdigest() != record["sha256"]:
-        raise IntegrityError(f"{store.url}/{record['manifest']}: the bundle manifest does not match the index")
-    manifest = json.loads(doc.data)
-    where = f"{store.url}/{record['manifest']}"
-    files = [(safe_relative(f["path"], where=where).as_posix(), f["sha256"], int(f["size"])) for f in manifest["files"]]
-    blobs = {digest: size for _, digest, size in files}
-    # Cached blobs were verified when they arrived; a size check catches a truncated one.
-    cached = {d for d in blobs if _cache_path(cache, d).is_file() and _cache_path(cache, d).stat().st_size == blobs[d]}
-    wanted = {d: s for d, s in blobs.items() if d not in cached}
-    total = sum(wanted.values())
-    names = {digest: path for path, digest, _ in files}
-    with byte_progress(f"pull {name}", total) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
-        lock = threading.Lock()
+    manifest, body = read_bundle_manifest(store, name, version, record)
+    blobs = manifest.blobs()
+    wanted = {d: s for d, s in blobs.items() if not is_cached(cache, d, s)}
+    dest = out.resolve() / f"{model}-{quant}-{name.rsplit('/', 1)[-1]}"
+    # Sizes are in the manifest: refuse before the first byte rather than fill the disk.
+    resumable = sum(min(partial_size(cache, d), s) for d, s in wanted.items())
+    check_room(cache, dest.parent, download=sum(wanted.values()) - resumable, bundle=sum(blobs.values()))
+    names = {f.sha256: f.path for f in manifest.files}
+    fetched = _fetch_all(store, cache, wanted, names, f"pull {name}", jobs)
+
+    def fill(tmp: Path) -> None:
+        for entry in manifest.files:
+            link_or_copy(blob_path(cache, entry.sha256), tmp / entry.path)
+        (tmp / BUNDLE_MANIFEST).write_bytes(body)
+
+    # Two pulls into one output folder take turns; each swaps in a whole folder.
+    with folder_lock(dest):
+        try:
+            replace_folder(dest, fill)
+        except OSError as exc:
+            failure = LocalWriteError(Path(exc.filename or dest), exc)
+            raise disk_error(failure, then="the blobs are in the cache; nothing was put in place") from None
+    run = manifest.run.replace(BUNDLE_PLACEHOLDER, str(dest))
+    return Pulled(dest, name, version, run, fetched)
+
+
+def _fetch_all(store: Store, cache: Path, wanted: dict[str, int], names: dict[str, str], label: str, jobs: int) -> int:
+    """Fetch every wanted blob into the cache in parallel; the first failure stops every
+    worker (partial files stay for a resume) and is raised. Returns the bytes fetched."""
+    cancel = threading.Event()
+    lock = threading.Lock()
+    with byte_progress(label, sum(wanted.values())) as advance:
 
         def locked(amount: int) -> None:
+            if cancel.is_set():
+                raise TransferCancelled
             with lock:
                 advance(amount)
 
-        # Largest first: the big shards start at once and small files fill the gaps, so no
-        # single large download is left running alone at the end.
-        order = sorted(wanted, key=lambda d: (-wanted[d], d))
-        list(pool.map(lambda d: _download(store, cache, d, wanted[d], names[d], locked), order))
-    target_name = name.rsplit("/", 1)[-1]
-    dest = out.resolve() / f"{model}-{quant}-{target_name}"
-
-    def fill(tmp: Path) -> None:
-        for path, digest, _ in files:
-            link_or_copy(_cache_path(cache, digest), tmp / path)
-        (tmp / BUNDLE_MANIFEST).write_bytes(doc.data)
-
-    replace_folder(dest, fill)
-    run = str(manifest.get("run", "")).replace(BUNDLE_PLACEHOLDER, str(dest))
-    return Pulled(dest, name, version, run, total)
-
-
-def _cache_path(cache: Path, digest: str) -> Path:
-    return cache / "blobs" / "sha256" / digest[:2] / digest[2:]
-
-
-def _download(store: Store, cache: Path, digest: str, size: int, shown: str, advance: Any) -> None:
-    """Into cache/partial/<digest>.part (resumed from its length), verified, then renamed into the cache."""
-    partial = cache / "partial" / f"{digest}.part"
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    have = partial.stat().st_size if partial.exists() else 0
-    if have > size:
-        partial.unlink()
-        have = 0
-    # Hash what an interrupted run left, then the rest as it arrives: one pass over the bytes.
-    hasher = hashlib.sha256()
-    if have:
-        with partial.open("rb") as existing:
-            while block := existing.read(1 << 22):
-                hasher.update(block)
-        advance(have)
-    if have < size:
-        store.get_blob(digest, partial, advance, hasher)
-    actual = partial.stat().st_size
-    if actual != size or hasher.hexdigest() != digest:
-        partial.unlink()
-        raise IntegrityError(
-            f"{shown}: the store's bytes (blob {digest[:16]}…, {actual} bytes) do not match the manifest "
-            f"(sha256 {digest[:16]}…, {size} bytes); nothing was written",
-            hint=f"the store at {store.url} holds a damaged or tampered blob; republish the bundle",
-        )
-    final = _cache_path(cache, digest)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Pulled folders hard-link to the cache: read-only keeps an edit in a pulled folder
-    # from silently changing the cached bytes for later pulls.
-    os.chmod(partial, 0o444)
-    os.replace(partial, final)
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
+            # Largest first: the big shards start at once and small files fill the gaps, so no
+            # single large download is left running alone at the end.
+            order = sorted(wanted, key=lambda d: (-wanted[d], d))
+            futures = [pool.submit(fetch_blob, store, cache, d, wanted[d], names[d], locked, cancel) for d in order]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            first = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+            if first:
+                cancel.set()
+                wait(futures)
+                later = [f for f in futures if f not in first and not f.cancelled() and f.exception() is not None]
+                # The error that stopped the pull, not the cancellations it caused.
+                errors = [f.exception() for f in first + later]
+                raise next(e for e in errors if e is not None and not isinstance(e, TransferCancelled))
+            return sum(f.result() for f in futures)
+        finally:
+            cancel.set()  # also on Ctrl-C in this thread: workers stop at their next block
+            pool.shutdown(wait=True, cancel_futures=True)

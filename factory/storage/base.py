@@ -3,15 +3,14 @@ conditional writes. Both backends pass the same contract suite (tests/integratio
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlparse
 
-from ..errors import FactoryError, UsageError
+from ..errors import FactoryError
+from ..integrity import IntegrityError
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int], None]
@@ -36,10 +35,71 @@ class PreconditionFailed(Exception):
     """A conditional write lost a race (the document changed, or already exists)."""
 
 
+class TransferCancelled(Exception):
+    """Raised by a progress callback to stop a transfer (another worker failed, or Ctrl-C).
+    Backends let it through unchanged."""
+
+
+class LocalWriteError(Exception):
+    """Writing downloaded bytes to a local file failed (disk full, quota, read-only).
+    Backends let it through unchanged, so the caller can tell it from a store failure."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        super().__init__(f"{path}: {error.strerror or error}")
+        self.path = path
+        self.error = error
+
+
 @dataclass(frozen=True)
 class Document:
     data: bytes
     etag: str
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: float
+    """When the object was last written, in seconds since the epoch (the backend's clock)."""
+
+
+def append_blocks(
+    blocks: Iterable[bytes], dest: Path, progress: Progress | None = None, hasher: Hasher | None = None
+) -> None:
+    """Append `blocks` to `dest`, feeding each to `hasher` and `progress`; the one place a
+    backend writes a download, so a local write error always surfaces as LocalWriteError."""
+    try:
+        writer = dest.open("ab")
+    except OSError as exc:
+        raise LocalWriteError(dest, exc) from exc
+    with writer:
+        for block in blocks:
+            try:
+                writer.write(block)
+                writer.flush()
+            except OSError as exc:
+                raise LocalWriteError(dest, exc) from exc
+            if hasher is not None:
+                hasher.update(block)
+            if progress:
+                progress(len(block))
+
+
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
+
+
+def check_key(key: str, *, prefix: bool = False) -> str:
+    """`key` if it is a key of the store layout: plain segments joined by `/` (a prefix may
+    end in `/`). Every backend calls this before any I/O, so a key taken from a tampered
+    document (`../x.json`) never reaches a file system or a bucket."""
+    body = key[:-1] if prefix and key.endswith("/") else key
+    if not body or not all(_KEY_SEGMENT.match(part) for part in body.split("/")):
+        raise IntegrityError(
+            f"{key!r} is not a key of the store layout (plain names joined by '/'; no '..', no leading '/' or '.')",
+            hint="the key came from a damaged or tampered document; republish the bundle it belongs to",
+        )
+    return key
 
 
 def blob_key(digest: str) -> str:
@@ -77,23 +137,8 @@ class Store(Protocol):
 
     def list_keys(self, prefix: str) -> Iterator[str]: ...
 
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Like list_keys, with each object's size and last write time (gc's grace period)."""
+        ...
+
     def delete(self, key: str) -> None: ...
-
-
-def open_store(url: str, *, endpoint_url: str | None = None, base: Path | None = None) -> Store:
-    """A store for `url`: file://PATH or a plain path (relative to `base` or the
-    working folder), or s3://BUCKET/PREFIX (endpoint from --endpoint-url or AWS_ENDPOINT_URL)."""
-    parsed = urlparse(url)
-    if parsed.scheme == "s3":
-        from .s3 import S3Store
-
-        return S3Store(parsed.netloc, parsed.path.strip("/"), endpoint_url=endpoint_url)
-    if parsed.scheme in ("", "file"):
-        from .local import LocalStore
-
-        raw = url[len("file://") :] if parsed.scheme == "file" else url
-        path = Path(os.path.expanduser(raw))
-        if not path.is_absolute() and base is not None:
-            path = base / path
-        return LocalStore(path)
-    raise UsageError(f"unsupported store URL {url!r}", hint="use file://PATH, a plain path, or s3://BUCKET/PREFIX")

@@ -11,13 +11,24 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..bundle import sha256_file
-from .base import Document, Hasher, PreconditionFailed, Progress, StoreError, blob_key
+from .base import (
+    Document,
+    Hasher,
+    PreconditionFailed,
+    Progress,
+    StoredObject,
+    StoreError,
+    append_blocks,
+    blob_key,
+    check_key,
+)
 
 
 class LocalStore:
@@ -26,7 +37,7 @@ class LocalStore:
         self.url = f"file://{root}"
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return self.root / check_key(key)
 
     def has_blob(self, digest: str) -> bool:
         return self._path(blob_key(digest)).is_file()
@@ -57,14 +68,9 @@ class LocalStore:
         if not source.is_file():
             raise StoreError(f"{self.url}: blob {digest} is missing")
         offset = dest.stat().st_size if dest.exists() else 0
-        with source.open("rb") as reader, dest.open("ab") as writer:
+        with source.open("rb") as reader:
             reader.seek(offset)
-            while block := reader.read(1 << 22):
-                writer.write(block)
-                if hasher is not None:
-                    hasher.update(block)
-                if progress:
-                    progress(len(block))
+            append_blocks(iter(lambda: reader.read(1 << 22), b""), dest, progress, hasher)
 
     def get_doc(self, key: str) -> Document | None:
         path = self._path(key)
@@ -99,14 +105,23 @@ class LocalStore:
         return hashlib.sha256(data).hexdigest()
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        base = self._path(prefix)
+        for stored in self.list_objects(prefix):
+            yield stored.key
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        base = self.root / check_key(prefix, prefix=True)
         start = base if base.is_dir() else base.parent
         if not start.is_dir():
             return
         for path in sorted(start.rglob("*")):
             key = path.relative_to(self.root).as_posix()
-            if path.is_file() and key.startswith(prefix) and not path.name.startswith("."):
-                yield key
+            if key.startswith(prefix) and not path.name.startswith("."):
+                try:
+                    info = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted while listing
+                if stat.S_ISREG(info.st_mode):
+                    yield StoredObject(key, info.st_size, info.st_mtime)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

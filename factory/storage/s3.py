@@ -16,7 +16,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import Document, Hasher, PreconditionFailed, Progress, StoreAccessError, StoreError, blob_key
+from .base import (
+    Document,
+    Hasher,
+    LocalWriteError,
+    PreconditionFailed,
+    Progress,
+    StoreAccessError,
+    StoredObject,
+    StoreError,
+    TransferCancelled,
+    append_blocks,
+    blob_key,
+    check_key,
+)
 
 _ACCESS_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken", "ExpiredToken"}
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -49,8 +62,8 @@ class S3Store:
     def _count(self, **_kwargs: Any) -> None:
         self.requests_sent += 1
 
-    def _key(self, key: str) -> str:
-        return self.prefix + key
+    def _key(self, key: str, *, prefix: bool = False) -> str:
+        return self.prefix + check_key(key, prefix=prefix)
 
     def _fail(self, exc: Exception, what: str) -> StoreError:
         from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
@@ -80,8 +93,9 @@ class S3Store:
     def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
+        full = self._key(key)
         try:
-            result: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            result: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=full)
             return result
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
@@ -146,21 +160,18 @@ class S3Store:
             args["Range"] = f"bytes={offset}-"
         try:
             response = self.client.get_object(**args)
-            with dest.open("ab") as writer:
-                for block in response["Body"].iter_chunks(1 << 22):
-                    writer.write(block)
-                    if hasher is not None:
-                        hasher.update(block)
-                    if progress:
-                        progress(len(block))
+            append_blocks(response["Body"].iter_chunks(1 << 22), dest, progress, hasher)
+        except (LocalWriteError, TransferCancelled):
+            raise  # this machine's disk, or the caller stopping us: not the store's failure
         except Exception as exc:
             raise self._fail(exc, f"downloading blob {digest[:12]}") from None
 
     def get_doc(self, key: str) -> Document | None:
         from botocore.exceptions import ClientError
 
+        full = self._key(key)
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            response = self.client.get_object(Bucket=self.bucket, Key=full)
             return Document(response["Body"].read(), str(response["ETag"]).strip('"'))
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
@@ -189,16 +200,23 @@ class S3Store:
         return str(response["ETag"]).strip('"')
 
     def list_keys(self, prefix: str) -> Iterator[str]:
+        for stored in self.list_objects(prefix):
+            yield stored.key
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        full = self._key(prefix, prefix=True)
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield str(item["Key"])[len(self.prefix) :]
+                    key = str(item["Key"])[len(self.prefix) :]
+                    yield StoredObject(key, int(item["Size"]), item["LastModified"].timestamp())
         except Exception as exc:
             raise self._fail(exc, f"listing {prefix}") from None
 
     def delete(self, key: str) -> None:
+        full = self._key(key)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self.bucket, Key=full)
         except Exception as exc:
             raise self._fail(exc, f"deleting {key}") from None

@@ -34,14 +34,14 @@ def test_release_writes_the_manifest_the_index_and_notes(tmp_path: Path) -> None
         bundle = make_bundle(tmp_path / "dist", model="rwkv-world-tiny", target=target, version="0.0.1")
         done = factory("publish", str(bundle), "--store", store, "--no-index")
         assert done.returncode == 0, done.stderr
-    assert read_index(open_store(store))[0]["bundles"] == {}, "build jobs leave the index to the release"
+    assert read_index(open_store(store))[0].bundles == {}, "build jobs leave the index to the release"
 
     notes, out = tmp_path / "notes.md", tmp_path / "release" / "release.json"
     done = factory("release", "-m", str(manifest), "--store", store, "--notes", str(notes), "--out", str(out))
     assert done.returncode == 0, done.stderr
     index, _ = read_index(open_store(store))
-    assert set(index["bundles"]) == {"rwkv-world-tiny/q4f16_1/cuda-sm80", "rwkv-world-tiny/q4f16_1/cuda-sm90"}
-    assert index["releases"]["test"]["latest"] == "0.0.1"
+    assert set(index.bundles) == {"rwkv-world-tiny/q4f16_1/cuda-sm80", "rwkv-world-tiny/q4f16_1/cuda-sm90"}
+    assert index.releases["test"].latest == "0.0.1"
     release = json.loads(out.read_text())
     assert release["schema"] == "factory.release/v1" and len(release["bundles"]) == 2
     assert json.loads((tmp_path / "store" / "releases" / "test" / "0.0.1.json").read_text()) == release

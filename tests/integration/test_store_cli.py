@@ -121,10 +121,32 @@ def test_a_publisher_killed_with_sigkill_is_finished_by_running_it_again(
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the publisher finished before it could be killed"
     s3 = open_store(store, endpoint_url=moto.endpoint)
-    assert read_index(s3)[0]["bundles"] == {}
+    assert read_index(s3)[0].bundles == {}
     again = factory("publish", str(bundle), "--store", store, env=moto.env())
     assert again.returncode == 0, again.stderr
     index, _ = read_index(s3)
-    assert index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["latest"] == "1.0.0"
+    assert index.bundles["rwkv-5-world-tiny/q4f16_1/cuda-sm80"].latest == "1.0.0"
     stored = sorted(s3.list_keys("blobs/"))
     assert stored == sorted({blob_key(f["sha256"]) for f in files})
+
+
+def test_gc_delete_keeps_young_blobs_unless_told_otherwise(tmp_path: Path) -> None:
+    import hashlib
+
+    store = f"file://{tmp_path / 'store'}"
+    assert factory("publish", str(make_bundle(tmp_path / "dist")), "--store", store).returncode == 0
+    orphan = b"a blob whose publish has not written its manifest yet"
+    digest = hashlib.sha256(orphan).hexdigest()
+    path = tmp_path / "store" / blob_key(digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orphan)
+    kept = factory("gc", "--store", store, "--delete")
+    assert kept.returncode == 0, kept.stderr
+    assert "deleted 0 unreferenced blob(s)" in kept.stdout
+    assert "kept 1 unreferenced blob(s) younger than 24h" in kept.stdout and path.exists()
+    assert factory("gc", "--store", store, "--delete", "--grace", "1h").stdout.count("deleted 0") == 1
+    gone = factory("gc", "--store", store, "--delete", "--grace", "0")
+    assert gone.returncode == 0 and f"{digest}\ndeleted 1 unreferenced blob(s)" in gone.stdout
+    assert not path.exists()
+    bad = factory("gc", "--store", store, "--grace", "soon")
+    assert bad.returncode == 2 and "not a duration" in bad.stderr and "Traceback" not in bad.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_publishing_again_uploads_nothing_and_a_second_target_only_its_library(s
     library = second / "rwkv-5-world-tiny-q4f16_1-cuda-sm90.so"
     assert (report.uploaded_blobs, report.uploaded_bytes) == (1, library.stat().st_size)
     index, _ = read_index(store)
-    assert set(index["bundles"]) == {"rwkv-5-world-tiny/q4f16_1/cuda-sm80", "rwkv-5-world-tiny/q4f16_1/cuda-sm90"}
+    assert set(index.bundles) == {"rwkv-5-world-tiny/q4f16_1/cuda-sm80", "rwkv-5-world-tiny/q4f16_1/cuda-sm90"}
 
 
 class Crashing:
@@ -146,7 +147,7 @@ def test_a_publisher_killed_mid_upload_then_rerun_loses_and_duplicates_nothing(s
     with pytest.raises(KeyboardInterrupt):
         publish(Crashing(store, after=2), [bundle], jobs=1)
     index, _ = read_index(store)
-    assert index["bundles"] == {}, "nothing is indexed before all its blobs are in place"
+    assert index.bundles == {}, "nothing is indexed before all its blobs are in place"
     assert list(store.list_keys("bundles/")) == []
     report = publish(store, [bundle])
     files = json.loads((bundle / "factory-bundle.json").read_text())["files"]
@@ -154,7 +155,7 @@ def test_a_publisher_killed_mid_upload_then_rerun_loses_and_duplicates_nothing(s
     assert report.present_blobs == 2 and report.uploaded_blobs == len(digests) - 2
     assert sorted(store.list_keys("blobs/")) == sorted(blob_key(d) for d in digests)
     index, _ = read_index(store)
-    assert index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["latest"] == "1.0.0"
+    assert index.bundles["rwkv-5-world-tiny/q4f16_1/cuda-sm80"].latest == "1.0.0"
 
 
 def test_racing_publishers_keep_every_index_entry(backend: tuple[str, Any], tmp_path: Path) -> None:
@@ -174,7 +175,7 @@ def test_racing_publishers_keep_every_index_entry(backend: tuple[str, Any], tmp_
         t.join()
     assert errors == []
     index, _ = read_index(open_store(backend[0]))
-    assert set(index["bundles"]) == {f"rwkv-5-world-tiny/q4f16_1/t{i}" for i in range(6)}
+    assert set(index.bundles) == {f"rwkv-5-world-tiny/q4f16_1/t{i}" for i in range(6)}
 
 
 def _tamper(store: Store, backend: tuple[str, Any], digest: str, data: bytes) -> None:
@@ -252,15 +253,71 @@ def test_a_path_traversal_name_is_rejected_on_publish_and_on_pull(store: Store, 
     # A manifest that reached the store some other way is refused by pull before any write.
     manifest_path.write_text(good)
     publish(store, [bundle])
-    index, etag = read_index(store)
-    record = index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["versions"]["1.0.0"]
+    key = "bundles/rwkv-5-world-tiny/q4f16_1/cuda-sm80/1.0.0.json"
     body = json.dumps(evil).encode()
-    store.put_doc("bundles/evil.json", body)
-    record.update(manifest="bundles/evil.json", sha256=hashlib.sha256(body).hexdigest())
-    store.put_doc("index.json", json.dumps(index).encode(), if_match=etag)
+    store.delete(key)
+    store.put_doc(key, body)
+    _edit_record(store, manifest=key, sha256=hashlib.sha256(body).hexdigest())
     with pytest.raises(IntegrityError, match="unsafe file path"):
         _pull(store, tmp_path, "o")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "o").exists()
+
+
+def _edit_record(store: Store, **fields: Any) -> None:
+    """Change the index record of the test bundle's 1.0.0 by hand, as a tamperer would."""
+    doc = store.get_doc("index.json")
+    assert doc is not None
+    index = json.loads(doc.data)
+    index["bundles"]["rwkv-5-world-tiny/q4f16_1/cuda-sm80"]["versions"]["1.0.0"].update(fields)
+    store.put_doc("index.json", json.dumps(index).encode(), if_match=doc.etag)
+
+
+class Reads:
+    """Records every document and blob a store is asked for."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner, self.url, self.keys = inner, inner.url, list[str]()
+
+    def get_doc(self, key: str) -> Any:
+        self.keys.append(key)
+        return self.inner.get_doc(key)
+
+    def get_blob(self, digest: str, *args: Any, **kwargs: Any) -> None:
+        self.keys.append(blob_key(digest))
+        self.inner.get_blob(digest, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("key", ["../x.json", "bundles/../../x.json", "/etc/passwd", "bundles/other/q/t/1.0.0.json"])
+def test_an_index_record_pointing_outside_the_layout_is_refused_before_any_read(
+    store: Store, tmp_path: Path, key: str
+) -> None:
+    from factory.documents import DocumentError
+
+    publish(store, [make_bundle(tmp_path / "dist")])
+    (tmp_path / "x.json").write_text("{}")  # what a local store would read for ../x.json
+    _edit_record(store, manifest=key)
+    reads = Reads(store)
+    with pytest.raises(DocumentError) as caught:
+        _pull(reads, tmp_path, "o")
+    assert reads.keys == ["index.json"], "nothing but the index was read"
+    rendered = caught.value.render()
+    assert f"{store.url}/index.json" in rendered and repr(key) in rendered and "fix:" in rendered
+    assert caught.value.exit_code == 4 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("key", ["../x.json", "a/../../x", "/abs", "a//b", ".hidden", "a\\b", ""])
+def test_every_backend_refuses_a_key_outside_its_layout_before_any_io(store: Store, key: str) -> None:
+    for call in (
+        lambda: store.get_doc(key),
+        lambda: store.put_doc(key, b"{}"),
+        lambda: store.delete(key),
+        lambda: list(store.list_keys(key)),
+    ):
+        with pytest.raises(IntegrityError, match="not a key of the store layout"):
+            call()
 
 
 def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: Store, tmp_path: Path) -> None:
@@ -269,10 +326,10 @@ def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: St
     publish(store, [make_bundle(tmp_path / "v1", version="1.0.0", seed=1)])
     publish(store, [make_bundle(tmp_path / "v2", version="1.1.0", seed=2)])
     name = "rwkv-5-world-tiny/q4f16_1/cuda-sm80"
-    assert read_index(store)[0]["bundles"][name]["latest"] == "1.1.0"
+    assert read_index(store)[0].bundles[name].latest == "1.1.0"
     yank(store, name, "1.1.0", "bad weights")
-    entry = read_index(store)[0]["bundles"][name]
-    assert entry["latest"] == "1.0.0" and entry["versions"]["1.1.0"]["yank_reason"] == "bad weights"
+    entry = read_index(store)[0].bundles[name]
+    assert entry.latest == "1.0.0" and entry.versions["1.1.0"].yank_reason == "bad weights"
     pulled = pull(
         store, "rwkv-5-world-tiny", "q4f16_1", "cuda-sm80", version=None, out=tmp_path / "o", cache=tmp_path / "c"
     )
@@ -283,11 +340,44 @@ def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: St
     assert yanked.version == "1.1.0"  # yank withdraws, never deletes
     digest, path = _blob(tmp_path, b"orphan")
     store.put_blob(digest, path)
-    dry = gc(store, delete=False)
+    later = time.time() + 2 * 86400  # past the default grace period
+    dry = gc(store, delete=False, now=later)
     assert dry.unreferenced == (digest,) and store.has_blob(digest)
-    assert gc(store, delete=True).unreferenced == (digest,)
+    assert gc(store, delete=True, now=later).unreferenced == (digest,)
     assert not store.has_blob(digest)
-    assert gc(store, delete=False).unreferenced == ()
+    assert gc(store, delete=False, now=later).unreferenced == ()
+
+
+def test_gc_delete_keeps_the_blobs_of_a_publish_still_running(store: Store, tmp_path: Path) -> None:
+    """A publish uploads blobs before the manifest that references them: until then they
+    are unreferenced, and only their age tells gc to leave them alone."""
+    from factory.housekeeping import gc
+
+    publish(store, [make_bundle(tmp_path / "done", version="1.0.0", seed=1)])
+    running = make_bundle(tmp_path / "running", version="1.1.0", seed=2, megabytes=0.1)
+    files = json.loads((running / "factory-bundle.json").read_text())["files"]
+    uploaded = store.missing_blobs({f["sha256"] for f in files})  # some are shared with 1.0.0
+    assert uploaded
+    for digest in uploaded:
+        store.put_blob(digest, running / next(f["path"] for f in files if f["sha256"] == digest))
+    report = gc(store, delete=True)
+    assert report.unreferenced == () and set(report.young) == uploaded
+    assert store.missing_blobs(uploaded) == set()
+    publish(store, [running])  # the publish finishes: its manifest now references them
+    assert gc(store, delete=True, grace=0).unreferenced == ()
+    # Without a grace period the same moment would have cost the running publish its blobs.
+    digest, path = _blob(tmp_path, b"uploaded a moment ago")
+    store.put_blob(digest, path)
+    assert gc(store, delete=True, grace=0).unreferenced == (digest,) and not store.has_blob(digest)
+
+
+def test_list_objects_gives_size_and_write_time(store: Store, tmp_path: Path) -> None:
+    before = time.time()
+    digest, path = _blob(tmp_path, b"x" * 1234)
+    store.put_blob(digest, path)
+    [stored] = list(store.list_objects("blobs/"))
+    assert stored.key == blob_key(digest) and stored.size == 1234
+    assert before - 5 <= stored.modified <= time.time() + 5
 
 
 def test_wrong_credentials_on_rgw_are_a_clear_access_error_without_retries(
@@ -305,3 +395,23 @@ def test_wrong_credentials_on_rgw_are_a_clear_access_error_without_retries(
     assert "refused our credentials (SignatureDoesNotMatch)" in caught.value.message
     assert "not-the-secret" not in caught.value.render()
     assert store.requests_sent <= 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_local_disk_and_a_cancel_pass_through_every_backend_unchanged(store: Store, tmp_path: Path) -> None:
+    """The caller must tell its own disk (or its own cancel) from a store failure."""
+    import errno
+
+    from factory.storage.base import LocalWriteError, TransferCancelled
+
+    digest, path = _blob(tmp_path, b"z" * 100_000)
+    store.put_blob(digest, path)
+    with pytest.raises(LocalWriteError) as caught:
+        store.get_blob(digest, Path("/dev/full"))  # every write: ENOSPC
+    assert caught.value.error.errno == errno.ENOSPC
+
+    def cancel(_: int) -> None:
+        raise TransferCancelled
+
+    with pytest.raises(TransferCancelled):
+        store.get_blob(digest, tmp_path / "part", cancel)

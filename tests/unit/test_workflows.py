@@ -168,3 +168,77 @@ def test_the_release_plan_job_names_the_lock_workflow_when_the_lock_is_missing_o
     complete = _run_step(step["run"], manifest)
     assert complete.returncode == 0, complete.stdout + complete.stderr
     assert "::error" not in complete.stdout
+
+
+def _workflows() -> dict[str, dict[Any, Any]]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in WORKFLOWS}
+
+
+def _shell_of(workflow: dict[Any, Any], job: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
+    """The command GitHub runs a Linux `run:` step with: a named `bash` gets pipefail,
+    the unnamed default is plain `bash -e` (docs: "Using a specific shell")."""
+    shell = (
+        step.get("shell")
+        or job.get("defaults", {}).get("run", {}).get("shell")
+        or workflow.get("defaults", {}).get("run", {}).get("shell")
+    )
+    if shell == "bash":
+        return ["bash", "--noprofile", "--norc", "-eo", "pipefail"]
+    assert shell is None, f"unexpected shell {shell!r}"
+    return ["bash", "-e"]
+
+
+def test_every_run_step_fails_on_a_failed_pipeline() -> None:
+    for name, workflow in _workflows().items():
+        for job_name, job in workflow["jobs"].items():
+            for step in job["steps"]:
+                if "run" in step:
+                    shell = _shell_of(workflow, job, step)
+                    assert "pipefail" in shell, f"{name}: {job_name}: {step.get('name', step['run'][:40])}"
+
+
+def test_a_failing_build_fails_the_release_build_step(tmp_path: Path) -> None:
+    """Run the build step's script the way GitHub would, with a `factory` that fails:
+    neither `| tee` nor the retry wrapper may turn that into success."""
+    workflow = _release()
+    job = workflow["jobs"]["build"]
+    step = next(s for s in job["steps"] if "factory build" in s.get("run", ""))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "factory").write_text("#!/bin/sh\necho 'build failed' >&2\nexit 4\n")
+    (fake / "factory").chmod(0o755)
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    env = {
+        "PATH": f"{fake}:{os.environ['PATH']}",
+        "RETRY_PAUSE": "0",
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_REPOSITORY_OWNER": "Owner",
+        "MANIFEST": "manifests/world.yaml",
+        "CELLS": "m/q/t",
+        "FACTORY_STORE": "s3://bucket/rwkv",
+        "MODEL": "m",
+        "FLOW": "current",
+        "TARGET_OS": "linux",
+        "TARGET_ARCH": "x86_64",
+    }
+    done = subprocess.run(
+        [*_shell_of(workflow, job, step), str(script)], capture_output=True, text=True, cwd=REPO, env=env, check=False
+    )
+    assert done.returncode != 0, f"a failed build passed the step:\n{done.stdout}{done.stderr}"
+    assert "failed 2 times (last exit 4)" in done.stderr
+
+
+def test_retry_returns_the_last_exit_status_and_stops_at_the_first_success(tmp_path: Path) -> None:
+    retry = REPO / ".github" / "scripts" / "retry.sh"
+    env = {**os.environ, "RETRY_PAUSE": "0"}
+    failing = subprocess.run(
+        ["bash", str(retry), "3", "sh", "-c", "exit 7"], capture_output=True, text=True, env=env, check=False
+    )
+    assert failing.returncode == 7 and "failed 3 times (last exit 7)" in failing.stderr
+    counter = tmp_path / "n"
+    flaky = f"echo x >> {counter}; [ $(wc -l < {counter}) -ge 2 ]"
+    passing = subprocess.run(
+        ["bash", str(retry), "3", "sh", "-c", flaky], capture_output=True, text=True, env=env, check=False
+    )
+    assert passing.returncode == 0 and counter.read_text().count("x") == 2
