@@ -289,6 +289,8 @@ def build(
         ]
         if ready:
             report = do_publish(target_store, ready, index=not no_index)
+            for name in report.already:
+                typer.echo(f"{name}: this version is already published from the same build key; kept as it was")
             typer.echo(
                 f"published {len(report.bundles)} bundle(s) to {target_store.url}: "
                 f"uploaded {report.uploaded_blobs} blob(s), {report.uploaded_bytes} bytes"
@@ -343,6 +345,8 @@ def publish(
 
     target = _open_store(store, endpoint_url, matrix)
     report = do_publish(target, bundles, jobs=jobs, index=not no_index)
+    for name in report.already:
+        typer.echo(f"{name}: this version is already published from the same build key; kept as it was")
     typer.echo(
         f"published {len(report.bundles)} bundle(s) to {target.url}: uploaded {report.uploaded_blobs} blob(s), "
         f"{report.uploaded_bytes} bytes; {report.present_blobs} already there"

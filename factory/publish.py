@@ -1,6 +1,12 @@
 """`factory publish`: blobs first (only the missing ones), then bundle manifests,
 then the index, so nothing appears in the index before its bytes are in place
-and re-running an interrupted publish finishes it."""
+and re-running an interrupted publish finishes it.
+
+A bundle's identity is its build key. A version already published from the same
+build key is not published again, whatever its bytes: the build time, the host, the
+measured gate figures and a non-reproducible compiler's output may all differ on a
+fresh runner, and none of that makes it another bundle. The stored manifest stays,
+and the index points at it. The same version from another build key is refused."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .documents import BUNDLE_MANIFEST, BundleManifest, Index, IndexRecord, read_file
+from .documents import BUNDLE_MANIFEST, STORED_BUNDLE_FIX, BundleManifest, Index, IndexRecord, parse, read_file
 from .errors import FactoryError, InputError, Problem
 from .integrity import check_bundle_dir
 from .storage.base import PreconditionFailed, Store
@@ -26,6 +32,8 @@ class PublishReport:
     uploaded_blobs: int
     uploaded_bytes: int
     present_blobs: int
+    already: tuple[str, ...] = ()
+    """Bundles whose version was already published from the same build key: left as they were."""
 
 
 def _load(bundle_dir: Path) -> BundleManifest:
@@ -48,8 +56,10 @@ def _load(bundle_dir: Path) -> BundleManifest:
 def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool = True) -> PublishReport:
     """Blobs, then manifests, then (unless `index` is off: release jobs leave that to
     `factory release`) the index entries."""
-    manifests = [(d, _load(d)) for d in bundle_dirs]
-    versions = [_version(manifest, bundle_dir) for bundle_dir, manifest in manifests]
+    loaded = [(d, _load(d)) for d in bundle_dirs]
+    versions = [_version(manifest, bundle_dir) for bundle_dir, manifest in loaded]
+    stored = {m.name: _published(store, m, v) for (_, m), v in zip(loaded, versions, strict=True)}
+    manifests = [(d, m) for d, m in loaded if stored[m.name] is None]
     blobs: dict[str, tuple[Path, int]] = {}
     for bundle_dir, manifest in manifests:
         for entry in manifest.files:
@@ -67,15 +77,37 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool
         list(pool.map(lambda d: store.put_blob(d, blobs[d][0], locked), order))
     names = []
     entries: dict[str, tuple[str, IndexRecord]] = {}
-    for (_, manifest), version in zip(manifests, versions, strict=True):
-        body = manifest.body()
-        key = bundle_doc_key(manifest.name, version)
-        put_once(store, key, body, manifest.name, version)
+    for (_, local), version in zip(loaded, versions, strict=True):
+        key = bundle_doc_key(local.name, version)
+        previous = stored[local.name]
+        if previous is None:
+            previous = _put_bundle(store, key, local.body(), local, version)
+        # What the index records is what the store holds: the first publisher's manifest.
+        body, manifest = previous if previous is not None else (local.body(), local)
         entries[manifest.name] = (version, index_record(key, body, manifest))
         names.append(manifest.name)
     if index:
         add_to_index(store, entries)
-    return PublishReport(tuple(names), len(missing), total, len(blobs) - len(missing))
+    already = tuple(name for name, found in stored.items() if found is not None)
+    return PublishReport(tuple(names), len(missing), total, len(blobs) - len(missing), already)
+
+
+def _published(store: Store, manifest: BundleManifest, version: str) -> tuple[bytes, BundleManifest] | None:
+    """The stored manifest of this bundle version when it was published from the same
+    build key (nothing to do), None when the version is not published yet; another build
+    key at that version is refused before any byte is uploaded."""
+    key = bundle_doc_key(manifest.name, version)
+    current = store.get_doc(key)
+    if current is None:
+        return None
+    found = parse(BundleManifest, current.data, where=f"{store.url}/{key}", fix=STORED_BUNDLE_FIX)
+    if current.data == manifest.body() or (manifest.build_key and found.build_key == manifest.build_key):
+        return current.data, found
+    raise FactoryError(
+        f"{store.url}/{key}: {manifest.name} version {version} is already published from build key "
+        f"{found.build_key or '(none)'}; this bundle comes from build key {manifest.build_key or '(none)'}",
+        hint="bump release.version in the manifest (published versions never change), or yank the old one",
+    )
 
 
 def index_record(key: str, body: bytes, manifest: BundleManifest) -> IndexRecord:
@@ -116,8 +148,20 @@ def _version(manifest: BundleManifest, bundle_dir: Path) -> str:
     return manifest.version
 
 
+def _put_bundle(
+    store: Store, key: str, body: bytes, manifest: BundleManifest, version: str
+) -> tuple[bytes, BundleManifest] | None:
+    """Write a bundle manifest if its key is free. If another publisher wrote it meanwhile,
+    its manifest is returned when the build key is the same; another key is refused."""
+    try:
+        store.put_doc(key, body, if_none_match=True)
+    except PreconditionFailed:
+        return _published(store, manifest, version)
+    return None
+
+
 def put_once(store: Store, key: str, body: bytes, name: str, version: str) -> None:
-    """Bundle manifests are immutable: the same bytes again is a no-op, other bytes a refusal."""
+    """Immutable documents (release manifests): the same bytes again is a no-op, other bytes a refusal."""
     current = store.get_doc(key)
     if current is not None:
         if current.data == body:

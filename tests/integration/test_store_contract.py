@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from factory.errors import FactoryError
 from factory.integrity import IntegrityError
 from factory.publish import publish
 from factory.pull import pull
@@ -122,6 +123,52 @@ def test_publishing_again_uploads_nothing_and_a_second_target_only_its_library(s
     assert (report.uploaded_blobs, report.uploaded_bytes) == (1, library.stat().st_size)
     index, _ = read_index(store)
     assert set(index.bundles) == {"rwkv-5-world-tiny/q4f16_1/cuda-sm80", "rwkv-5-world-tiny/q4f16_1/cuda-sm90"}
+
+
+def _rebuilt_elsewhere(tmp_path: Path, folder: str, *, build_key: str) -> Path:
+    """The same cell built again on another machine: other time and host, other library
+    bytes (compilers are not bit-reproducible), the same or another build key."""
+    bundle = make_bundle(tmp_path / folder, seed=0)
+    library = bundle / "rwkv-5-world-tiny-q4f16_1-cuda-sm80.so"
+    library.write_bytes(b"rebuilt on a fresh runner" * 100)
+    data = json.loads((bundle / "factory-bundle.json").read_text())
+    data["files"] = [
+        {**f, "size": library.stat().st_size, "sha256": hashlib.sha256(library.read_bytes()).hexdigest()}
+        if f["role"] == "library" else f
+        for f in data["files"]
+    ]  # fmt: skip
+    data["provenance"].update(build_key=build_key, built_at="2031-01-01T00:00:00Z", host="runner-2")
+    (bundle / "factory-bundle.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return bundle
+
+
+def test_republishing_the_same_build_key_from_another_machine_is_a_no_op(store: Store, tmp_path: Path) -> None:
+    first = make_bundle(tmp_path / "dist")
+    publish(store, [first], index=False)
+    key = "bundles/rwkv-5-world-tiny/q4f16_1/cuda-sm80/1.0.0.json"
+    stored = store.get_doc(key)
+    assert stored is not None
+    rebuilt = _rebuilt_elsewhere(tmp_path, "again", build_key="key-rwkv-5-world-tiny-q4f16_1-cuda-sm80-0")
+    report = publish(store, [rebuilt])
+    assert report.already == ("rwkv-5-world-tiny/q4f16_1/cuda-sm80",)
+    assert report.uploaded_blobs == 0, "a bundle already published under its build key uploads nothing"
+    again = store.get_doc(key)
+    assert again is not None and again.data == stored.data, "the first published manifest stays"
+    index, _ = read_index(store)
+    record = index.bundles["rwkv-5-world-tiny/q4f16_1/cuda-sm80"].versions["1.0.0"]
+    assert record.sha256 == hashlib.sha256(stored.data).hexdigest(), "the index points at the stored bytes"
+    pulled = _pull(store, tmp_path, "out")
+    assert (pulled.path / "rwkv-5-world-tiny-q4f16_1-cuda-sm80.so").read_bytes() == (
+        first / "rwkv-5-world-tiny-q4f16_1-cuda-sm80.so"
+    ).read_bytes()
+
+
+def test_another_build_key_at_a_published_version_is_refused(store: Store, tmp_path: Path) -> None:
+    publish(store, [make_bundle(tmp_path / "dist")])
+    other = _rebuilt_elsewhere(tmp_path, "other", build_key="another-key")
+    with pytest.raises(FactoryError, match="already published from build key key-rwkv") as caught:
+        publish(store, [other])
+    assert "another-key" in str(caught.value) and "bump release.version" in (caught.value.hint or "")
 
 
 class Crashing:
