@@ -21,7 +21,7 @@ def render_summary(graph: BuildGraph, outcomes: Sequence[Outcome], out: Path) ->
         outcome = by_node.get(cell.bundle)
         status = outcome.status if outcome else "cached"
         detail = ""
-        if outcome and outcome.status in {"failed", "blocked"}:
+        if outcome and outcome.status in {"failed", "blocked", "cancelled"}:
             detail = outcome.detail.splitlines()[0] if outcome.detail else ""
         elif status in {"built", "cached"}:
             detail = str(out / f"{cell.cell.model}-{cell.cell.quant}-{cell.cell.target}")
@@ -34,6 +34,7 @@ def render_summary(graph: BuildGraph, outcomes: Sequence[Outcome], out: Path) ->
     line = Text(
         f"built {total['built']}, cached {total['cached']}, in store {total['in-store']}, "
         f"failed {total['failed']}, blocked {total['blocked']}"
+        + (f", cancelled {total['cancelled']}" if total["cancelled"] else "")
     )
     return Group(cells, counts, line)
 

@@ -6,6 +6,12 @@ place with its `node.json` last, so a crash never leaves a half-made entry
 that a later run would trust. Nodes whose bundles are already cached (or in
 the store) are pruned before anything runs; a failed node blocks only the
 nodes that depend on it.
+
+The order comes from `graphlib.TopologicalSorter`: the main thread takes the
+ready nodes, runs up to `jobs` of them on worker threads and marks each done as
+it finishes. Signals reach only the main thread; once the shared Cancellation
+is set, nothing more starts, running steps are stopped, and the nodes never
+started are reported as cancelled.
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import FactoryError
 from .plan import BuildGraph, Node
+from .runners.base import Cancellation
 
 NODE_META = "node.json"
 
@@ -35,7 +44,7 @@ class Outcome:
     node: str
     kind: str
     status: str
-    """built | cached | in-store | failed | blocked"""
+    """built | cached | in-store | failed | blocked | cancelled"""
     seconds: float = 0.0
     detail: str = ""
     exit_code: int = 0
@@ -84,6 +93,26 @@ class NodeHandler(Protocol):
         ...
 
 
+class Watch:
+    """What the executor reports while it runs (live progress); every method may be
+    called from any thread, and the default does nothing."""
+
+    def started(self, node: Node) -> None:
+        """A node's handler starts (not for cached or in-store nodes)."""
+
+    def finished(self, outcome: Outcome) -> None:
+        """A node has its outcome."""
+
+    def queued(self, node_ids: list[str]) -> None:
+        """Nodes not started yet, those ready to run first."""
+
+    def tick(self) -> None:
+        """The main thread is waiting (a few times a second)."""
+
+
+POLL_SECONDS = 0.25
+
+
 @dataclass
 class Executor:
     graph: BuildGraph
@@ -94,6 +123,8 @@ class Executor:
     after_cached: Callable[[Node], None] = lambda _node: None
     """Called for a cached bundle (to check and materialize it); a FactoryError fails the node."""
     on_event: Callable[[Outcome], None] = lambda _o: None
+    cancel: Cancellation = field(default_factory=Cancellation)
+    watch: Watch = field(default_factory=Watch)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _key_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
@@ -117,33 +148,54 @@ class Executor:
 
     def run(self) -> list[Outcome]:
         nodes = self.needed()
+        sorter = TopologicalSorter({i: [d for d in n.deps if d in nodes] for i, n in nodes.items()})
+        sorter.prepare()
         outcomes: dict[str, Outcome] = {}
-        done_ok: set[str] = set()
-        pending = dict(nodes)
+        ready: deque[str] = deque()
         running: dict[Future[Outcome], str] = {}
-        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-            while pending or running:
-                for node_id, node in list(pending.items()):
-                    deps = [d for d in node.deps if d in nodes]
-                    if any(d in outcomes and d not in done_ok for d in deps):
-                        failed = next(d for d in deps if d in outcomes and d not in done_ok)
-                        outcomes[node_id] = Outcome(node=node_id, kind=node.kind, status="blocked", detail=failed)
-                        self.on_event(outcomes[node_id])
-                        del pending[node_id]
-                    elif all(d in done_ok for d in deps) and len(running) < max(1, self.jobs):
-                        running[pool.submit(self._one, node)] = node_id
-                        del pending[node_id]
+        jobs = max(1, self.jobs)
+
+        def record(outcome: Outcome) -> None:
+            outcomes[outcome.node] = outcome
+            self.on_event(outcome)
+            self.watch.finished(outcome)
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            while sorter.is_active() and not self.cancel.is_set():
+                ready.extend(sorter.get_ready())
+                while ready and len(running) < jobs:
+                    node = nodes[ready.popleft()]
+                    failed = next((d for d in node.deps if d in outcomes and not _ok(outcomes[d])), None)
+                    if failed is not None:
+                        record(Outcome(node=node.id, kind=node.kind, status="blocked", detail=failed))
+                        sorter.done(node.id)
+                        ready.extend(sorter.get_ready())
+                    else:
+                        running[pool.submit(self._one, node)] = node.id
+                started = {*outcomes, *running.values(), *ready}
+                self.watch.queued([*ready, *(i for i in nodes if i not in started)])
                 if not running:
                     continue
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in finished:
-                    node_id = running.pop(future)
-                    outcome = future.result()
-                    outcomes[node_id] = outcome
-                    if outcome.status in {"built", "cached", "in-store"}:
-                        done_ok.add(node_id)
-                    self.on_event(outcome)
+                self._collect(running, record, sorter.done)
+            if self.cancel.is_set():
+                self.cancel.stop_all()  # the main thread stops what the workers started
+                while running:
+                    self._collect(running, record, lambda _i: None)
+                for node_id, node in nodes.items():
+                    if node_id not in outcomes:
+                        record(Outcome(node=node_id, kind=node.kind, status="cancelled"))
         return [outcomes[n.id] for n in self.graph.nodes if n.id in outcomes]
+
+    def _collect(
+        self, running: dict[Future[Outcome], str], record: Callable[[Outcome], None], done: Callable[[str], None]
+    ) -> None:
+        """Wait a little for running nodes; record those that finished."""
+        finished, _ = wait(list(running), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+        self.watch.tick()
+        for future in finished:
+            node_id = running.pop(future)
+            record(future.result())
+            done(node_id)
 
     def _one(self, node: Node) -> Outcome:
         # Nodes with equal keys (e.g. one tokenizer for several models) build once; the rest find it cached.
@@ -165,14 +217,16 @@ class Executor:
             return Outcome(node=node.id, kind=node.kind, status="cached")
         if node.kind == "bundle" and self.in_store(node):
             return Outcome(node=node.id, kind=node.kind, status="in-store")
+        self.watch.started(node)
         try:
             with self.cache.building(node) as (out, meta):
                 detail = self.handlers[node.kind](node, out, meta)
         except FactoryError as exc:
+            status = "cancelled" if self.cancel.is_set() else "failed"
             return Outcome(
                 node=node.id,
                 kind=node.kind,
-                status="failed",
+                status=status,
                 seconds=time.monotonic() - start,
                 detail=exc.render(),
                 exit_code=exc.exit_code,
@@ -183,3 +237,7 @@ class Executor:
                 node=node.id, kind=node.kind, status="failed", seconds=time.monotonic() - start, detail=detail
             )
         return Outcome(node=node.id, kind=node.kind, status="built", seconds=time.monotonic() - start, detail=detail)
+
+
+def _ok(outcome: Outcome) -> bool:
+    return outcome.status in {"built", "cached", "in-store"}

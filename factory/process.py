@@ -70,11 +70,13 @@ def run(
     on_line: Callable[[str], None] | None = None,
     check: bool = True,
     echo: Callable[[str], None] | None = None,
+    on_start: Callable[[Callable[[], None]], None] | None = None,
 ) -> Completed:
     """Run argv (never through a shell), stream its merged output, return or raise.
 
     With inherit_env=False the child sees only `env`: that is how steps get an
-    allow-listed environment.
+    allow-listed environment. `on_start` receives a function that kills the child, for a
+    caller that must stop it from another thread.
     """
     if echo is not None:
         echo(f"+ {display(argv)}")
@@ -94,6 +96,8 @@ def run(
     except FileNotFoundError:
         raise FactoryError(f"command not found: {argv[0]}", hint=f"install {argv[0]} or put it on PATH") from None
     try:
+        if on_start is not None:
+            on_start(proc.kill)
         assert proc.stdout is not None
         for raw in proc.stdout:
             line = raw.rstrip("\n")

@@ -1,5 +1,5 @@
 """Where build steps run: a container (Linux) or the host's metal-runner prefix (macOS)."""
 
-from .base import ENV_ALLOW_LIST, Mount, Runner, Step, StepResult, step_environment
+from .base import ENV_ALLOW_LIST, Cancellation, Mount, Runner, Step, StepResult, step_environment
 
-__all__ = ["ENV_ALLOW_LIST", "Mount", "Runner", "Step", "StepResult", "step_environment"]
+__all__ = ["ENV_ALLOW_LIST", "Cancellation", "Mount", "Runner", "Step", "StepResult", "step_environment"]

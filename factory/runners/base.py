@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,57 @@ class StepResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+class Cancellation:
+    """Shared by the main thread and the workers running steps.
+
+    Signals reach only the main thread, so its handler calls `request` (which only sets a
+    flag) and the main thread then calls `stop_all`. A runner registers a stop function for
+    each running step; once cancelled, `register` refuses, so a step that was about to
+    start stops itself rather than slipping past the sweep.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._stops: dict[int, Callable[[], None]] = {}
+        self._next = 0
+        self.signum: int | None = None
+
+    def request(self, signum: int) -> None:
+        """Safe in a signal handler: no lock, no I/O."""
+        if self.signum is None:
+            self.signum = signum
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def register(self, stop: Callable[[], None]) -> int | None:
+        """A token for `unregister`, or None when the build is already cancelled."""
+        with self._lock:
+            if self._event.is_set():
+                return None
+            self._next += 1
+            self._stops[self._next] = stop
+            return self._next
+
+    def unregister(self, token: int | None) -> None:
+        if token is not None:
+            with self._lock:
+                self._stops.pop(token, None)
+
+    def stop_all(self) -> int:
+        """Stop every registered step (main thread, after `request`); returns how many."""
+        with self._lock:
+            stops = list(self._stops.values())
+            self._stops.clear()
+        for stop in stops:
+            # A stop that fails is not the end: the step's own cleanup removes it again as it unwinds.
+            with contextlib.suppress(Exception):
+                stop()
+        return len(stops)
 
 
 class Runner(Protocol):

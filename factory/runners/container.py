@@ -4,10 +4,15 @@ Inputs are mounted read-only and outputs read-write; the container runs as the
 caller's uid:gid so outputs belong to the caller; network is off unless the
 step asks for it; GPUs are passed only to steps that need one; the container
 is removed on success, on failure and on Ctrl-C or SIGTERM.
+
+Steps usually run on worker threads, where no signal arrives: a build shares one
+Cancellation with its runners, and its main thread stops the containers they
+registered (factory/build/interrupt.py).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import uuid
@@ -18,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from ..errors import FactoryError
-from .base import Step, StepResult, step_environment
+from .base import Cancellation, Step, StepResult, step_environment
 
 RUN_LABEL = "org.factory.run"
 STEP_LABEL = "org.factory.step"
@@ -75,21 +80,31 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 class ContainerRunner:
-    def __init__(self, client: Any, *, user: tuple[int, int] | None = None) -> None:
+    def __init__(self, client: Any, *, user: tuple[int, int] | None = None, cancel: Cancellation | None = None) -> None:
         self.client = client
         self.user = user or (os.getuid(), os.getgid())
         self.run_id = uuid.uuid4().hex[:12]
+        self.cancel = cancel or Cancellation()
 
     def run(self, step: Step, on_line: Callable[[str], None]) -> StepResult:
+        from docker.errors import DockerException
+
         for mount in step.mounts:
             if not mount.source.exists():
                 raise FactoryError(f"step {step.name}: mount source {mount.source} does not exist")
         config = container_config(step, user=self.user, run_id=self.run_id)
         tail: deque[str] = deque(maxlen=50)
         container = None
+        token = None
+        interrupted = StepInterrupted(f"step {step.name} interrupted; its container was removed")
         with _sigterm_as_interrupt():
             try:
+                if self.cancel.is_set():
+                    raise StepInterrupted(f"step {step.name} not started: the build was interrupted")
                 container = self.client.containers.create(**config)
+                token = self.cancel.register(functools.partial(_remove, container))
+                if token is None:
+                    raise interrupted
                 container.start()
                 pending = ""
                 for chunk in container.logs(stream=True, follow=True):
@@ -102,14 +117,34 @@ class ContainerRunner:
                     tail.append(pending)
                     on_line(pending)
                 status = container.wait()
+                if self.cancel.is_set():
+                    raise interrupted
                 return StepResult(int(status.get("StatusCode", 1)), tuple(tail))
             except KeyboardInterrupt:
-                raise StepInterrupted(f"step {step.name} interrupted; its container was removed") from None
+                raise interrupted from None
+            except DockerException:
+                if self.cancel.is_set():  # the main thread removed the container under us
+                    raise interrupted from None
+                raise
             finally:
+                self.cancel.unregister(token)
                 if container is not None:
-                    container.remove(force=True)
+                    _remove(container)
 
     def leftovers(self) -> list[str]:
         """Containers this runner started that still exist (should always be empty)."""
         found = self.client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"})
         return [c.name for c in found]
+
+
+def _remove(container: Any) -> None:
+    """Kill and remove; a container already gone (or going) is fine."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if exc.status_code != 409:  # 409: a removal is already in progress
+            raise

@@ -14,19 +14,20 @@ from pathlib import Path
 
 from .. import process
 from ..errors import FactoryError
-from .base import Step, StepResult, step_environment
+from .base import Cancellation, Step, StepResult, step_environment
 
 READY_MARK = ".factory-ready"
 
 
 class HostRunner:
-    def __init__(self, prefix: Path) -> None:
+    def __init__(self, prefix: Path, *, cancel: Cancellation | None = None) -> None:
         if not (prefix / READY_MARK).is_file():
             raise FactoryError(
                 f"{prefix} is not a finished metal-runner prefix (no {READY_MARK})",
                 hint="run images/metal-runner/bootstrap.sh for this toolchain first",
             )
         self.prefix = prefix
+        self.cancel = cancel or Cancellation()
 
     def run(self, step: Step, on_line: Callable[[str], None]) -> StepResult:
         env = step_environment(step)
@@ -46,7 +47,20 @@ class HostRunner:
             on_line(line)
 
         cwd = Path(_host_path(step.workdir, step)) if step.workdir != "/" else None
-        done = process.run(argv, cwd=cwd, env=env, inherit_env=False, on_line=keep, check=False)
+        tokens: list[int | None] = []
+
+        def started(kill: Callable[[], None]) -> None:
+            tokens.append(token := self.cancel.register(kill))
+            if token is None:
+                kill()
+
+        try:
+            done = process.run(argv, cwd=cwd, env=env, inherit_env=False, on_line=keep, check=False, on_start=started)
+        finally:
+            for token in tokens:
+                self.cancel.unregister(token)
+        if self.cancel.is_set():
+            raise FactoryError(f"step {step.name} interrupted; its process was killed")
         return StepResult(done.exit_code, tuple(tail))
 
 
