@@ -4,6 +4,9 @@ the conformance toolchain image on a real engine, real TVM in the gates."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +19,7 @@ import yaml
 
 from tests.support.docker import conformance_context, ensure_wheelhouse, toolchain_manifest
 from tests.support.hub import LocalHub
-from tests.support.run import factory
+from tests.support.run import FACTORY, factory
 from tests.support.tiny_rwkv import tiny_rwkv_files
 
 pytestmark = [pytest.mark.docker, pytest.mark.hub]
@@ -233,3 +236,47 @@ def test_build_publishes_to_a_store_and_a_fresh_builder_skips_what_the_store_has
     tensors, _ = tvmjs.load_tensor_cache(str(folder / "params" / "ndarray-cache.json"), tvm.cpu())
     assert "embeddings.weight.q_weight" in tensors
     assert f"python -m mlc_chat chat {folder}/params --model-lib-path {folder}/" in pulled.stdout
+
+
+def _step_containers(client: Any, marker: str) -> list[Any]:
+    """Step containers (any state) that mount something under `marker`: this test's own,
+    not those of other builds sharing the engine."""
+    found = client.containers.list(all=True, filters={"label": "org.factory.step"})
+    return [c for c in found if any(marker in m.get("Source", "") for m in c.attrs.get("Mounts", []))]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signalled_build_stops_and_removes_its_step_containers(
+    project: Project, docker_client: Any, signum: int
+) -> None:
+    """Steps run on worker threads, where no signal arrives: the build's main thread must
+    stop them, remove their containers and exit with 128 + the signal's number."""
+    manifest = project.root / "legacy.yaml"
+    work = project.root / f"work-signal-{signum}"
+    proc = subprocess.Popen(
+        [str(FACTORY), "build", "-m", str(manifest), "--work", str(work), "--out", str(work / "dist"), "-j", "2"],
+        cwd=project.root,
+        env={**os.environ, **project.hub.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not [c for c in _step_containers(docker_client, str(work)) if c.status == "running"]:
+            assert proc.poll() is None, f"the build ended before any step ran: {proc.communicate()}"
+            assert time.monotonic() < deadline, "no step container started"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=120)
+        left = [c.name for c in _step_containers(docker_client, str(work))]
+        assert left == [], f"containers left behind: {left}"
+        assert proc.returncode == 128 + signum, err
+        assert f"interrupted by {signal.Signals(signum).name}" in err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for container in _step_containers(docker_client, str(work)):
+            container.remove(force=True)

@@ -4,6 +4,7 @@ sharing, pruning, failure isolation and crash safety of the node cache."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from factory.errors import FactoryError
-from factory.executor import Executor, NodeCache
+from factory.executor import Executor, NodeCache, NodeHandler
 from factory.lock import Lock
 from factory.manifest import load_manifest
 from factory.plan import BuildGraph, Node
@@ -100,3 +101,60 @@ def test_a_node_interrupted_mid_build_leaves_no_cache_entry(tmp_path: Path) -> N
         raise KeyboardInterrupt
     assert not cache.has(node)
     assert list((tmp_path / "fetch").iterdir()) == []
+
+
+def test_a_cancelled_build_starts_nothing_more_and_stops_what_runs(tmp_path: Path) -> None:
+    """What the main thread does after Ctrl-C or SIGTERM: the running steps' stop functions
+    are called, nothing else starts, and the nodes never started say so."""
+    import signal
+
+    from factory.runners import Cancellation
+
+    graph = _graph(("rwkv-5-world-3b/q4f16_1/*",))
+    cancel = Cancellation()
+    stopped: list[str] = []
+    recorder = Recorder()
+
+    def convert(node: Node, out: Path, meta: dict[str, Any]) -> str:
+        token = cancel.register(lambda: stopped.append(node.id))
+        cancel.request(signal.SIGTERM)  # as the handler does, from the main thread
+        deadline = time.monotonic() + 10
+        while not stopped and time.monotonic() < deadline:  # a step blocked until its container is removed
+            time.sleep(0.01)
+        cancel.unregister(token)
+        raise FactoryError(f"{node.id} interrupted")
+
+    handlers: dict[str, NodeHandler] = {
+        **dict.fromkeys(("fetch", "tokenizer", "compile", "bundle"), recorder),
+        "convert": convert,
+    }
+    executor = Executor(graph=graph, cache=NodeCache(tmp_path), handlers=handlers, jobs=4, cancel=cancel)
+    outcomes = {o.node: o for o in executor.run()}
+    convert_id = graph.of_kind("convert")[0].id
+    assert stopped == [convert_id]
+    assert outcomes[convert_id].status == "cancelled"
+    assert not [c for c in recorder.calls if c.startswith(("compile:", "bundle:"))]
+    assert {o.status for o in outcomes.values() if o.kind in ("compile", "bundle")} == {"cancelled"}
+    assert cancel.register(lambda: None) is None, "once cancelled, no step may register (start)"
+
+
+def test_the_order_comes_from_graphlib_and_respects_jobs(tmp_path: Path) -> None:
+    graph = _graph(("rwkv-5-world-3b/*/*",))
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def slow(node: Node, out: Path, meta: dict[str, Any]) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+        return "ok"
+
+    handlers = dict.fromkeys(("fetch", "tokenizer", "convert", "compile", "bundle"), slow)
+    outcomes = Executor(graph=graph, cache=NodeCache(tmp_path), handlers=handlers, jobs=3).run()
+    assert {o.status for o in outcomes} == {"built"}
+    assert most == 3, "independent nodes run side by side, never more than --jobs"
