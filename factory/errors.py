@@ -13,7 +13,7 @@ Exit codes (the README's table shows the same):
   5  no container engine (EngineUnavailable)
   6  a toolchain image failed to build (ImageBuildError)
   7  this machine's disk is full or refuses writes (LocalDiskError)
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM): 128 + the signal, as the shell reports it
 """
 
 from __future__ import annotations
