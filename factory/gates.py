@@ -156,11 +156,11 @@ def _storage_dtype(quantization: str) -> str:
 
 def _holds_model_dtype(name: str, record: Mapping[str, Any]) -> bool:
     """Whether a tensor must be in the quantization's float type: quantization scales and
-    2-D float weights. RWKV keeps some 1-D/3-D parameters in float32 on purpose (time
-    decay and first-token bonus, the attention GroupNorm), whatever the quantization."""
+    2-D `.weight` matrices. RWKV keeps other parameters in float32 on purpose (time decay
+    and first-token bonus, whatever their shape, and the attention GroupNorm)."""
     if record["dtype"] not in FLOAT_DTYPES:
         return False
-    return name.endswith(".q_scale") or len(record["shape"]) == 2
+    return name.endswith(".q_scale") or (name.endswith(".weight") and len(record["shape"]) == 2)
 
 
 LIBRARY_MARK = "FACTORY-LIBRARY "

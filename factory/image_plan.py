@@ -82,7 +82,9 @@ def cuda_architectures(manifest: Manifest, name: str) -> str:
     spelled for the pinned TVM comes from the toolchain's recorded contract.
     """
     toolchain = manifest.toolchains[name]
-    if not toolchain.build.cuda:
+    # A wheel toolchain compiles nothing of TVM's own: its nvcc runs per target arch when a
+    # model compiles, so the image (and its tag) must not depend on which cells are selected.
+    if not toolchain.build.cuda or toolchain.is_wheel:
         return ""
     models = {m.name: m for m in manifest.models}
     archs: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,6 +52,39 @@ class Built:
         return self.root / "dist" / f"{model}-{quant}-{target}"
 
 
+class StepWatch:
+    """The factory step containers created while the block runs, from the engine's live
+    event stream (its history is a short ring buffer that a long build overruns)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.steps: list[str] = []
+        self._stream: Any = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> StepWatch:
+        self._stream = self.client.events(decode=True, filters={"type": "container", "event": "create"})
+
+        def follow() -> None:
+            try:
+                for event in self._stream:
+                    step = event.get("Actor", {}).get("Attributes", {}).get("org.factory.step")
+                    if step:
+                        self.steps.append(step)
+            except Exception:  # the stream is closed on exit
+                return
+
+        self._thread = threading.Thread(target=follow, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(1)
+        self._stream.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
 def _write(root: Path, name: str, data: dict[str, Any], hub: LocalHub) -> Path:
     path = root / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -74,15 +108,14 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
         "--mlc-llm-source", str(source), cwd=root, timeout=1800,
     )  # fmt: skip
     assert image.returncode == 0, image.stderr[-4000:]
-    since = time.time()
-    done = factory(
-        "build", "-m", str(manifest), "--work", "work", "--out", "dist", "-j", "2", "--smoke",
-        env=local_hub.env(), cwd=root, timeout=1800,
-    )  # fmt: skip
-    seconds = time.time() - since
-    events = docker_client.events(since=f"{since:.6f}", until=f"{time.time() + 0.5:.6f}", decode=True)
-    steps = [e["Actor"]["Attributes"].get("org.factory.step", "") for e in events
-             if e.get("Type") == "container" and e.get("status") == "create"]  # fmt: skip
+    with StepWatch(docker_client) as watch:
+        since = time.time()
+        done = factory(
+            "build", "-m", str(manifest), "--work", "work", "--out", "dist", "-j", "2", "--smoke",
+            env=local_hub.env(), cwd=root, timeout=1800,
+        )  # fmt: skip
+        seconds = time.time() - since
+    steps = watch.steps
     print(f"mlc e2e: factory build of {len(MODELS) * len(QUANTS) * len(TARGETS)} cells took {seconds:.0f} s")
     yield Built(root, local_hub, manifest, seconds, done.stdout, done.stderr, done.returncode, steps)
 
@@ -141,8 +174,9 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
             assert json.loads(compat["device"])["mcpu"] == "x86-64"  # portable: no host-specific CPU
             parity = gates["parity"]
             assert parity["status"] == "passed", parity
-            assert parity["positions"] == 24 and parity["top1"] == 1.0
-            assert parity["kl_mean"] <= parity["threshold"]["kl_mean"] and parity["threshold"]["class"] == "q4"
+            bound = parity["threshold"]
+            assert parity["positions"] == 24 and bound["class"] == "q4"
+            assert parity["kl_mean"] <= bound["kl_mean"] and parity["top1"] >= bound["top1"]
             PARITY_SEEN[(model, quant)] = (parity["kl_mean"], parity["kl_max"], parity["max_abs_dlogit"])
 
 
@@ -153,7 +187,9 @@ def test_a_checkpoint_whose_logits_overflow_is_rejected_by_the_smoke_gate(built:
     manifest = _write(built.root, "overflow.yaml", wheel_manifest([model], ["q4f16_1"], ["cpu-x86_64"]), built.hub)
     done = built.run("build", "-m", str(manifest), "--work", "work", "--out", "dist-overflow", "--smoke")
     assert done.returncode == 4, done.stderr[-3000:]
-    assert "rejected by the smoke gate" in done.stderr and "the logits contain NaN/Inf" in done.stderr
+    # Every weight is finite (the params gate passes); running the model shows the overflow.
+    assert "rejected by the smoke" in done.stderr and "the logits contain NaN/Inf" in done.stderr
+    assert "rejected by the params" not in done.stderr
     assert not (built.root / "dist-overflow" / "rwkv-5-world-overflow-q4f16_1-cpu-x86_64").exists()
 
 

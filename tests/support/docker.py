@@ -49,21 +49,27 @@ def ensure_base_image(client: Any) -> str:
 
 def ensure_wheelhouse() -> Path:
     """The wheels the conformance image installs offline, from PyPI (an allowed registry)."""
-    wanted = (CONFORMANCE / "requirements.txt").read_text()
-    stamp = WHEELHOUSE / ".requirements"
+    return download_wheelhouse(CONFORMANCE / "requirements.txt", WHEELHOUSE)
+
+
+def download_wheelhouse(requirements: Path, dest: Path, *extra: str) -> Path:
+    """Linux x86_64 / Python 3.11 wheels for `requirements` in `dest`, fetched again only
+    when the requirements file changed (a stamp keeps its last content)."""
+    wanted = requirements.read_text()
+    stamp = dest / ".requirements"
     if not (stamp.is_file() and stamp.read_text() == wanted):
-        WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+        dest.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
                 sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                 "--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
                 "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                "-d", str(WHEELHOUSE), "-r", str(CONFORMANCE / "requirements.txt"),
+                *extra, "-d", str(dest), "-r", str(requirements),
             ],
             check=True,
         )  # fmt: skip
         stamp.write_text(wanted)
-    return WHEELHOUSE
+    return dest
 
 
 def conformance_context(dest: Path, salt: str = "") -> Path:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support.docker import BASE_IMAGE
+from tests.support.docker import BASE_IMAGE, download_wheelhouse
 
 REPO = Path(__file__).resolve().parents[2]
 WHEEL_MANIFEST = REPO / "manifests" / "wheel.yaml"
@@ -30,22 +28,8 @@ TOOLCHAIN = "wheel-tvm0.26"
 
 def ensure_wheel_wheelhouse() -> Path:
     """Every wheel of images/wheel/requirements.lock, hash-checked, from PyPI and the local CPU torch."""
-    wanted = LOCK.read_text()
-    stamp = WHEELHOUSE / ".requirements"
-    if not (stamp.is_file() and stamp.read_text() == wanted):
-        WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                "--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
-                "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                "--platform", "linux_x86_64", "--find-links", str(LOCAL_WHEELS), "--require-hashes",
-                "-d", str(WHEELHOUSE), "-r", str(LOCK),
-            ],
-            check=True,
-        )  # fmt: skip
-        stamp.write_text(wanted)
-    return WHEELHOUSE
+    extra = ("--platform", "linux_x86_64", "--find-links", str(LOCAL_WHEELS), "--require-hashes")
+    return download_wheelhouse(LOCK, WHEELHOUSE, *extra)
 
 
 def mlc_source_or_fail() -> Path:

@@ -118,6 +118,9 @@ def test_storage_dtypes_follow_the_quantization_name() -> None:
     ln_x = {"dtype": "float32", "shape": [64]}
     assert not gates._holds_model_dtype("model.blocks.0.attention.ln_x.weight", ln_x)
     assert gates._holds_model_dtype("head.q_scale", {"dtype": "float16", "shape": [65536, 2]})
+    decay = {"dtype": "float32", "shape": [1, 64]}  # 2-D, and float32 in every RWKV-5 quantization
+    assert not gates._holds_model_dtype("model.blocks.0.attention.time_decay", decay)
+    assert gates._holds_model_dtype("model.embeddings.weight", {"dtype": "float32", "shape": [8, 64]})
 
 
 def test_a_library_that_does_not_load_here_is_not_run_not_passed(tmp_path: Path) -> None:

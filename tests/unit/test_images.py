@@ -228,3 +228,16 @@ def test_the_wheel_toolchain_renders_its_wheel_pin_and_takes_mlc_llm_as_a_source
     assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 6
     requirements = (REPO / "images" / "wheel" / "requirements.lock").read_text()
     assert "apache-tvm==0.26.0 \\\n    --hash=sha256:" in requirements
+
+
+def test_a_wheel_toolchain_image_does_not_depend_on_the_selected_targets(tmp_path: Path) -> None:
+    """Its TVM is a wheel: nothing in the image is built per CUDA arch, so a manifest with
+    only the CPU target must reuse the image a CPU+CUDA manifest built."""
+    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
+    data["root"] = str(REPO)
+    full, cpu_only = tmp_path / "full.yaml", tmp_path / "cpu.yaml"
+    full.write_text(yaml.safe_dump(data))
+    data["targets"] = {"cpu-x86_64": data["targets"]["cpu-x86_64"]}
+    cpu_only.write_text(yaml.safe_dump(data))
+    tags = {plan_image(load_manifest(p), "wheel-tvm0.26", _lock_for(p)).tag for p in (full, cpu_only)}
+    assert len(tags) == 1
