@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -150,3 +151,26 @@ def test_gc_delete_keeps_young_blobs_unless_told_otherwise(tmp_path: Path) -> No
     assert not path.exists()
     bad = factory("gc", "--store", store, "--grace", "soon")
     assert bad.returncode == 2 and "not a duration" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_rerunning_a_release_job_on_a_fresh_runner_publishes_nothing_and_says_so(tmp_path: Path) -> None:
+    """The same cell built again elsewhere (other built_at, other library bytes, same build
+    key), published with --no-index as release build jobs do: a no-op, said plainly."""
+    store = f"file://{tmp_path / 'store'}"
+    first = make_bundle(tmp_path / "runner-1")
+    assert factory("publish", str(first), "--store", store, "--no-index").returncode == 0
+    again = make_bundle(tmp_path / "runner-2")
+    (again / "rwkv-5-world-tiny-q4f16_1-cuda-sm80.so").write_bytes(b"other compiler output")
+    data = json.loads((again / "factory-bundle.json").read_text())
+    library = again / "rwkv-5-world-tiny-q4f16_1-cuda-sm80.so"
+    for entry in data["files"]:
+        if entry["role"] == "library":
+            entry.update(size=library.stat().st_size, sha256=hashlib.sha256(library.read_bytes()).hexdigest())
+    data["provenance"]["built_at"] = "2031-01-01T00:00:00Z"
+    (again / "factory-bundle.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    done = factory("publish", str(again), "--store", store, "--no-index")
+    assert done.returncode == 0, done.stderr
+    assert "rwkv-5-world-tiny/q4f16_1/cuda-sm80: this version is already published from the same build key" in (
+        done.stdout
+    )
+    assert "uploaded 0 blob(s)" in done.stdout
