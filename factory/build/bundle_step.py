@@ -1,0 +1,136 @@
+"""The last step of a cell: assemble the bundle from its convert, compile and tokenizer
+nodes, gate it, describe it in factory-bundle.json, and lay it out under --out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, gates
+from .. import bundle as bundles
+from ..plan import Node
+from ..toolchains import FLOWS
+from .context import BuildContext, bundle_name, patches_digest
+from .gating import Candidate, gate_summary, run_gates
+
+
+def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
+    model = ctx.models[str(node.attrs["model"])]
+    quant, target_name = str(node.attrs["quant"]), str(node.attrs["target"])
+    target = ctx.loaded.manifest.targets[target_name]
+    compile_node, convert_node = ctx.dep(node, "compile"), ctx.dep(node, "convert")
+    tokenizer_node = ctx.dep(node, "tokenizer")
+    flow = FLOWS[str(compile_node.attrs["flow"])]
+    candidate = Candidate(
+        node_id=node.id,
+        folder=out / "bundle",
+        model=model.name,
+        model_type=model.type,
+        quant=quant,
+        params_dir=flow.bundle_params_dir(),
+        params_index=str(node.attrs["params_index"]),
+        library=str(compile_node.attrs["library"]),
+        target=target,
+    )
+    bundles.assemble(
+        candidate.folder,
+        params_source=ctx.cache.path(convert_node) / flow.converted_params(model.name, quant),
+        params_dir=candidate.params_dir,
+        params_index=candidate.params_index,
+        library=ctx.cache.path(compile_node) / flow.compiled_library(model.name, quant, target_name, target),
+        library_name=candidate.library,
+        tokenizer=ctx.cache.path(tokenizer_node) / bundles.TOKENIZER,
+    )
+    results = run_gates(ctx, candidate)
+    failed = [r for r in results if r.failed]
+    if failed:
+        lines = "\n    ".join(p for r in failed for p in r.problems)
+        raise gates.GateFailure(
+            f"{node.id}: rejected by the {', '.join(r.gate for r in failed)} gate(s):\n    {lines}",
+            hint=failed[0].hint,
+        )
+    manifest = bundles.bundle_manifest(
+        cell={"model": model.name, "quant": quant, "target": target_name, "name": f"{model.name}/{quant}/{target_name}"},
+        files=bundles.describe(candidate.folder, candidate.params_index, candidate.library),
+        compatibility=_compatibility(ctx, compile_node, candidate),
+        provenance=_provenance(ctx, node, compile_node, tokenizer_node),
+        gates={r.gate: r.as_json() for r in results},
+        run=bundles.run_command(flow.name, candidate.params_dir, candidate.library, target.device_kind),
+    )
+    bundles.write_manifest(candidate.folder, manifest)
+    materialize(ctx, node, candidate.folder)
+    return ", ".join(gate_summary(r) for r in results)
+
+
+def _compatibility(ctx: BuildContext, compile_node: Node, c: Candidate) -> dict[str, Any]:
+    """What a client matches against its runtime."""
+    toolchain = ctx.loaded.manifest.toolchains[str(compile_node.attrs["toolchain"])]
+    return {
+        "flow": str(compile_node.attrs["flow"]),
+        "params_index": c.params_index,
+        "mlc_llm": toolchain.mlc_llm.commit,
+        "tvm": toolchain.tvm_identity,
+        "patches": patches_digest(ctx.loaded, toolchain),
+        "device": compile_node.attrs["target_argument"],
+        "library": c.library,
+    }
+
+
+def _provenance(ctx: BuildContext, node: Node, compile_node: Node, tokenizer_node: Node) -> dict[str, Any]:
+    """Where the bundle came from. Its identity is `build_key`; `built_at` (like the image id
+    of a locally built image) differs between machines and is never compared."""
+    toolchain_name = str(compile_node.attrs["toolchain"])
+    toolchain = ctx.loaded.manifest.toolchains[toolchain_name]
+    model = ctx.models[str(node.attrs["model"])]
+    fetch_node = ctx.dep(ctx.dep(node, "convert"), "fetch")
+    compile_meta = ctx.cache.meta(compile_node)
+    return {
+        "toolchain": toolchain_name,
+        "pins": {
+            "tvm": toolchain.tvm.model_dump(),
+            "mlc_llm": toolchain.mlc_llm.model_dump(),
+            "tokenizers_cpp": tokenizer_node.attrs.get("tokenizers_cpp"),
+            "build": toolchain.build.model_dump(),
+            "cuda_version": toolchain.cuda_version,
+            "base_image": toolchain.base_image,
+            "base_image_digest": ctx.lock.image_digest(toolchain.base_image),
+        },
+        "image": compile_meta.get("image"),
+        "image_id": compile_meta.get("image_id"),
+        "model": {"repo": model.hf.repo, "revision": model.hf.revision, "commit": fetch_node.attrs["revision"]},
+        "factory_version": __version__,
+        "build_key": node.key,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "release": ctx.loaded.manifest.release.model_dump(),
+    }
+
+
+def cached_bundle(ctx: BuildContext, node: Node) -> None:
+    """A cached bundle is accepted again only if it still meets this run's demands."""
+    source = ctx.cache.path(node) / "bundle"
+    if ctx.settings.require_smoke:
+        smoke = bundles.read_manifest(source).get("gates", {}).get("smoke", {})
+        if smoke.get("status") != "passed":
+            raise gates.GateFailure(
+                f"{node.id}: rejected by the smoke gate: --require-smoke, and the cached bundle's smoke "
+                f"run did not pass ({smoke.get('reason') or smoke.get('status')})",
+                hint="run the build on a host with the target's device, or drop --require-smoke",
+            )
+    materialize(ctx, node, source)
+
+
+def materialize(ctx: BuildContext, node: Node, source: Path) -> None:
+    """Copy (hard links where possible) a bundle to --out, atomically."""
+    dest = ctx.settings.out / bundle_name(node)
+    if (dest / bundles.BUNDLE_MANIFEST).is_file():
+        current = bundles.read_manifest(dest).get("provenance", {}).get("build_key")
+        if current == node.key:
+            return
+
+    def fill(tmp: Path) -> None:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                bundles.link_or_copy(path, tmp / path.relative_to(source))
+
+    bundles.replace_folder(dest, fill)

@@ -1,0 +1,227 @@
+"""What every step of a build shares: settings, the toolchains' runners and images, the
+node cache, and the two ways a step runs things in a toolchain (its flow's argv, or a
+factory script against a bundle)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import FactoryError
+from ..executor import NodeCache, Watch
+from ..lock import Lock
+from ..manifest.load import LoadedManifest
+from ..manifest.model import Target, Toolchain
+from ..plan import BuildGraph, Node
+from ..process import display
+from ..runners import Cancellation, Mount, Runner, Step
+from ..toolchains.base import MODEL_ROOT, OUT, StepArgv
+
+
+class StepFailed(FactoryError):
+    exit_code = 1
+
+
+class RunnerUnavailable(FactoryError):
+    exit_code = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildSettings:
+    work: Path
+    out: Path
+    jobs: int = 2
+    smoke: bool = False
+    require_smoke: bool = False
+    registry: str | None = None
+    """A registry caching toolchain images by content tag (pulled before building one)."""
+    mlc_llm_source: Path | None = None
+    """A local mlc-llm archive or checkout for wheel toolchain images."""
+
+
+class LineSink(Watch):
+    """A Watch that also hears each step's output lines (live progress implements it)."""
+
+    def line(self, node_id: str, text: str) -> None:
+        """One line a step of `node_id` printed."""
+
+
+class Toolchains:
+    """Runners and images for toolchains, made on first use and shared by every node."""
+
+    def __init__(
+        self,
+        loaded: LoadedManifest,
+        lock: Lock,
+        log: Callable[[str], None],
+        cancel: Cancellation,
+        registry: str | None = None,
+        mlc_llm_source: Path | None = None,
+    ) -> None:
+        self.loaded, self.lock, self.log, self.registry = loaded, lock, log, registry
+        self.cancel, self.mlc_llm_source = cancel, mlc_llm_source
+        self._client: Any = None
+        self._images: dict[str, tuple[str, str]] = {}
+
+    def _engine(self) -> Any:
+        if self._client is None:
+            from ..engine import docker_client
+
+            self._client = docker_client()
+        return self._client
+
+    def image(self, toolchain: str) -> tuple[str, str]:
+        """(reference, image id) of the toolchain's image, built if the engine lacks it."""
+        if toolchain not in self._images:
+            from ..images import BuildExtras, BuildLog, ensure_image, plan_for_engine
+
+            client = self._engine()
+            plan = plan_for_engine(client, self.loaded, toolchain, self.lock)
+            extras = BuildExtras(mlc_llm_source=self.mlc_llm_source) if self.mlc_llm_source else BuildExtras()
+            outcome = ensure_image(client, plan, extras, BuildLog(line=self.log), self.registry)
+            self._images[toolchain] = (outcome.ref, outcome.image_id)
+        return self._images[toolchain]
+
+    def runner(self, kind: str, toolchain: str) -> tuple[Runner, str, str]:
+        """(runner, image ref, image id) for a step of `toolchain` on a `kind` runner."""
+        if kind == "container":
+            from ..runners.container import ContainerRunner
+
+            ref, image_id = self.image(toolchain)
+            return ContainerRunner(self._engine(), cancel=self.cancel), ref, image_id
+        if sys.platform != "darwin":
+            raise RunnerUnavailable(
+                f"toolchain {toolchain}: host (macOS metal-runner) steps cannot run on {sys.platform}",
+                hint="build these cells on a macOS arm64 runner (the release workflow's metal job), "
+                "or leave them out with --skip",
+            )
+        from ..image_plan import plan_metal_prefix
+        from ..paths import prefix_root
+        from ..runners.host import HostRunner
+
+        prefix = plan_metal_prefix(self.loaded, toolchain)
+        return HostRunner(prefix_root() / prefix.hash, cancel=self.cancel), "", f"metal-prefix:{prefix.hash}"
+
+
+# The factory scripts a gate runs inside a toolchain, mounted under /factory.
+SCRIPTS = ("vm_script.py", "smoke_script.py", "reference_script.py")
+
+
+class BuildContext:
+    """One build's shared state; the step functions take it as their first argument."""
+
+    def __init__(
+        self,
+        loaded: LoadedManifest,
+        lock: Lock,
+        graph: BuildGraph,
+        settings: BuildSettings,
+        log: Callable[[str], None],
+        *,
+        cancel: Cancellation | None = None,
+        sink: LineSink | None = None,
+    ) -> None:
+        self.loaded, self.lock, self.graph, self.settings, self.log = loaded, lock, graph, settings, log
+        self.cancel = cancel or Cancellation()
+        self.sink = sink or LineSink()
+        self.cache = NodeCache(settings.work / "nodes")
+        self.toolchains = Toolchains(loaded, lock, log, self.cancel, settings.registry, settings.mlc_llm_source)
+        self.by_id = {n.id: n for n in graph.nodes}
+        self.models = {m.name: m for m in loaded.manifest.models}
+
+    def dep(self, node: Node, kind: str) -> Node:
+        return next(self.by_id[d] for d in node.deps if self.by_id[d].kind == kind)
+
+    def model_dir(self, model: str) -> Path:
+        fetch = self.by_id[f"fetch:{model}"]
+        return self.cache.path(fetch) / "model" / model
+
+    def model_mount(self, model: str) -> Mount:
+        return Mount(source=self.model_dir(model), target=f"{MODEL_ROOT}/{model}")
+
+    def run_steps(
+        self, node: Node, steps: tuple[StepArgv, ...], runner_kind: str, mounts: tuple[Mount, ...], out: Path
+    ) -> tuple[str, str]:
+        """Run a flow's steps for `node` with `out` mounted read-write; a failure raises StepFailed."""
+        toolchain = str(node.attrs["toolchain"])
+        runner, image, image_id = self.toolchains.runner(runner_kind, toolchain)
+        # Beside the node cache, not in the node's folder: a failed node's folder is discarded.
+        log_path = self.settings.work / "logs" / f"{node.kind}-{node.key[:16]}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as log_file:
+            for argv in steps:
+                step = Step(
+                    name=f"{node.id} {argv.name}",
+                    image=image,
+                    argv=argv.argv,
+                    mounts=(*mounts, Mount(source=out, target=OUT, read_only=False)),
+                    workdir=OUT,
+                    env=dict(argv.env),
+                )
+                self.log(f"{node.id}: {display(argv.argv[:3])} ...")
+                log_file.write(f"+ {display(argv.argv)}\n")
+
+                def keep(line: str) -> None:
+                    log_file.write(line + "\n")
+                    self.sink.line(node.id, line)
+
+                result = runner.run(step, keep)
+                if not result.ok:
+                    tail = "\n    ".join(result.tail[-15:])
+                    raise StepFailed(
+                        f"{node.id}: {argv.name} exited with {result.exit_code}:\n    {tail}",
+                        hint=f"the full log is {log_path}; rerun the build to reproduce",
+                    )
+        return image, image_id
+
+    def in_toolchain(
+        self,
+        node_id: str,
+        model_name: str,
+        target: Target,
+        name: str,
+        argv: tuple[str, ...],
+        bundle_dir: Path,
+        *,
+        gpu: bool,
+        extra: tuple[Mount, ...] = (),
+    ) -> tuple[int, list[str]]:
+        """Run a factory script against a bundle inside the model's toolchain, on the target's runner."""
+        runner, image, _ = self.toolchains.runner(target.runner, self.models[model_name].toolchain)
+        here = Path(__file__).resolve().parent.parent
+        step = Step(
+            name=name,
+            image=image,
+            argv=("python", *argv),
+            mounts=(
+                Mount(source=bundle_dir, target="/bundle"),
+                *(Mount(source=here / script, target=f"/factory/{script}") for script in SCRIPTS),
+                *extra,
+            ),
+            needs_gpu=gpu,
+        )
+        lines: list[str] = []
+
+        def keep(line: str) -> None:
+            lines.append(line)
+            self.sink.line(node_id, line)
+
+        result = runner.run(step, keep)
+        return result.exit_code, lines
+
+
+def patches_digest(loaded: LoadedManifest, toolchain: Toolchain) -> str | None:
+    """One sha256 over the toolchain's patches (target and content, in order), or None
+    without patches: a patched mlc-llm is a different compiler, and the key says so."""
+    if not toolchain.patches:
+        return None
+    lines = "".join(f"{p.applies_to} {loaded.file_digests[p.path]}\n" for p in toolchain.patches)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def bundle_name(node: Node) -> str:
+    return f"{node.attrs['model']}-{node.attrs['quant']}-{node.attrs['target']}"

@@ -1,0 +1,215 @@
+"""The gates a new bundle passes before it is accepted, wired to the build: layout and
+params are checked here on the host; library, smoke and parity run factory scripts
+inside the bundle's toolchain through its runner (factory/gates.py judges the output)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import bundle as bundles
+from .. import gates
+from ..manifest.model import Target
+from ..runners import Mount
+from ..toolchains.base import MODEL_ROOT
+from .context import BuildContext
+
+# The smoke run of CPU bundles: a fixed prompt in the conversation template's own
+# shape (the Relax VM runner adds no roles), and a few greedy tokens.
+SMOKE_PROMPT = "User: Tell me about the RWKV language model in one sentence.\n\nAssistant:"
+SMOKE_TOKENS = 8
+_HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """A bundle assembled in `folder`, waiting for its gates."""
+
+    node_id: str
+    folder: Path
+    model: str
+    model_type: str
+    quant: str
+    params_dir: str
+    params_index: str
+    library: str
+    target: Target
+
+    @property
+    def params(self) -> Path:
+        return self.folder / self.params_dir if self.params_dir else self.folder
+
+    def run(
+        self, ctx: BuildContext, name: str, argv: tuple[str, ...], *, gpu: bool, extra: tuple[Mount, ...] = ()
+    ) -> tuple[int, list[str]]:
+        return ctx.in_toolchain(self.node_id, self.model, self.target, name, argv, self.folder, gpu=gpu, extra=extra)
+
+
+def run_gates(ctx: BuildContext, c: Candidate) -> list[gates.GateResult]:
+    """Every gate's result, in order: layout (alone when it fails), params, library, smoke, parity."""
+    layout = gates.lint_layout(
+        c.folder,
+        params_dir=c.params_dir,
+        params_index=c.params_index,
+        library_name=c.library,
+        library_suffix=c.target.library_suffix,
+    )
+    if layout.failed:
+        return [layout]
+    config = json.loads((c.params / bundles.CHAT_CONFIG).read_text())
+    hint = gates.nan_hint(c.model, c.model_type, c.quant)
+    results = [
+        layout,
+        gates.check_params(
+            c.params, params_index=c.params_index, chat_config=config, quantization=c.quant, nan_hint=hint
+        ),
+        library_gate(ctx, c, config),
+    ]
+    settings = ctx.settings
+    if settings.smoke or settings.require_smoke:
+        if has_device(c.target):
+            smoke = smoke_gate(ctx, c, hint)
+        else:
+            smoke = gates.no_device(c.target.device_kind, device_reason(c.target))
+    else:
+        smoke = gates.not_run("smoke", "not asked for (--smoke)")
+    if settings.require_smoke and smoke.status != "passed":
+        smoke = gates.GateResult(
+            "smoke",
+            "failed",
+            (f"--require-smoke: {smoke.details.get('reason', 'no smoke result')}", *smoke.problems),
+            smoke.hint or f"run the build on a host with a {c.target.device_kind} device, or drop --require-smoke",
+            smoke.details,
+        )
+    results.append(smoke)
+    results.append(parity_gate(ctx, c))
+    return results
+
+
+def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gates.GateResult:
+    """The library as its own toolchain loads it: `_metadata` and exported functions
+    against config and params; a CUDA library must hold compiled GPU code."""
+    library = c.folder / c.library
+    if c.target.device_kind == "cuda" and (problem := gates.cuda_code_problem(library)):
+        return gates.GateResult("library", "failed", (problem,), "rebuild in a toolchain whose TVM can run nvcc")
+    argv = ("/factory/vm_script.py", "library", f"/bundle/{c.library}")
+    code, lines = c.run(ctx, f"library {c.library}", argv, gpu=False)
+    probe = gates.parse_library(lines)
+    if probe is None:
+        reason = f"the toolchain could not load it (exit {code}): {lines[-1] if lines else 'no output'}"
+        if c.target.device_kind == "llvm":
+            tail = tuple(lines[-8:])
+            return gates.GateResult("library", "failed", (reason, *tail), "a CPU library must load on a CPU")
+        # A GPU library may need the device's driver just to load; that is not a verdict.
+        return gates.not_run("library", reason)
+    return gates.judge_library(
+        c.library,
+        probe.get("metadata", {}),
+        chat_config=config,
+        quantization=c.quant,
+        records=gates.index_records(c.params / c.params_index),
+        functions=probe.get("functions"),
+    )
+
+
+def smoke_gate(ctx: BuildContext, c: Candidate, hint: str) -> gates.GateResult:
+    """The fixed prompt through the bundle, in its toolchain, on the target's device:
+    CPU bundles through TVM's Relax VM, GPU bundles through mlc-llm's runtime."""
+    params = f"/bundle/{c.params_dir}" if c.params_dir else "/bundle"
+    library = f"/bundle/{c.library}"
+    if c.target.device_kind == "llvm":
+        argv: tuple[str, ...] = ("/factory/vm_script.py", "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS))
+    else:
+        flow = ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow
+        argv = ("/factory/smoke_script.py", flow, params, library, c.target.device_kind)
+    code, lines = c.run(ctx, f"smoke {c.library}", argv, gpu=c.target.device_kind != "llvm")
+    figures = gates.parse_smoke(lines)
+    if code != 0 or figures is None:
+        return gates.GateResult("smoke", "failed", (f"the smoke run exited with {code}", *lines[-10:]), hint)
+    return gates.judge_smoke(figures, hint=hint)
+
+
+def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
+    """The bundle's next-token distributions against the RWKV reference implementation
+    on the same checkpoint and tokens (factory/parity.py has the figures and bounds)."""
+    from .. import parity
+    from ..vm_script import Tokenizer
+
+    target = c.target
+    if ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow == "legacy":
+        return gates.not_run(
+            "parity", "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
+        )
+    if target.device_kind not in ("llvm", "cuda"):
+        return gates.not_run("parity", f"the Relax VM runner does not drive {target.device_kind} devices")
+    if not has_device(target):
+        return gates.not_run("parity", f"no {target.device_kind} device on this host: {device_reason(target)}")
+    tokens = Tokenizer(c.params / bundles.TOKENIZER).encode(parity.PARITY_TEXT)[: parity.PARITY_TOKENS]
+    work = ctx.settings.work / "parity" / f"{c.model}-{c.quant}-{c.library}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / "tokens.json").write_text(json.dumps(tokens))
+    extra = (ctx.model_mount(c.model), Mount(source=work, target="/parity", read_only=False))
+    device = "cuda" if target.device_kind == "cuda" else "cpu"
+    params_in = f"/bundle/{c.params_dir}" if c.params_dir else "/bundle"
+    runs = (
+        ("reference", ("/factory/reference_script.py", f"{MODEL_ROOT}/{c.model}",
+                       "/parity/tokens.json", "/parity/reference.npy"), False),
+        ("bundle", ("/factory/vm_script.py", "logits", params_in, f"/bundle/{c.library}",
+                    "/parity/tokens.json", "/parity/bundle.npy", device), device == "cuda"),
+    )  # fmt: skip
+    for label, argv, gpu in runs:
+        code, lines = c.run(ctx, f"parity {label} {c.library}", argv, gpu=gpu, extra=extra)
+        if code != 0:
+            return gates.GateResult(
+                "parity", "failed", (f"the {label} run exited with {code}", *lines[-8:]),
+                "see the output; the toolchain needs torch and the rwkv package for the reference",
+            )  # fmt: skip
+    import numpy as np
+
+    _, bound = parity.threshold_for(c.quant)
+    figures = parity.compare(np.load(work / "reference.npy"), np.load(work / "bundle.npy"), kl_bound=bound.kl_max)
+    passed, problems, details = parity.verdict(figures, c.quant)
+    if not passed:
+        hint = "the bundle does not compute what the checkpoint computes; check the params and the patches"
+        return gates.GateResult("parity", "failed", tuple(problems), hint, details)
+    return gates.GateResult("parity", "passed", details=details)
+
+
+def gate_summary(result: gates.GateResult) -> str:
+    """One gate in the build summary, with its figures where it has some."""
+    details = result.details
+    if result.gate == "parity" and result.status == "passed":
+        return f"parity passed (KL mean {details['kl_mean']:.2g}, top-1 {details['top1']:.2f})"
+    if result.gate == "smoke" and result.status == "passed" and details.get("decode_tok_s"):
+        return f"smoke passed ({details['prefill_tok_s']} / {details['decode_tok_s']} tok/s)"
+    return f"{result.gate} {result.status}"
+
+
+def has_device(target: Target) -> bool:
+    kind = target.device_kind
+    if kind == "cuda":
+        return shutil.which("nvidia-smi") is not None
+    if kind == "metal":
+        return sys.platform == "darwin" and platform.machine() == "arm64"
+    if kind == "llvm":
+        host_os = {"linux": "linux", "darwin": "macos"}.get(sys.platform)
+        return host_os == target.os and _HOST_ARCH.get(platform.machine().lower()) == target.arch
+    return False
+
+
+def device_reason(target: Target) -> str:
+    kind = target.device_kind
+    if kind == "cuda":
+        return "nvidia-smi not found"
+    if kind == "metal":
+        return "not an Apple Silicon Mac"
+    if kind == "llvm":
+        return f"this host is {sys.platform}/{platform.machine()}, the library is for {target.os}/{target.arch}"
+    return f"smoke runs are not supported for {kind}"

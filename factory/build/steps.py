@@ -1,0 +1,82 @@
+"""The first four steps of a cell, one function each: `step(ctx, node, out, meta) -> detail`.
+
+fetch      huggingface_hub snapshot at the locked commit (host)
+tokenizer  tokenizer_model from the vocab + the conformance check (host)
+convert    the flow's convert steps in the toolchain (container or host runner)
+compile    the flow's compile steps for one target (container or host runner)
+
+Each builds into `out` (a fresh folder the node cache renames into place on success)
+and records what a later step or the bundle's provenance needs in `meta`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import bundle as bundles
+from ..plan import Node
+from ..runners import Mount
+from ..toolchains import FLOWS
+from ..toolchains.base import CONVERTED, SOURCE_FORMATS
+from .context import BuildContext, StepFailed
+
+
+def fetch(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
+    from ..fetch import fetch_snapshot
+
+    model = ctx.models[str(node.attrs["model"])]
+    index = ctx.loaded.manifest.models.index(model)
+    fetch_snapshot(
+        model.hf.repo, str(node.attrs["revision"]), out / "model" / model.name, model.hf.format,
+        field=f"models[{index}].hf.format",
+    )  # fmt: skip
+    meta["source_format"] = SOURCE_FORMATS[model.hf.format]
+    meta["commit"] = node.attrs["revision"]
+    return model.hf.format
+
+
+def tokenizer(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
+    from .. import rwkv_world_tokenizer as tok
+
+    vocab_rel = node.attrs.get("vocab_path")
+    vocab = ctx.loaded.root / str(vocab_rel) if vocab_rel else tok.upstream_vocab_path()
+    commit = node.attrs.get("tokenizers_cpp")
+    encoder = tok.runtime_encoder(str(commit)) if commit else "longest-prefix"
+    blob = tok.pack(tok.parse_vocab(vocab))
+    report = tok.check_tokenizer(blob, encoder=encoder)
+    if not report.passed:
+        raise tok.explain_failure(report, f"tokenizers-cpp {commit or 'unknown'} (model {node.attrs['model']})")
+    tok.write_tokenizer_model(tok.unpack(blob), out / bundles.TOKENIZER)
+    meta["check"] = report.summary()
+    meta["encoder"] = encoder
+    return report.summary()
+
+
+def convert(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
+    model = ctx.models[str(node.attrs["model"])]
+    flow = FLOWS[str(node.attrs["flow"])]
+    steps = flow.convert_steps(model, str(node.attrs["quant"]), SOURCE_FORMATS[model.hf.format])
+    # One conversion serves every target; it runs where this machine can run steps.
+    runner_kind = "host" if sys.platform == "darwin" else "container"
+    image, image_id = ctx.run_steps(node, steps, runner_kind, (ctx.model_mount(model.name),), out)
+    meta.update(image=image, image_id=image_id, argv=[list(s.argv) for s in steps])
+    return f"{len(steps)} step(s)"
+
+
+def compile(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:  # noqa: A001 - the step's name
+    model = ctx.models[str(node.attrs["model"])]
+    flow = FLOWS[str(node.attrs["flow"])]
+    quant, target_name = str(node.attrs["quant"]), str(node.attrs["target"])
+    target = ctx.loaded.manifest.targets[target_name]
+    converted = ctx.cache.path(ctx.dep(node, "convert")) / flow.converted_params(model.name, quant)
+    build = ctx.loaded.manifest.toolchains[str(node.attrs["toolchain"])].build
+    steps = flow.compile_steps(model, quant, target_name, target, build)
+    mounts = (ctx.model_mount(model.name), Mount(source=converted, target=CONVERTED))
+    image, image_id = ctx.run_steps(node, steps, str(node.attrs["runner"]), mounts, out)
+    library = out / flow.compiled_library(model.name, quant, target_name, target)
+    if not library.is_file():
+        raise StepFailed(f"{node.id}: the compile steps wrote no {library.relative_to(out)}")
+    meta.update(image=image, image_id=image_id, argv=[list(s.argv) for s in steps])
+    return library.name
