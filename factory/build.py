@@ -187,7 +187,7 @@ class CellBuilder:
         vocab_rel = node.attrs.get("vocab_path")
         vocab = self.loaded.root / str(vocab_rel) if vocab_rel else tok.upstream_vocab_path()
         commit = node.attrs.get("tokenizers_cpp")
-        encoder = tok.runtime_encoder(str(commit)) if commit else "longest-prefix"
+        encoder = tok.runtime_encoder(str(commit) if commit else None, context=f"model {node.attrs['model']}")
         blob = tok.pack(tok.parse_vocab(vocab))
         report = tok.check_tokenizer(blob, encoder=encoder)
         if not report.passed:
