@@ -244,6 +244,19 @@ class CurrentTargets(_Frozen):
     probe_source: str
 
 
+class SourceWeights(_Frozen):
+    """What convert_weight does to the source folder: with a lone model.safetensors and
+    no index, it writes the index there (so a read-only source fails unless the factory
+    made the index at fetch time, factory/fetch.py index_single_safetensors)."""
+
+    index: str
+    single: str
+    formats: tuple[str, ...]
+    writes_index: str
+    writes_index_source: str
+    checked_for_explicit_format_source: str
+
+
 class CurrentContract(_Frozen):
     contract_version: Literal[1]
     flow: Literal["current"]
@@ -261,6 +274,7 @@ class CurrentContract(_Frozen):
     tvm_cmake: TvmCmake
     tvm_python: TvmPython
     tokenizers_cpp: TokenizersCpp
+    source_weights: SourceWeights
 
     def model_quantizations(self, model_type: str) -> frozenset[str]:
         return self.quantizations.of_kinds(self.rwkv[model_type].quantization_kinds)
