@@ -489,7 +489,7 @@ def verify(
         if not (path / BUNDLE_MANIFEST).is_file():
             raise UsageError(
                 f"{path} is not a bundle folder (no {BUNDLE_MANIFEST})",
-                hint="give a folder `factory pull` or `factory build` made, or a store URL",
+                hint="give a folder `factory pull` or `factory build` made; check a store with --store URL",
             )
         manifest = read_file(BundleManifest, path / BUNDLE_MANIFEST, fix=f"pull or rebuild {path}; do not edit it")
         check_bundle_dir(path, manifest)
