@@ -40,6 +40,19 @@ OnlyOption = Annotated[
 SkipOption = Annotated[
     list[str] | None, typer.Option("--skip", help="Leave out cells whose MODEL/QUANT/TARGET matches this glob.")
 ]
+DEFAULT_MATRIX = Path("manifests/world.yaml")
+
+
+def _retired(spelling: str, instead: str) -> Callable[[object], object]:
+    """A callback for a hidden option that only says what replaced it: the same
+    letter or name means one thing in every command (see the README's option table)."""
+
+    def refuse(value: object) -> object:
+        if value not in (None, [], ()):
+            raise typer.BadParameter(f"{spelling} is no longer accepted here; use {instead}")
+        return value
+
+    return refuse
 
 
 def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -172,7 +185,7 @@ app.add_typer(tokenizer_app, name="tokenizer")
 @tokenizer_app.command("rwkv-world")
 @reports_errors
 def tokenizer_rwkv_world(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write tokenizer_model.")],
+    output: Annotated[Path, typer.Option("--output-file", "-o", help="The file to write (tokenizer_model).")],
     vocab: Annotated[
         Path | None, typer.Option("--vocab", help="RWKV vocab file (default: the one the `rwkv` package ships).")
     ] = None,
@@ -181,6 +194,10 @@ def tokenizer_rwkv_world(
         typer.Option(
             "--tokenizers-cpp", help="Check with the encoder of this tokenizers-cpp commit (default: current)."
         ),
+    ] = None,
+    _output: Annotated[
+        str | None,
+        typer.Option("--output", hidden=True, callback=_retired("--output", "--output-file FILE (or -o FILE)")),
     ] = None,
 ) -> None:
     """Make MLC's RWKV World `tokenizer_model` from the upstream vocab and run the conformance check.
@@ -315,17 +332,32 @@ EndpointOption = Annotated[
 ]
 
 
+StoreMatrixOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--matrix", "-m", help=f"Without --store, use this manifest's `store:` [default: {DEFAULT_MATRIX}, if present]."
+    ),
+]
+
+
 def _open_store(store: str | None, endpoint_url: str | None, matrix: Path | None = None) -> Store:
+    """The store every store command uses: --store (or FACTORY_STORE), else the
+    `store:` of --matrix, else that of manifests/world.yaml when it is here."""
     from .storage import open_store
 
-    if store is not None:
+    if store:
         return open_store(store, endpoint_url=endpoint_url)
-    if matrix is not None and matrix.is_file():
+    path = matrix if matrix is not None else DEFAULT_MATRIX
+    if matrix is not None or path.is_file():
         from .manifest import load_manifest
 
-        loaded = load_manifest(matrix)
+        loaded = load_manifest(path)
         return open_store(loaded.manifest.store, endpoint_url=endpoint_url, base=loaded.root)
-    raise UsageError("no store given", hint="pass --store URL or set FACTORY_STORE")
+    raise UsageError(
+        "no store given",
+        hint=f"pass --store URL, set FACTORY_STORE, or --matrix MANIFEST to use its `store:` "
+        f"(default {DEFAULT_MATRIX}, when it exists)",
+    )
 
 
 @app.command()
@@ -334,7 +366,7 @@ def publish(
     bundles: Annotated[list[Path], typer.Argument(help="Bundle folders `factory build` wrote.")],
     store: StoreOption = None,
     endpoint_url: EndpointOption = None,
-    matrix: Annotated[Path | None, typer.Option("--matrix", "-m", help="Take the store from this manifest.")] = None,
+    matrix: StoreMatrixOption = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel uploads.")] = 8,
     no_index: Annotated[
         bool, typer.Option("--no-index", help="Leave the index to `factory release` (release build jobs).")
@@ -362,17 +394,21 @@ def pull(
     version: Annotated[str | None, typer.Option("--version", help="Default: the latest not yanked.")] = None,
     store: StoreOption = None,
     endpoint_url: EndpointOption = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the bundle folder is made.")] = Path("."),
+    out: Annotated[Path, typer.Option("--out", help="The folder the bundle folder is made in.")] = Path("."),
     cache: Annotated[
         Path | None, typer.Option("--cache", help="Blob cache [default: $FACTORY_CACHE or ~/.cache/factory].")
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel downloads.")] = 8,
+    matrix: StoreMatrixOption = None,
+    _o: Annotated[
+        str | None, typer.Option("-o", hidden=True, callback=_retired("-o (a file in every command)", "--out DIR"))
+    ] = None,
 ) -> None:
     """Download a bundle, verify every byte, and lay it out for its runtime."""
     from .paths import blob_cache
     from .pull import pull as do_pull
 
-    source = _open_store(store, endpoint_url)
+    source = _open_store(store, endpoint_url, matrix)
     pulled = do_pull(source, model, quant, target, version=version, out=out, cache=cache or blob_cache(), jobs=jobs)
     typer.echo(f"pulled {pulled.name} {pulled.version} into {pulled.path} ({pulled.downloaded_bytes} bytes downloaded)")
     typer.echo(f"run it with:\n  {pulled.run}")
@@ -380,13 +416,13 @@ def pull(
 
 @app.command("ls")
 @reports_errors
-def ls(store: StoreOption = None, endpoint_url: EndpointOption = None) -> None:
+def ls(store: StoreOption = None, endpoint_url: EndpointOption = None, matrix: StoreMatrixOption = None) -> None:
     """List the bundles a store's index holds."""
     from rich.table import Table
 
     from .store_index import read_index
 
-    source = _open_store(store, endpoint_url)
+    source = _open_store(store, endpoint_url, matrix)
     index, _ = read_index(source)
     table = Table("bundle", "version", "size MB", "flow", "published", "status", box=None)
     for name, entry in sorted(index.bundles.items()):
@@ -429,19 +465,35 @@ def run_command(
 @app.command()
 @reports_errors
 def verify(
-    what: Annotated[str, typer.Argument(help="A bundle folder, or a store URL to check every blob of.")],
+    what: Annotated[
+        str | None,
+        typer.Argument(help="A bundle folder; without it, the store (--store, else the manifest's) is checked."),
+    ] = None,
+    store: StoreOption = None,
     endpoint_url: EndpointOption = None,
+    matrix: StoreMatrixOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel downloads.")] = 8,
 ) -> None:
-    """Check every byte against its manifest."""
-    path = Path(what)
-    if "://" not in what and path.is_dir():
+    """Check every byte against its manifest: one bundle folder, or every blob of a store."""
+    if what is not None and store:
+        raise UsageError(
+            f"give a bundle folder or --store, not both ({what!r} and --store {store!r})",
+            hint="`factory verify FOLDER` checks one bundle; `factory verify --store URL` checks a store",
+        )
+    if what is not None and "://" not in what and not Path(what).is_dir():
+        raise UsageError(
+            f"{what}: no such bundle folder",
+            hint="give a folder `factory pull` or `factory build` made, or check a store with --store URL",
+        )
+    path = Path(what) if what is not None else None
+    if path is not None and "://" not in str(what):
         from .documents import BUNDLE_MANIFEST, BundleManifest, read_file
         from .integrity import check_bundle_dir
 
         if not (path / BUNDLE_MANIFEST).is_file():
             raise UsageError(
                 f"{path} is not a bundle folder (no {BUNDLE_MANIFEST})",
-                hint="give a folder `factory pull` or `factory build` made, or a store URL",
+                hint="give a folder `factory pull` or `factory build` made; check a store with --store URL",
             )
         manifest = read_file(BundleManifest, path / BUNDLE_MANIFEST, fix=f"pull or rebuild {path}; do not edit it")
         check_bundle_dir(path, manifest)
@@ -449,8 +501,10 @@ def verify(
         return
     from .housekeeping import verify_store
 
-    bundles, blobs = verify_store(_open_store(what, endpoint_url))
-    typer.echo(f"{what}: {bundles} bundle version(s), {blobs} blob(s) verified")
+    # A store URL in place of the folder is still accepted: the older spelling of --store.
+    target = _open_store(what or store, endpoint_url, matrix)
+    bundles, blobs = verify_store(target, jobs=jobs)
+    typer.echo(f"{target.url}: {bundles} bundle version(s), {blobs} blob(s) verified")
 
 
 @app.command()
@@ -462,6 +516,7 @@ def gc(
     grace: Annotated[
         str, typer.Option("--grace", help="Keep unreferenced blobs younger than this (e.g. 30m, 24h, 7d; 0: none).")
     ] = "24h",
+    matrix: StoreMatrixOption = None,
 ) -> None:
     """Remove blobs no bundle manifest references (a dry run unless --delete).
 
@@ -471,7 +526,7 @@ def gc(
     from .housekeeping import parse_duration
 
     seconds = parse_duration(grace)
-    report = do_gc(_open_store(store, endpoint_url), delete=delete, grace=seconds)
+    report = do_gc(_open_store(store, endpoint_url, matrix), delete=delete, grace=seconds)
     for digest in report.unreferenced:
         typer.echo(digest)
     verb = "deleted" if report.deleted else "would delete (dry run; pass --delete)"
@@ -492,12 +547,13 @@ def yank(
     reason: Annotated[str, typer.Option("--reason", help="Why; shown in `factory ls` and the index.")] = "",
     store: StoreOption = None,
     endpoint_url: EndpointOption = None,
+    matrix: StoreMatrixOption = None,
 ) -> None:
     """Mark a bundle version withdrawn, without deleting it."""
     from .housekeeping import yank as do_yank
 
     name = f"{model}/{quant}/{target}"
-    index = do_yank(_open_store(store, endpoint_url), name, version, reason)
+    index = do_yank(_open_store(store, endpoint_url, matrix), name, version, reason)
     typer.echo(f"yanked {name} {version}; latest is now {index.bundles[name].latest or 'none'}")
 
 
@@ -509,8 +565,17 @@ def release(
     endpoint_url: EndpointOption = None,
     only: OnlyOption = None,
     notes: Annotated[Path | None, typer.Option("--notes", help="Also write the release notes (Markdown) here.")] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Also write the release manifest here (e.g. for attestation).")
+    output_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-file", "-o", help="Also write the release manifest to this file (e.g. for attestation)."
+        ),
+    ] = None,
+    _out: Annotated[
+        str | None,
+        typer.Option(
+            "--out", hidden=True, callback=_retired("--out (a folder in every command)", "--output-file FILE")
+        ),
     ] = None,
 ) -> None:
     """Write the release manifest and the index for the manifest's release version, and print the notes."""
@@ -525,9 +590,9 @@ def release(
     made = make_release(target_store, graph, name=info.name, version=info.version)
     if notes is not None:
         notes.write_text(made.notes)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(made.body)
+    if output_file is not None:
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        output_file.write_bytes(made.body)
     typer.echo(made.notes)
     typer.echo(f"release manifest: {target_store.url}/{made.key}")
 
@@ -541,7 +606,11 @@ app.add_typer(images_app, name="images")
 def images_build(
     matrix: MatrixOption = Path("manifests/world.yaml"),
     toolchain: Annotated[
-        list[str] | None, typer.Option("--toolchain", "-t", help="Build only this toolchain (repeatable).")
+        list[str] | None, typer.Option("--toolchain", help="Build only this toolchain (repeatable).")
+    ] = None,
+    _t: Annotated[
+        list[str] | None,
+        typer.Option("-t", hidden=True, callback=_retired("-t (--target in every command)", "--toolchain NAME")),
     ] = None,
     push: Annotated[str | None, typer.Option("--push", help="Also push to this registry, e.g. ghcr.io/org.")] = None,
     ca_cert: Annotated[
@@ -628,8 +697,12 @@ def images_ls(
 @images_app.command("metal-env")
 @reports_errors
 def images_metal_env(
-    toolchain: Annotated[str, typer.Option("--toolchain", "-t", help="The toolchain to build natively.")],
+    toolchain: Annotated[str, typer.Option("--toolchain", help="The toolchain to build natively.")],
     matrix: MatrixOption = Path("manifests/world.yaml"),
+    _t: Annotated[
+        str | None,
+        typer.Option("-t", hidden=True, callback=_retired("-t (--target in every command)", "--toolchain NAME")),
+    ] = None,
     prefix_root: Annotated[
         Path | None,
         typer.Option(

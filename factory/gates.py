@@ -299,30 +299,61 @@ def judge_smoke(figures: SmokeFigures, *, hint: str) -> GateResult:
 SMOKE_MARK = "FACTORY-SMOKE "
 
 
+# The strings the smoke script writes for non-finite floats (and the lower-case
+# spellings older scripts wrote); accepted only where a number belongs.
+NON_FINITE_NAMES = {"nan": math.nan, "inf": math.inf, "infinity": math.inf, "-inf": -math.inf, "-infinity": -math.inf}
+
+
+def smoke_number(value: Any, field: str) -> float:
+    """A number from the smoke line: a JSON number, or a non-finite float's name."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field}: expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.lower() in NON_FINITE_NAMES:
+        return NON_FINITE_NAMES[value.lower()]
+    raise ValueError(f"{field}: expected a number or NaN/Infinity/-Infinity, got {value!r}")
+
+
 def parse_smoke(lines: list[str] | tuple[str, ...]) -> SmokeFigures | None:
-    """PURE: the figures the smoke script printed, or None if it printed none."""
+    """PURE: the figures the smoke script printed, or None if it printed none.
+
+    A line that is not the script's JSON raises GateFailure naming the field."""
     for line in reversed(lines):
         if line.startswith(SMOKE_MARK):
-            data = json.loads(line[len(SMOKE_MARK) :])
-
-            def number(value: Any) -> float | None:
-                return None if value is None else float(value)
-
-            shape = data.get("logits_shape")
-            vocab = data.get("vocab_size")
-            finite = data.get("finite")
-            return SmokeFigures(
-                output=str(data.get("output") or ""),
-                prefill_tok_s=number(data.get("prefill_tok_s")),
-                decode_tok_s=number(data.get("decode_tok_s")),
-                logprobs=tuple(float(x) for x in data.get("logprobs") or ()),
-                finite=finite if isinstance(finite, bool) else None,
-                logits_shape=tuple(int(x) for x in shape) if isinstance(shape, list) else None,
-                vocab_size=int(vocab) if isinstance(vocab, int) else None,
-                runtime=str(data.get("runtime") or ""),
-                generated_tokens=tuple(int(x) for x in data.get("generated_tokens") or ()),
-            )
+            try:
+                return _smoke_figures(line[len(SMOKE_MARK) :])
+            except (ValueError, TypeError) as exc:
+                raise GateFailure(
+                    f"the smoke run printed an unreadable {SMOKE_MARK.strip()} line: {exc}",
+                    hint="the smoke script and the factory disagree on its format; rebuild with one factory version",
+                ) from None
     return None
+
+
+def _smoke_figures(text: str) -> SmokeFigures:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+
+    def number(name: str) -> float | None:
+        value = data.get(name)
+        return None if value is None else smoke_number(value, name)
+
+    shape = data.get("logits_shape")
+    vocab = data.get("vocab_size")
+    finite = data.get("finite")
+    return SmokeFigures(
+        output=str(data.get("output") or ""),
+        prefill_tok_s=number("prefill_tok_s"),
+        decode_tok_s=number("decode_tok_s"),
+        logprobs=tuple(smoke_number(x, f"logprobs[{i}]") for i, x in enumerate(data.get("logprobs") or ())),
+        finite=finite if isinstance(finite, bool) else None,
+        logits_shape=tuple(int(x) for x in shape) if isinstance(shape, list) else None,
+        vocab_size=int(vocab) if isinstance(vocab, int) else None,
+        runtime=str(data.get("runtime") or ""),
+        generated_tokens=tuple(int(x) for x in data.get("generated_tokens") or ()),
+    )
 
 
 def no_device(target_kind: str, reason: str) -> GateResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,39 +77,46 @@ def parse_duration(text: str) -> float:
     raise UsageError(f"--grace {text!r} is not a duration", hint="write it like 90s, 30m, 24h, 7d, or 0 for none")
 
 
-def verify_store(store: Store) -> tuple[int, int]:
-    """Download and hash every blob every indexed bundle lists; returns (bundles, blobs) checked."""
+def verify_store(store: Store, *, jobs: int = 8) -> tuple[int, int]:
+    """Download and hash every blob every indexed bundle lists, `jobs` at a time;
+    returns (bundles, blobs) checked. Each blob is fetched once, however many
+    bundles share it, and every problem is reported, not only the first."""
     index, _ = read_index(store)
-    seen: set[str] = set()
+    owners: dict[str, str] = {}
+    """digest -> the first "bundle version: path" that lists it (for messages)."""
     problems: list[str] = []
     bundles = 0
+    for name, entry in sorted(index.bundles.items()):
+        for version, record in sorted(entry.versions.items()):
+            bundles += 1
+            try:
+                manifest, _ = read_bundle_manifest(store, name, version, record)
+            except FactoryError as exc:
+                problems.append(f"{name} {version}: {exc.render().removeprefix('error: ')}")
+                continue
+            for entry_file in manifest.files:
+                owners.setdefault(entry_file.sha256, f"{name} {version}: {entry_file.path}")
+
     with tempfile.TemporaryDirectory(prefix="factory-verify-") as tmp:
-        for name, entry in sorted(index.bundles.items()):
-            for version, record in sorted(entry.versions.items()):
-                bundles += 1
-                try:
-                    manifest, _ = read_bundle_manifest(store, name, version, record)
-                except FactoryError as exc:
-                    problems.append(f"{name} {version}: {exc.render().removeprefix('error: ')}")
-                    continue
-                for entry_file in manifest.files:
-                    digest = entry_file.sha256
-                    if digest in seen:
-                        continue
-                    seen.add(digest)
-                    part = Path(tmp) / digest
-                    hasher = hashlib.sha256()
-                    try:
-                        store.get_blob(digest, part, hasher=hasher)
-                    except (FactoryError, LocalWriteError) as exc:
-                        problems.append(f"{name} {version}: {entry_file.path}: {exc}")
-                        continue
-                    if hasher.hexdigest() != digest:
-                        problems.append(f"{name} {version}: {entry_file.path}: blob {digest[:16]}… is altered")
-                    part.unlink()
+
+        def check(digest: str) -> str | None:
+            part = Path(tmp) / digest
+            hasher = hashlib.sha256()
+            try:
+                store.get_blob(digest, part, hasher=hasher)
+            except (FactoryError, LocalWriteError) as exc:
+                return f"{owners[digest]}: {exc}"
+            finally:
+                part.unlink(missing_ok=True)
+            if hasher.hexdigest() != digest:
+                return f"{owners[digest]}: blob {digest[:16]}… is altered"
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="verify") as pool:
+            problems += [p for p in pool.map(check, sorted(owners)) if p is not None]
     if problems:
         raise IntegrityError(f"{store.url}: " + "\n    ".join(problems), hint="republish the affected bundles")
-    return bundles, len(seen)
+    return bundles, len(owners)
 
 
 def yank(store: Store, name: str, version: str, reason: str) -> Index:

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .buildkey import RECIPE_VERSION, canonical
 from .errors import InputError, Problem
@@ -193,12 +194,11 @@ def plan_image(loaded: LoadedManifest, name: str, lock: Lock, *, local_base_id: 
         )
     patches, patch_digests = staged_patches(loaded, toolchain)
     args = build_args(name, toolchain, base, cuda_architectures(manifest, name))
+    content = image_content(loaded, name)
     inputs = {
         "recipe": RECIPE_VERSION,
-        "dockerfile": file_sha256(dockerfile),
-        "context": context_digests(context),
-        "patches": sorted(patch_digests.items()),
-        "args": {k: v for k, v in args.items() if k != "TOOLCHAIN"},
+        **content,
+        "args": {**content["args"], "BASE_IMAGE": base},
         "base": base_identity,
     }
     tag = hashlib.sha256(canonical(inputs)).hexdigest()[:24]
@@ -221,6 +221,33 @@ def plan_image(loaded: LoadedManifest, name: str, lock: Lock, *, local_base_id: 
         base_locked=digest is not None,
         mlc_llm_source=toolchain.mlc_llm if toolchain.is_wheel else None,
     )
+
+
+def image_content(loaded: LoadedManifest, name: str) -> dict[str, Any]:
+    """Everything the image tag hashes except the base image: the Dockerfile, each
+    context file (path, mode, sha256), the patches and the pins.
+
+    `plan` puts the hash of this into every key below the toolchain, so editing
+    the Dockerfile or a context script rebuilds what the image builds. A missing
+    Dockerfile or context hashes as None: the plan stays printable, and
+    `plan_image` names the missing path when a build needs the image.
+    """
+    toolchain = loaded.manifest.toolchains[name]
+    dockerfile = loaded.root / toolchain.image.dockerfile
+    context = loaded.root / toolchain.image.context
+    _, patch_digests = staged_patches(loaded, toolchain)
+    args = build_args(name, toolchain, "", cuda_architectures(loaded.manifest, name))
+    return {
+        "dockerfile": file_sha256(dockerfile) if dockerfile.is_file() else None,
+        "context": context_digests(context) if context.is_dir() else None,
+        "patches": sorted(patch_digests.items()),
+        "args": {k: v for k, v in args.items() if k not in {"TOOLCHAIN", "BASE_IMAGE"}},
+    }
+
+
+def image_content_hash(loaded: LoadedManifest, name: str) -> str:
+    """sha256 of `image_content`: changes whenever the toolchain's image would."""
+    return hashlib.sha256(canonical(image_content(loaded, name))).hexdigest()
 
 
 def staged_patches(loaded: LoadedManifest, toolchain: Toolchain) -> tuple[tuple[tuple[str, Path], ...], dict[str, str]]:
@@ -298,15 +325,32 @@ def plan_metal_prefix(loaded: LoadedManifest, name: str) -> MetalPrefixPlan:
                 )
             ]
         )
+    patches, _ = staged_patches(loaded, toolchain)
+    env = metal_env(name, toolchain)
+    digest = metal_prefix_hash(loaded, name)
+    return MetalPrefixPlan(toolchain=name, hash=digest, env={**env, "TOOLCHAIN_HASH": digest}, patches=patches)
+
+
+def metal_env(name: str, toolchain: Toolchain) -> dict[str, str]:
     args = build_args(name, toolchain, base="")
-    env = {k: args[k] for k in METAL_ARGS}
-    patches, patch_digests = staged_patches(loaded, toolchain)
+    return {k: args[k] for k in METAL_ARGS}
+
+
+def metal_prefix_hash(loaded: LoadedManifest, name: str) -> str:
+    """The prefix hash of toolchain `name` on a macOS runner: bootstrap folder, shared
+    scripts, patches and pins. Missing files hash as None, so `plan` can key host
+    cells of a checkout without images/metal-runner; `plan_metal_prefix` refuses it."""
+    toolchain = loaded.manifest.toolchains[name]
+    folder = loaded.root / METAL_RUNNER
+    _, patch_digests = staged_patches(loaded, toolchain)
+    env = metal_env(name, toolchain)
     inputs = {
         "recipe": RECIPE_VERSION,
-        "runner": context_digests(folder),
-        "shared": [[path, file_sha256(loaded.root / path)] for path in METAL_SHARED],
+        "runner": context_digests(folder) if folder.is_dir() else None,
+        "shared": [
+            [path, file_sha256(loaded.root / path) if (loaded.root / path).is_file() else None] for path in METAL_SHARED
+        ],
         "patches": sorted(patch_digests.items()),
         "args": {k: v for k, v in env.items() if k != "TOOLCHAIN"},
     }
-    digest = hashlib.sha256(canonical(inputs)).hexdigest()[:24]
-    return MetalPrefixPlan(toolchain=name, hash=digest, env={**env, "TOOLCHAIN_HASH": digest}, patches=patches)
+    return hashlib.sha256(canonical(inputs)).hexdigest()[:24]

@@ -1,7 +1,9 @@
 """PURE: manifest + lock + selectors -> build graph.
 
-No I/O here: everything a node's output depends on arrives as arguments, so
-the graph can be printed, diffed and tested without Docker or a network.
+No I/O here besides reading the files a toolchain's image and macOS prefix are
+made of, to hash them (as image_plan does): everything else a node's output
+depends on arrives as arguments, so the graph can be printed, diffed and
+tested without Docker or a network.
 
     fetch(model) -> convert(model, quant, toolchain) -> compile(..., target) -> bundle(cell)
     tokenizer(model) ------------------------------------------------------> bundle(cell)
@@ -18,6 +20,7 @@ from typing import Any, Literal
 
 from .buildkey import build_key
 from .errors import UsageError
+from .image_plan import image_content_hash, metal_prefix_hash
 from .lock import Lock
 from .manifest.load import LoadedManifest
 from .manifest.model import Model, Toolchain
@@ -72,6 +75,7 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
     models = {m.name: m for m in manifest.models}
     nodes: dict[str, Node] = {}
     unresolved: set[str] = set()
+    environments = _Environments(loaded)
 
     def add(node: Node) -> Node:
         return nodes.setdefault(node.id, node)
@@ -83,6 +87,7 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
         flow = FLOWS[toolchain.flow]
         target = manifest.targets[cell.target]
         toolchain_inputs, toolchain_locked = _toolchain_identity(toolchain, loaded.file_digests, lock, unresolved)
+        environment = environments.of(model.toolchain)
 
         commit = lock.hf_commit(model.hf.repo, model.hf.revision)
         if commit is None:
@@ -139,7 +144,12 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
             _node(
                 "convert",
                 f"convert:{model.name}/{cell.quant}@{model.toolchain}",
-                {"toolchain": toolchain_inputs, "model": model_inputs, "quant": cell.quant},
+                {
+                    "toolchain": toolchain_inputs,
+                    "environment": environment.for_convert(),
+                    "model": model_inputs,
+                    "quant": cell.quant,
+                },
                 (fetch,),
                 locked=toolchain_locked,
                 # No runner here: one convert serves targets on every runner; the
@@ -163,7 +173,13 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
             _node(
                 "compile",
                 f"compile:{cell.id}@{model.toolchain}",
-                {"toolchain": toolchain_inputs, "model": model_inputs, "quant": cell.quant, "target": target_inputs},
+                {
+                    "toolchain": toolchain_inputs,
+                    "environment": environment.for_runner(target.runner),
+                    "model": model_inputs,
+                    "quant": cell.quant,
+                    "target": target_inputs,
+                },
                 (convert,),
                 locked=toolchain_locked,
                 attrs={
@@ -268,6 +284,49 @@ def _model_inputs(model: Model) -> dict[str, Any]:
         "context_window": model.context_window,
         "overrides": list(model.overrides.enabled()),
     }
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Environment:
+    """Where a toolchain's steps run: its image content and its macOS prefix."""
+
+    image: str
+    """Hash of the image's Dockerfile, context files, patches and pins (no base: the
+    base digest is part of the toolchain identity already)."""
+    metal_prefix: str | None
+    """The metal-runner prefix hash, when a host-runner target uses the toolchain."""
+
+    def for_runner(self, runner: str) -> dict[str, str | None]:
+        if runner == "host":
+            return {"metal_prefix": self.metal_prefix}
+        return {"image": self.image}
+
+    def for_convert(self) -> dict[str, str | None]:
+        # One convert serves every runner and runs on whichever the building machine
+        # has (the container on Linux, the prefix on macOS): its key covers both.
+        return {"image": self.image, "metal_prefix": self.metal_prefix}
+
+
+class _Environments:
+    """Per-toolchain environment hashes, computed once per plan (hashing reads files)."""
+
+    def __init__(self, loaded: LoadedManifest) -> None:
+        self.loaded = loaded
+        self._seen: dict[str, _Environment] = {}
+        manifest = loaded.manifest
+        toolchain_of = {m.name: m.toolchain for m in manifest.models}
+        # From the whole manifest, not the selection: a key never depends on --only.
+        self._hosted = {
+            toolchain_of[c.model] for c in expand_cells(manifest) if manifest.targets[c.target].runner == "host"
+        }
+
+    def of(self, name: str) -> _Environment:
+        if name not in self._seen:
+            self._seen[name] = _Environment(
+                image=image_content_hash(self.loaded, name),
+                metal_prefix=metal_prefix_hash(self.loaded, name) if name in self._hosted else None,
+            )
+        return self._seen[name]
 
 
 def _toolchain_identity(

@@ -37,24 +37,17 @@ TOKENIZER_FILE = "tokenizer_model"
 
 Encoder = Literal["longest-prefix", "byte-extend"]
 
-# tokenizers-cpp commits that have the RWKV World tokenizer (added in #14) but not the
-# fix of #19: read from tokenizers-cpp history (eec72a6b..22b89324).
-PRE_PR19_COMMITS = frozenset(
-    {
-        "eec72a6b234b92609cd95050198c0cac68d25d69",  # #14, pinned by mlc-llm 94341263 (RWKV-4 World support)
-        "1eae242d3da617a2cf687753ede61345e999852c",
-        "e47442f1aa766c27f17444218783ba1903890ba9",
-        "22b89324a0eebf2e26afa6de3ba7e34e4b382e86",
-    }
-)
 FIXED_COMMIT = "27dbe17d7268801ec720569167af905c88d3db50"
 """A tokenizers-cpp commit with #19, pinned by mlc-llm b44cdc53: the suggested override."""
 
-# mlc-llm's 3rdparty/tokenizers-cpp submodule at the commits the factory knows.
+# mlc-llm's 3rdparty/tokenizers-cpp submodule (`git ls-tree COMMIT 3rdparty/tokenizers-cpp`)
+# at the commits the factory knows; a test holds the pins with a recorded contract to it.
+# Whether each submodule commit has #19 is recorded in the contracts, not here.
 MLC_LLM_TOKENIZERS_CPP = {
     "9434126358a370a3ed76e06aa0774e086edcec97": "eec72a6b234b92609cd95050198c0cac68d25d69",
     "b44cdc53381bd804ef000775bb280de1c7ca6439": "27dbe17d7268801ec720569167af905c88d3db50",
     "bb586e51eb20cba2e82216b75d22d8dd6657cce1": "34885cfd7b9ef27b859c28a41e71413dd31926f5",
+    "79d603f085f50500e9509fa01785ffa7ecfaaa93": "34885cfd7b9ef27b859c28a41e71413dd31926f5",  # manifests/wheel.yaml
 }
 
 # Chinese, English, code, emoji, mixed scripts and whitespace: the texts every build checks.
@@ -204,8 +197,39 @@ ENCODERS: dict[Encoder, Callable[[Mapping[bytes, int], int, bytes], list[int]]] 
 }
 
 
-def runtime_encoder(tokenizers_cpp_commit: str) -> Encoder:
-    return "byte-extend" if tokenizers_cpp_commit in PRE_PR19_COMMITS else "longest-prefix"
+class UnknownTokenizersCpp(FactoryError):
+    """A tokenizers-cpp commit whose encoder the factory cannot vouch for. Exit code 2."""
+
+    exit_code = 2
+
+
+def runtime_encoder(tokenizers_cpp_commit: str | None, *, context: str = "") -> Encoder:
+    """The encoder a runtime with tokenizers-cpp at this commit uses, decided by whether
+    PR #19 is among its ancestors, as the toolchain contracts record it. A commit no
+    contract records, or no commit at all, is refused: passing it would trust an
+    encoder nobody has checked."""
+    from .toolchains.contract import tokenizers_cpp_commit as recorded
+
+    where = f" ({context})" if context else ""
+    if not tokenizers_cpp_commit:
+        raise UnknownTokenizersCpp(
+            f"the tokenizers-cpp commit of this toolchain is unknown{where}: its mlc-llm pin is not in "
+            "factory/rwkv_world_tokenizer.py MLC_LLM_TOKENIZERS_CPP and the toolchain has no `tokenizers_cpp:` pin",
+            hint="add `tokenizers_cpp: {repo: https://github.com/mlc-ai/tokenizers-cpp, commit: ...}` to the "
+            f"toolchain, e.g. commit {FIXED_COMMIT} (has PR #19)",
+        )
+    entry = recorded(tokenizers_cpp_commit)
+    if entry is None:
+        raise UnknownTokenizersCpp(
+            f"tokenizers-cpp {tokenizers_cpp_commit}{where} is recorded in no toolchain contract "
+            "(factory/toolchains/contracts/*.json, tokenizers_cpp.commits), so whether its RWKV World "
+            "encoder has the fix of PR #19 (4456fa8c) is unknown",
+            hint="pin a recorded commit (e.g. "
+            f"{FIXED_COMMIT}), or read its ancestry in mlc-ai/tokenizers-cpp "
+            f"(`git merge-base --is-ancestor 4456fa8c {tokenizers_cpp_commit[:12]}`) and record it "
+            "in the pin's contract under tokenizers_cpp.commits",
+        )
+    return "longest-prefix" if entry.rwkv_world_fix else "byte-extend"
 
 
 @functools.lru_cache(maxsize=2)

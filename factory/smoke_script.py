@@ -9,18 +9,27 @@ runtime gives them, the log-probabilities of the generated tokens.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from typing import Any
 
-PROMPT = "User: Tell me about the RWKV language model in one sentence.\n\nAssistant:"
+# Plain user content: both runtimes wrap it in the model's conversation template
+# (rwkv-world at mlc-llm b44cdc53, cpp/conv_templates.cc; rwkv_world at bb586e51,
+# python/mlc_llm/conversation_template/rwkv.py), which adds "User: " and "Assistant:".
+PROMPT = "Tell me about the RWKV language model in one sentence."
 MAX_TOKENS = 32
+# How a non-finite float travels in the JSON line (strict JSON has no NaN/Infinity);
+# gates.parse_smoke turns these strings back into floats, and only where a number belongs.
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def legacy(params: str, library: str, device: str) -> dict[str, Any]:
-    from mlc_chat import ChatModule  # mlc-llm b44cdc53's runtime
+    from mlc_chat import ChatConfig, ChatModule  # mlc-llm b44cdc53's runtime
 
-    chat = ChatModule(model=params, model_lib_path=library, device=device)
+    # ChatModule(model, device, chat_config, model_lib_path); max_gen_len caps the reply.
+    config = ChatConfig(max_gen_len=MAX_TOKENS)
+    chat = ChatModule(model=params, model_lib_path=library, device=device, chat_config=config)
     output = chat.generate(prompt=PROMPT)
     stats = chat.stats()
     numbers = re.findall(r"(prefill|decode): ([0-9.]+) tok/s", stats)
@@ -60,11 +69,26 @@ def current(params: str, library: str, device: str) -> dict[str, Any]:
     }
 
 
+def finite_json(value: Any) -> Any:
+    """`value` with every non-finite float replaced by its NON_FINITE name. Only
+    floats are touched: text the model printed (even "NaN") stays as it was."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE[repr(value)]
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def smoke_line(result: dict[str, Any]) -> str:
+    return "FACTORY-SMOKE " + json.dumps(finite_json(result), default=str, allow_nan=False)
+
+
 def main() -> None:
     flow, params, library, device = sys.argv[1:5]
     result = legacy(params, library, device) if flow == "legacy" else current(params, library, device)
-    # NaN is not JSON; keep it visible as a string the factory turns back into a float.
-    print("FACTORY-SMOKE " + json.dumps(result, default=str).replace("NaN", '"nan"'), flush=True)
+    print(smoke_line(result), flush=True)
 
 
 if __name__ == "__main__":

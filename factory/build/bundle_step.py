@@ -51,7 +51,12 @@ def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> st
             hint=failed[0].hint,
         )
     manifest = bundles.bundle_manifest(
-        cell={"model": model.name, "quant": quant, "target": target_name, "name": f"{model.name}/{quant}/{target_name}"},
+        cell={
+            "model": model.name,
+            "quant": quant,
+            "target": target_name,
+            "name": f"{model.name}/{quant}/{target_name}",
+        },
         files=bundles.describe(candidate.folder, candidate.params_index, candidate.library),
         compatibility=_compatibility(ctx, compile_node, candidate),
         provenance=_provenance(ctx, node, compile_node, tokenizer_node),

@@ -124,7 +124,9 @@ class StepProgress(LineSink):
         table = Table("step", "time", "last output", box=None, show_header=False, pad_edge=False)
         with self._lock:
             for node_id, state in sorted(self._running.items(), key=lambda kv: kv[1].started):
-                table.add_row(node_id, elapsed(now - state.started), Text(state.last_line, no_wrap=True, overflow="ellipsis"))
+                table.add_row(
+                    node_id, elapsed(now - state.started), Text(state.last_line, no_wrap=True, overflow="ellipsis")
+                )
             waiting = self._queue_text()
         parts: list[RenderableType] = [table]
         if waiting:

@@ -43,7 +43,7 @@ def tokenizer(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) ->
     vocab_rel = node.attrs.get("vocab_path")
     vocab = ctx.loaded.root / str(vocab_rel) if vocab_rel else tok.upstream_vocab_path()
     commit = node.attrs.get("tokenizers_cpp")
-    encoder = tok.runtime_encoder(str(commit)) if commit else "longest-prefix"
+    encoder = tok.runtime_encoder(str(commit) if commit else None, context=f"model {node.attrs['model']}")
     blob = tok.pack(tok.parse_vocab(vocab))
     report = tok.check_tokenizer(blob, encoder=encoder)
     if not report.passed:
@@ -65,7 +65,7 @@ def convert(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> s
     return f"{len(steps)} step(s)"
 
 
-def compile(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:  # noqa: A001 - the step's name
+def compile(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
     model = ctx.models[str(node.attrs["model"])]
     flow = FLOWS[str(node.attrs["flow"])]
     quant, target_name = str(node.attrs["quant"]), str(node.attrs["target"])

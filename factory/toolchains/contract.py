@@ -179,6 +179,36 @@ class TvmPython(_Frozen):
     setup_py_removed_in: str | None = None
 
 
+class TokenizersCppCommit(_Frozen):
+    """Whether one tokenizers-cpp commit has the RWKV World encoder fix, read from its ancestry."""
+
+    commit: str
+    rwkv_world_fix: bool
+    evidence: str
+    note: str = ""
+
+
+class TokenizersCppSubmodule(_Frozen):
+    commit: str
+    evidence: str
+
+
+class TokenizersCppFix(_Frozen):
+    pr: int
+    commit: str
+    evidence: str
+
+
+class TokenizersCpp(_Frozen):
+    """The pin's tokenizers-cpp: its submodule commit, the change that fixed the RWKV
+    World encoder (PR #19), and every commit the factory may run with this pin,
+    each with whether #19 is among its ancestors."""
+
+    submodule: TokenizersCppSubmodule
+    fix: TokenizersCppFix
+    commits: tuple[TokenizersCppCommit, ...]
+
+
 class LegacyContract(_Frozen):
     contract_version: Literal[1]
     flow: Literal["legacy"]
@@ -193,6 +223,7 @@ class LegacyContract(_Frozen):
     runtime_requires: RuntimeRequires
     tvm_cmake: TvmCmake
     tvm_python: TvmPython
+    tokenizers_cpp: TokenizersCpp
 
 
 class RwkvModel(_Frozen):
@@ -213,6 +244,19 @@ class CurrentTargets(_Frozen):
     probe_source: str
 
 
+class SourceWeights(_Frozen):
+    """What convert_weight does to the source folder: with a lone model.safetensors and
+    no index, it writes the index there (so a read-only source fails unless the factory
+    made the index at fetch time, factory/fetch.py index_single_safetensors)."""
+
+    index: str
+    single: str
+    formats: tuple[str, ...]
+    writes_index: str
+    writes_index_source: str
+    checked_for_explicit_format_source: str
+
+
 class CurrentContract(_Frozen):
     contract_version: Literal[1]
     flow: Literal["current"]
@@ -229,6 +273,8 @@ class CurrentContract(_Frozen):
     params_index: NamedFact
     tvm_cmake: TvmCmake
     tvm_python: TvmPython
+    tokenizers_cpp: TokenizersCpp
+    source_weights: SourceWeights
 
     def model_quantizations(self, model_type: str) -> frozenset[str]:
         return self.quantizations.of_kinds(self.rwkv[model_type].quantization_kinds)
@@ -258,3 +304,21 @@ def contract_for(commit: str) -> LegacyContract | CurrentContract | None:
     if json.loads(text).get("flow") == "legacy":
         return legacy_contract(commit)
     return current_contract(commit)
+
+
+def recorded_pins() -> tuple[str, ...]:
+    """Every mlc-llm commit with a recorded contract."""
+    folder = resources.files(__package__).joinpath("contracts")
+    return tuple(sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")))
+
+
+def tokenizers_cpp_commit(commit: str) -> TokenizersCppCommit | None:
+    """What the recorded contracts say about tokenizers-cpp `commit` (full 40-hex id);
+    None when no contract records it, so nobody knows whether it has the fix."""
+    for pin in recorded_pins():
+        contract = contract_for(pin)
+        assert contract is not None
+        for entry in contract.tokenizers_cpp.commits:
+            if entry.commit == commit:
+                return entry
+    return None

@@ -37,7 +37,7 @@ def test_release_writes_the_manifest_the_index_and_notes(tmp_path: Path) -> None
     assert read_index(open_store(store))[0].bundles == {}, "build jobs leave the index to the release"
 
     notes, out = tmp_path / "notes.md", tmp_path / "release" / "release.json"
-    done = factory("release", "-m", str(manifest), "--store", store, "--notes", str(notes), "--out", str(out))
+    done = factory("release", "-m", str(manifest), "--store", store, "--notes", str(notes), "--output-file", str(out))
     assert done.returncode == 0, done.stderr
     index, _ = read_index(open_store(store))
     assert set(index.bundles) == {"rwkv-world-tiny/q4f16_1/cuda-sm80", "rwkv-world-tiny/q4f16_1/cuda-sm90"}

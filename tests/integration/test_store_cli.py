@@ -61,7 +61,8 @@ def test_pull_errors_are_clear(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "has no bundle nope/q4f16_1/cuda-sm80" in missing.stderr
     auto = factory("pull", "rwkv-5-world-tiny", "-q", "q4f16_1", "-t", "auto", "--store", store, "--out", str(tmp_path))
     assert auto.returncode == 2 and "available: cuda-sm80" in auto.stderr
-    nostore = factory("pull", "x", "-q", "q", "-t", "t", env={"FACTORY_STORE": ""})
+    # Run where no manifests/world.yaml is: without one there is no store to fall back to.
+    nostore = factory("pull", "x", "-q", "q", "-t", "t", env={"FACTORY_STORE": ""}, cwd=tmp_path)
     assert nostore.returncode == 2 and "no store given" in nostore.stderr
 
 

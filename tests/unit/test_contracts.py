@@ -219,3 +219,56 @@ def test_the_conformance_context_carries_real_contract_files(tmp_path: Path) -> 
 def test_the_contracts_ship_with_the_package() -> None:
     text = (REPO / "pyproject.toml").read_text()
     assert '"factory.toolchains" = ["contracts/*.json"]' in text
+
+
+def _lone_safetensors(folder: Path) -> Path:
+    from tests.support.tiny_rwkv import tiny_rwkv_v5_v6_files
+
+    folder.mkdir(parents=True)
+    for name, content in tiny_rwkv_v5_v6_files(5).items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+def _convert_argv(source: Path, out: Path) -> list[str]:
+    return [str(source), "--quantization", "q4f16_1", "--model-type", "rwkv5", "--device", "cpu",
+            "--source", str(source), "--source-format", "huggingface-safetensor", "--output", str(out)]  # fmt: skip
+
+
+def test_the_current_standin_indexes_a_lone_safetensors_in_the_source_as_upstream_does(
+    standin: dict[str, ModuleType], tmp_path: Path
+) -> None:
+    contract = standin["_contract"].load(CURRENT_PIN)
+    assert contract["source_weights"]["writes_index_source"] == "python/mlc_llm/support/auto_weight.py:151-160"
+    source = _lone_safetensors(tmp_path / "model")
+    standin["__main__"]._convert_weight(contract, _convert_argv(source, tmp_path / "out"))
+    written = json.loads((source / "model.safetensors.index.json").read_text())
+    assert set(written["weight_map"].values()) == {"model.safetensors"} and written["weight_map"]
+
+
+def test_the_current_standin_fails_on_a_read_only_source_unless_fetch_made_the_index(
+    standin: dict[str, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factory.fetch import index_single_safetensors
+
+    contract = standin["_contract"].load(CURRENT_PIN)
+    source = _lone_safetensors(tmp_path / "model")
+    real_open = Path.open
+
+    def read_only(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        # The step sees the model through a read-only mount (EROFS); tests may run as root,
+        # for whom permission bits do not stop a write, so the mount is modelled here.
+        if self.parent == source and any(flag in mode for flag in "wax+"):
+            raise OSError(30, "Read-only file system", str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    with pytest.raises(SystemExit) as info:
+        standin["__main__"]._convert_weight(contract, _convert_argv(source, tmp_path / "out-1"))
+    assert info.value.code == 1
+    assert not (source / "model.safetensors.index.json").exists()
+    monkeypatch.setattr(Path, "open", real_open)
+    index_single_safetensors(source)  # what `factory build` does at fetch time
+    monkeypatch.setattr(Path, "open", read_only)
+    standin["__main__"]._convert_weight(contract, _convert_argv(source, tmp_path / "out-2"))
+    assert (tmp_path / "out-2" / "tensor-cache.json").is_file()

@@ -44,7 +44,7 @@ def test_every_shell_script_is_shellcheck_clean() -> None:
 
 
 def _metal_env(tmp_path: Path, toolchain: str = "current-v0.20.0") -> dict[str, str]:
-    done = factory("images", "metal-env", "-t", toolchain, "--prefix-root", str(tmp_path))
+    done = factory("images", "metal-env", "--toolchain", toolchain, "--prefix-root", str(tmp_path))
     assert done.returncode == 0, done.stderr
     env = {}
     for line in done.stdout.splitlines():

@@ -165,3 +165,88 @@ def test_keys_ignore_toolchain_names(world_data: dict[str, Any], write_manifest:
             model["toolchain"] = "legacy-renamed"
     after = plan(load_manifest(write_manifest(world_data, "renamed.yaml")), Lock())
     assert {n.key for n in before.of_kind("bundle")} == {n.key for n in after.of_kind("bundle")}
+
+
+def _keys_after(path: Path, edit: Callable[[Path], object]) -> tuple[dict[str, str], dict[str, str]]:
+    """Build keys of the manifest at `path` before and after `edit(root)`."""
+    before = {n.id: n.key for n in plan(load_manifest(path), Lock()).nodes}
+    edit(path.parent)
+    after = {n.id: n.key for n in plan(load_manifest(path), Lock()).nodes}
+    return before, after
+
+
+@pytest.fixture
+def world_copy(tmp_path: Path, world_data: dict[str, Any], write_manifest: Callable[..., Path]) -> Path:
+    """The world manifest with its own copy of images/, so a test can edit them."""
+    import shutil
+
+    shutil.copytree(REPO / "images", tmp_path / "images")
+    return write_manifest(world_data)
+
+
+def test_every_key_below_a_toolchain_follows_its_dockerfile(world_copy: Path) -> None:
+    def edit(root: Path) -> None:
+        dockerfile = root / "images" / "cuda" / "Dockerfile"
+        dockerfile.write_text(dockerfile.read_text() + "\nRUN true\n")
+
+    before, after = _keys_after(world_copy, edit)
+    graph = plan(load_manifest(world_copy), Lock())
+    for node in graph.nodes:
+        # Host cells change too: they pack a convert that a Linux builder makes in the image.
+        changed = node.kind in ("convert", "compile", "bundle")
+        assert (before[node.id] != after[node.id]) == changed, node.id
+
+
+def test_keys_follow_every_context_file_and_its_mode(world_copy: Path) -> None:
+    script = world_copy.parent / "images" / "cuda" / "cmake-config.sh"
+
+    before, after = _keys_after(world_copy, lambda root: script.write_text(script.read_text() + "# touched\n"))
+    assert (
+        before["convert:rwkv-5-world-3b/q4f16_1@current-v0.20.0"]
+        != after["convert:rwkv-5-world-3b/q4f16_1@current-v0.20.0"]
+    )
+    before, after = _keys_after(world_copy, lambda root: script.chmod(0o644))
+    assert (
+        before["compile:rwkv-5-world-3b/q4f16_1/cuda-sm80@current-v0.20.0"]
+        != after["compile:rwkv-5-world-3b/q4f16_1/cuda-sm80@current-v0.20.0"]
+    )
+
+
+def _touch_bootstrap(root: Path) -> None:
+    bootstrap = root / "images" / "metal-runner" / "bootstrap.sh"
+    bootstrap.write_text(bootstrap.read_text() + "\n# touched\n")
+
+
+def test_host_cells_follow_the_metal_runner_prefix(world_copy: Path) -> None:
+    before, after = _keys_after(world_copy, _touch_bootstrap)
+    graph = plan(load_manifest(world_copy), Lock())
+    host = [c for c in graph.cells if c.runner == "host"]
+    assert host
+    for node in graph.nodes:
+        changed = node.kind in ("convert", "compile", "bundle")
+        assert (before[node.id] != after[node.id]) == changed, node.id
+
+
+def test_without_host_targets_the_metal_runner_is_not_an_input(
+    tmp_path: Path, world_data: dict[str, Any], write_manifest: Callable[..., Path]
+) -> None:
+    import shutil
+
+    shutil.copytree(REPO / "images", tmp_path / "images")
+    world_data["matrix"]["exclude"].append({"target": "metal-arm64"})
+    world_data["matrix"]["include"] = [i for i in world_data["matrix"]["include"] if i.get("target") != "metal-arm64"]
+    path = write_manifest(world_data)
+    before, after = _keys_after(path, _touch_bootstrap)
+    assert before == after
+
+
+def test_image_content_hash_is_what_the_image_tag_hashes_besides_the_base(world_copy: Path) -> None:
+    from factory.image_plan import image_content_hash, plan_image
+
+    loaded = load_manifest(world_copy)
+    lock = Lock(images={t.base_image: "sha256:" + "c" * 64 for t in loaded.manifest.toolchains.values()})
+    name = "current-v0.20.0"
+    tag, content = plan_image(loaded, name, lock).tag, image_content_hash(loaded, name)
+    (world_copy.parent / "images" / "cuda" / "requirements-base.txt").write_text("changed\n")
+    assert plan_image(loaded, name, lock).tag != tag
+    assert image_content_hash(loaded, name) != content

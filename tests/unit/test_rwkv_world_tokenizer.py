@@ -116,3 +116,54 @@ def test_cli_rejects_a_broken_vocab(tmp_path: Path) -> None:
     assert result.exit_code == 4
     assert "1 ids missing" in result.stderr and "unmodified" in result.stderr
     assert not out.exists()
+
+
+# A commit id no contract records: the check must refuse it rather than assume the fix.
+UNRECORDED = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_an_unrecorded_tokenizers_cpp_commit_is_refused() -> None:
+    with pytest.raises(tok.UnknownTokenizersCpp) as info:
+        tok.runtime_encoder(UNRECORDED, context="model m")
+    error = info.value
+    assert error.exit_code == 2
+    assert UNRECORDED in error.message and "model m" in error.message and "PR #19" in error.message
+    assert error.hint is not None and "merge-base --is-ancestor 4456fa8c" in error.hint
+    assert tok.FIXED_COMMIT in error.hint
+
+
+def test_no_commit_at_all_is_refused() -> None:
+    with pytest.raises(tok.UnknownTokenizersCpp, match="tokenizers-cpp commit of this toolchain is unknown"):
+        tok.runtime_encoder(None)
+
+
+def test_the_encoder_follows_the_recorded_ancestry() -> None:
+    from factory.toolchains.contract import contract_for, recorded_pins
+
+    seen = 0
+    for pin in recorded_pins():
+        contract = contract_for(pin)
+        assert contract is not None
+        facts = contract.tokenizers_cpp
+        assert facts.fix.pr == 19 and facts.fix.commit.startswith("4456fa8c")
+        # The submodule the contract records is the one the factory's table uses, and it is itself recorded.
+        assert tok.MLC_LLM_TOKENIZERS_CPP[pin] == facts.submodule.commit
+        assert facts.submodule.commit in {c.commit for c in facts.commits}
+        for entry in facts.commits:
+            expected = "longest-prefix" if entry.rwkv_world_fix else "byte-extend"
+            assert tok.runtime_encoder(entry.commit) == expected
+            assert ("succeeds" in entry.evidence) == entry.rwkv_world_fix
+            seen += 1
+    assert seen >= 10
+    assert tok.runtime_encoder(tok.FIXED_COMMIT) == "longest-prefix"
+    # Every mlc-llm pin the factory knows maps to a recorded tokenizers-cpp commit.
+    for submodule in tok.MLC_LLM_TOKENIZERS_CPP.values():
+        tok.runtime_encoder(submodule)
+
+
+def test_cli_refuses_an_unrecorded_commit(tmp_path: Path) -> None:
+    out = tmp_path / "tokenizer_model"
+    result = runner.invoke(app, ["tokenizer", "rwkv-world", "-o", str(out), "--tokenizers-cpp", UNRECORDED])
+    assert result.exit_code == 2, result.output
+    assert "recorded in no toolchain contract" in result.stderr
+    assert not out.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,30 @@ def _convert_weight(contract: dict[str, Any], argv: list[str]) -> None:
     if a.device in _probing(contract) and a.device != "cpu":
         art.fail(f"--device {a.device} probes a local GPU; none here")
     source = Path(a.source if a.source not in (None, "auto") else a.config)
+    _index_lone_safetensors(contract, source, a.source_format)
     _, weights = art.read_checkpoint(source, a.source_format)
     art.write_params(weights, a.quantization, Path(a.output), contract["params_index"]["name"])
     print(f"converted {len(weights)} tensors to {a.output}")
+
+
+def _index_lone_safetensors(contract: dict[str, Any], source: Path, source_format: str) -> None:
+    """As upstream's weight detection does (contract `source_weights`): a lone
+    model.safetensors without an index gets one written into the SOURCE folder.
+    On a read-only source that write fails, and so does the conversion."""
+    facts = contract.get("source_weights")
+    if facts is None or source_format not in facts["formats"]:
+        return
+    index, single = source / facts["index"], source / facts["single"]
+    if index.exists() or not single.is_file():
+        return
+    with single.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        names = [n for n in json.loads(handle.read(length)) if n != "__metadata__"]
+    try:
+        with index.open("w", encoding="utf-8") as file:
+            json.dump({"weight_map": {name: single.name for name in names}}, file, indent=2)
+    except OSError as exc:
+        art.fail(f"cannot write {index} ({exc.strerror}): convert_weight indexes a lone {single.name} in place")
 
 
 def _gen_config(contract: dict[str, Any], argv: list[str]) -> None:
