@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from .lock import Lock, lock_path_for, missing_entries, read_lock
 from .manifest.load import LoadedManifest
 from .manifest.model import Manifest
 from .storage import Store
+
+if TYPE_CHECKING:
+    from .trust import Trust
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -311,6 +314,20 @@ StoreOption = Annotated[
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS).")
 ]
+TrustOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust",
+        help="A trusted public key (ed25519:...) or a file of them; repeatable. "
+        "[default: FACTORY_TRUST, else ~/.config/factory/trusted-keys]",
+    ),
+]
+
+
+def _trust(keys: list[str] | None) -> Trust | None:
+    from .trust import load_trust
+
+    return load_trust(keys)
 
 
 def _open_store(store: str | None, endpoint_url: str | None, matrix: Path | None = None) -> Store:
@@ -363,27 +380,31 @@ def pull(
         Path | None, typer.Option("--cache", help="Blob cache [default: $FACTORY_CACHE or ~/.cache/factory].")
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel downloads.")] = 8,
+    trust: TrustOption = None,
 ) -> None:
     """Download a bundle, verify every byte, and lay it out for its runtime."""
     from .paths import blob_cache
     from .pull import pull as do_pull
 
     source = _open_store(store, endpoint_url)
-    pulled = do_pull(source, model, quant, target, version=version, out=out, cache=cache or blob_cache(), jobs=jobs)
+    pulled = do_pull(
+        source, model, quant, target, version=version, out=out, cache=cache or blob_cache(), jobs=jobs,
+        trust=_trust(trust),
+    )  # fmt: skip
     typer.echo(f"pulled {pulled.name} {pulled.version} into {pulled.path} ({pulled.downloaded_bytes} bytes downloaded)")
     typer.echo(f"run it with:\n  {pulled.run}")
 
 
 @app.command("ls")
 @reports_errors
-def ls(store: StoreOption = None, endpoint_url: EndpointOption = None) -> None:
+def ls(store: StoreOption = None, endpoint_url: EndpointOption = None, trust: TrustOption = None) -> None:
     """List the bundles a store's index holds."""
     from rich.table import Table
 
-    from .store_index import read_index
+    from .trust import open_index
 
     source = _open_store(store, endpoint_url)
-    index, _ = read_index(source)
+    index = open_index(source, _trust(trust))
     table = Table("bundle", "version", "size MB", "flow", "published", "status", box=None)
     for name, entry in sorted(index.bundles.items()):
         for version, record in sorted(entry.versions.items(), key=lambda kv: kv[1].published_at):
@@ -427,6 +448,7 @@ def run_command(
 def verify(
     what: Annotated[str, typer.Argument(help="A bundle folder, or a store URL to check every blob of.")],
     endpoint_url: EndpointOption = None,
+    trust: TrustOption = None,
 ) -> None:
     """Check every byte against its manifest."""
     path = Path(what)
@@ -445,7 +467,7 @@ def verify(
         return
     from .housekeeping import verify_store
 
-    bundles, blobs = verify_store(_open_store(what, endpoint_url))
+    bundles, blobs = verify_store(_open_store(what, endpoint_url), _trust(trust))
     typer.echo(f"{what}: {bundles} bundle version(s), {blobs} blob(s) verified")
 
 
@@ -526,6 +548,67 @@ def release(
         out.write_bytes(made.body)
     typer.echo(made.notes)
     typer.echo(f"release manifest: {target_store.url}/{made.key}")
+
+
+@app.command()
+@reports_errors
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Private key file; the public key goes to OUT.pub.")] = Path(
+        "factory-signing.key"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Make an ed25519 signing key pair (private key mode 0600, never printed)."""
+    from .signing import keygen as make_keys
+
+    pair = make_keys(out, force=force)
+    typer.echo(f"private key: {pair.private_path} (keep it secret; set FACTORY_SIGNING_KEY to it to sign)")
+    typer.echo(f"public key ({pair.keyid}), for --trust, FACTORY_TRUST or ~/.config/factory/trusted-keys:")
+    typer.echo(pair.public)
+
+
+@app.command()
+@reports_errors
+def mirror(
+    src: Annotated[str, typer.Argument(help="Source store URL (file://PATH, a path, s3://BUCKET/PREFIX).")],
+    dst: Annotated[str, typer.Argument(help="Destination store URL; a path ending in .tar is a single-file store.")],
+    only: OnlyOption = None,
+    release_name: Annotated[
+        str | None, typer.Option("--release", help="Only the bundles of this release (NAME or NAME@VERSION).")
+    ] = None,
+    endpoint_url: EndpointOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel blob copies.")] = 8,
+    trust: TrustOption = None,
+) -> None:
+    """Copy what DST lacks (blobs verified byte by byte, then manifests, then the index)."""
+    from .mirror_cli import run_mirror
+
+    for line in run_mirror(src, dst, only=only or [], release=release_name, endpoint_url=endpoint_url, jobs=jobs,
+                           trust=_trust(trust)):  # fmt: skip
+        typer.echo(line)
+
+
+@app.command()
+@reports_errors
+def catalog(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.html and catalog.json.")],
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    publish_to_store: Annotated[
+        bool, typer.Option("--publish", help="Also write them under catalog/ in the store (static website).")
+    ] = False,
+    trust: TrustOption = None,
+) -> None:
+    """Write a static catalog page of every bundle a store holds."""
+    from .catalog import build_catalog, publish_catalog, write_catalog
+
+    source = _open_store(store, endpoint_url)
+    made = build_catalog(source, _trust(trust))
+    page, _ = write_catalog(made, out)
+    typer.echo(f"{len(made.entries)} bundle version(s): {page}")
+    if publish_to_store:
+        for key in publish_catalog(made, source):
+            typer.echo(f"published {source.url}/{key}")
 
 
 images_app = typer.Typer(help="Build, list and push pinned toolchain images.", no_args_is_help=True)

@@ -30,6 +30,8 @@ from .documents import (
 from .errors import FactoryError
 from .plan import BuildGraph
 from .publish import add_to_index, index_record, put_once
+from .release_signing import sign_release
+from .signing import signer_from_env
 from .storage.base import Store
 from .store_index import bundle_doc_key
 
@@ -104,6 +106,9 @@ def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) ->
     else:
         body = manifest.body()
         put_once(store, key, body, name, version)
+    signer = signer_from_env()
+    if signer is not None:
+        sign_release(store, key, body, signer)
 
     def add_release(index: Index) -> Index:
         return index.with_release(name, version, ReleaseRef(manifest=key, sha256=hashlib.sha256(body).hexdigest()))
