@@ -31,8 +31,26 @@ from .storage.base import Document, PreconditionFailed, Store, StoreError
 __all__ = ["INDEX", "bundle_doc_key", "published_build_keys", "read_bundle_manifest", "read_index", "update_index"]
 
 
-SIGNED_VALIDITY_DAYS = float(os.environ.get("FACTORY_INDEX_VALIDITY_DAYS", "30"))
-"""How long a signed index stays valid; every signed write renews it."""
+def signed_validity_days() -> float:
+    """How long a signed index stays valid (FACTORY_INDEX_VALIDITY_DAYS, default 30); every
+    signed write renews it, so a store must be written (or re-signed) within that time."""
+    text = os.environ.get("FACTORY_INDEX_VALIDITY_DAYS", "30")
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if days <= 0:
+        raise UsageError(
+            f"FACTORY_INDEX_VALIDITY_DAYS={text!r} is not a positive number of days", hint="e.g. 30, or unset it"
+        )
+    return days
+
+
+def check_index_writable(store: Store, signer: Signer | None) -> None:
+    """Refuse early (before any upload) to replace a signed index without a signing key."""
+    doc = store.get_doc(INDEX)
+    if doc is not None:
+        index_body(store, Index.empty(), doc.data, signer)
 
 
 def read_index(store: Store) -> tuple[Index, str | None]:
@@ -64,7 +82,7 @@ def index_body(store: Store, index: Index, previous: bytes | None, signer: Signe
             )
         return index.body()
     version = (index.version or 0) + 1
-    signed = index.with_signing_terms(version, expiry_after(SIGNED_VALIDITY_DAYS))
+    signed = index.with_signing_terms(version, expiry_after(signed_validity_days()))
     return signer.envelope(INDEX_PAYLOAD, signed.body()).body()
 
 
