@@ -73,8 +73,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]
     return url, {}
 
 
-def _rows(page: Any) -> list[dict[str, str]]:
-    rows: list[dict[str, str]] = page.eval_on_selector_all(
+def _rows(page: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = page.eval_on_selector_all(
         "#catalog tbody tr",
         """rows => rows.map(r => ({name: r.dataset.name, version: r.dataset.version, cls: r.className,
             cells: [...r.children].map(c => c.innerText)}))""",
