@@ -528,7 +528,11 @@ def release(
     only: OnlyOption = None,
     notes: Annotated[Path | None, typer.Option("--notes", help="Also write the release notes (Markdown) here.")] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Also write the release manifest here (e.g. for attestation).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write the release manifest here (e.g. for attestation), and its signature as OUT.signed.json.",
+        ),
     ] = None,
 ) -> None:
     """Write the release manifest and the index for the manifest's release version, and print the notes."""
@@ -546,6 +550,8 @@ def release(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(made.body)
+        if made.signature is not None:
+            out.with_name(out.stem + ".signed.json").write_bytes(made.signature)
     typer.echo(made.notes)
     typer.echo(f"release manifest: {target_store.url}/{made.key}")
 

@@ -19,10 +19,11 @@ def release_signature_key(manifest_key: str) -> str:
     return manifest_key.removesuffix(".json") + ".signed.json"
 
 
-def sign_release(store: Store, manifest_key: str, body: bytes, signer: Signer) -> str:
-    key = release_signature_key(manifest_key)
-    store.put_doc(key, signer.envelope(RELEASE_PAYLOAD, body).body())
-    return key
+def sign_release(store: Store, manifest_key: str, body: bytes, signer: Signer) -> bytes:
+    """Store the signed envelope of the release manifest's bytes beside it; returns it."""
+    envelope = signer.envelope(RELEASE_PAYLOAD, body).body()
+    store.put_doc(release_signature_key(manifest_key), envelope)
+    return envelope
 
 
 def check_release_signatures(store: Store, index: Index, trust: Trust) -> int:
