@@ -20,15 +20,15 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from .documents import INDEX, ReleaseManifest, bundle_doc_key, is_envelope, parse
+from .documents import INDEX, Index, ReleaseManifest, bundle_doc_key, is_envelope, parse
 from .errors import FactoryError, UsageError
 from .integrity import IntegrityError
 from .mirror_index import merge_index
 from .release_signing import release_signature_key
 from .storage.base import PreconditionFailed, Store, TransferCancelled
-from .store_index import read_bundle_manifest, read_index
+from .store_index import read_bundle_manifest
 from .transfer_progress import byte_progress
-from .trust import Trust, open_index
+from .trust import Trust, check_index
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,9 @@ class Selection:
     releases: tuple[tuple[str, str], ...]
 
 
-def select(store: Store, *, only: Sequence[str], release: str | None, trust: Trust | None) -> Selection:
-    """Bundle versions to copy: all, those whose MODEL/QUANT/TARGET matches an --only
-    glob, or those of one release (NAME or NAME@VERSION)."""
-    index = open_index(store, trust)
+def select(store: Store, index: Index, *, only: Sequence[str], release: str | None) -> Selection:
+    """Bundle versions of `index` to copy: all, those whose MODEL/QUANT/TARGET matches an
+    --only glob, or those of one release (NAME or NAME@VERSION)."""
     if release is not None:
         name, _, version = release.partition("@")
         entry = index.releases.get(name)
@@ -97,10 +96,13 @@ def mirror(
     trust: Trust | None = None,
     jobs: int = 8,
 ) -> MirrorReport:
-    if src.get_doc(INDEX) is None:
+    # The source's index is read once: what is selected, copied and finally written to DST
+    # all come from these bytes, even if the source is published to meanwhile.
+    source = src.get_doc(INDEX)
+    if source is None:
         raise UsageError(f"{src.url} has no index: nothing to mirror", hint="check the source URL")
-    chosen = select(src, only=only, release=release, trust=trust)
-    index, _ = read_index(src)
+    index = check_index(src.url, source.data, trust)
+    chosen = select(src, index, only=only, release=release)
     manifests = [read_bundle_manifest(src, n, v, index.bundles[n].versions[v]) for n, v in chosen.bundles]
     blobs: dict[str, int] = {}
     for manifest, _ in manifests:
@@ -116,7 +118,7 @@ def mirror(
             doc = src.get_doc(key)
             if doc is not None:
                 documents += _copy_doc(dst, key, doc.data)
-    outcome = merge_index(src, dst, set(chosen.bundles), set(chosen.releases))
+    outcome = merge_index(source.data, index, dst, set(chosen.bundles), set(chosen.releases))
     names = tuple(f"{n}@{v}" for n, v in chosen.bundles)
     return MirrorReport(names, len(missing), copied, len(blobs) - len(missing), documents, outcome)
 

@@ -9,28 +9,30 @@ newer signed version is kept.
 
 from __future__ import annotations
 
-from .documents import INDEX, Index, SignedEnvelope, is_envelope, parse
+from .documents import INDEX, Index, is_envelope
 from .errors import FactoryError
 from .storage.base import PreconditionFailed, Store
 from .store_index import read_index, update_index
 
 
-def merge_index(src: Store, dst: Store, bundles: set[tuple[str, str]], releases: set[tuple[str, str]]) -> str:
-    source = src.get_doc(INDEX)
-    assert source is not None
-    if not is_envelope(source.data):
-        src_index = parse(Index, source.data, where=f"{src.url}/{INDEX}")
+def merge_index(
+    source: bytes,
+    src_index: Index,
+    dst: Store,
+    bundles: set[tuple[str, str]],
+    releases: set[tuple[str, str]],
+) -> str:
+    """Write DST's index from the source index's bytes `source` (parsed: `src_index`)."""
+    if not is_envelope(source):
         update_index(dst, lambda index: index.with_records_of(src_index, bundles, releases))
         return "merged"
-    src_index, _ = read_index(src)
-    parse(SignedEnvelope, source.data, where=f"{src.url}/{INDEX}")
     for _ in range(20):
         current = dst.get_doc(INDEX)
         try:
             if current is None:
-                dst.put_doc(INDEX, source.data, if_none_match=True)
+                dst.put_doc(INDEX, source, if_none_match=True)
                 return "written"
-            if current.data == source.data:
+            if current.data == source:
                 return "unchanged"
             dst_index, _ = read_index(dst)
             if is_envelope(current.data) and (dst_index.version or 0) > (src_index.version or 0):
@@ -43,7 +45,7 @@ def merge_index(src: Store, dst: Store, bundles: set[tuple[str, str]], releases:
                     "a mirror cannot sign a merged index",
                     hint="mirror a signed store into an empty store or prefix, or one that only mirrors that source",
                 )
-            dst.put_doc(INDEX, source.data, if_match=current.etag)
+            dst.put_doc(INDEX, source, if_match=current.etag)
             return "written"
         except PreconditionFailed:
             continue

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .documents import INDEX, INDEX_PAYLOAD, Index, SignedEnvelope, is_envelope, parse
-from .errors import BadSignature, ExpiredIndex, MissingSignature, RollbackRefused, UnknownSigner
+from .errors import BadSignature, ExpiredIndex, MissingSignature, RollbackRefused, UnknownSigner, UsageError
 from .paths import cache_home
 from .signing import PublicKey, parse_public
 from .storage.base import Store
@@ -59,6 +59,10 @@ def _entries(values: Iterable[str], where: str) -> list[PublicKey]:
             keys.append(parse_public(value, where=where))
             continue
         path = Path(value).expanduser()
+        if not path.is_file() and ("/" in value or value.endswith(".pub")):
+            raise UsageError(
+                f"{where}: trusted key file {path} not found", hint="give a key line `ed25519:...` or an existing file"
+            )
         lines = path.read_text().splitlines() if path.is_file() else [value]
         origin = str(path) if path.is_file() else where
         keys += [parse_public(line.split("#", 1)[0], where=origin) for line in lines if line.split("#", 1)[0].strip()]
@@ -75,8 +79,8 @@ def load_trust(cli_keys: list[str] | None = None) -> Trust | None:
         return Trust(tuple(_entries(env.replace(",", " ").split(), TRUST_ENV)), TRUST_ENV, state)
     path = trust_file()
     if path.is_file():
-        keys = _entries([str(path)], str(path))
-        return Trust(tuple(keys), str(path), state) if keys else None
+        # A trust file with every key retired trusts nothing (fail closed), rather than nothing being checked.
+        return Trust(tuple(_entries([str(path)], str(path))), str(path), state)
     return None
 
 
@@ -111,21 +115,27 @@ def check_envelope(envelope: SignedEnvelope, trust: Trust, *, where: str) -> byt
 def open_index(store: Store, trust: Trust | None) -> Index:
     """The store's index; with trust configured, only after its signature, expiry and
     version pass. Without trust, a signed index is read without checks."""
-    where = f"{store.url}/{INDEX}"
     doc = store.get_doc(INDEX)
-    if doc is None:
-        if trust is not None and _seen(trust, store.url) is not None:
+    return check_index(store.url, doc.data if doc is not None else None, trust)
+
+
+def check_index(url: str, data: bytes | None, trust: Trust | None) -> Index:
+    """open_index for bytes already read (a mirror reads the source's index once and
+    copies those same bytes)."""
+    where = f"{url}/{INDEX}"
+    if data is None:
+        if trust is not None and _seen(trust, url) is not None:
             raise MissingSignature(f"{where}: missing, but this machine saw a signed index there", hint=_ROLLBACK_FIX)
         return Index.empty()
-    if not is_envelope(doc.data):
+    if not is_envelope(data):
         if trust is not None:
             raise MissingSignature(
                 f"{where}: not signed, and this machine requires signatures ({trust.source})",
                 hint="ask the store's owner to publish with FACTORY_SIGNING_KEY set, or drop the trust setting "
                 "for this store",
             )
-        return parse(Index, doc.data, where=where)
-    envelope = parse(SignedEnvelope, doc.data, where=where)
+        return parse(Index, data, where=where)
+    envelope = parse(SignedEnvelope, data, where=where)
     if envelope.payload_type != INDEX_PAYLOAD:
         raise BadSignature(f"{where}: signed payload is a {envelope.payload_type}, not an index", hint=_ROLLBACK_FIX)
     if trust is None:
@@ -143,7 +153,7 @@ def open_index(store: Store, trust: Trust | None) -> Index:
             hint="a mirror that stopped syncing, or a replay; ask the owner to publish again (each signed write "
             "renews the expiry), or mirror again from the origin",
         )
-    _record(trust, store.url, index.version, where)
+    _record(trust, url, index.version, where)
     return index
 
 

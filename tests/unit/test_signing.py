@@ -125,3 +125,13 @@ def test_a_signed_index_is_never_overwritten_unsigned(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is signed"):
         update_index(store, lambda i: i)
     assert os.environ.get("FACTORY_SIGNING_KEY") is None
+
+
+def test_a_trust_file_with_every_key_retired_trusts_nothing_and_a_missing_key_file_is_named(tmp_path: Path) -> None:
+    file = tmp_path / "config" / "factory" / "trusted-keys"
+    file.parent.mkdir(parents=True)
+    file.write_text("# ed25519:... retired 2026-11\n")
+    trust = load_trust(None)
+    assert trust is not None and trust.keys == ()  # fail closed: signatures still required
+    with pytest.raises(UsageError, match=r"trusted key file .*nope\.pub not found"):
+        load_trust([str(tmp_path / "nope.pub")])
