@@ -120,3 +120,13 @@ def publish_catalog(catalog: Catalog, store: Store) -> list[str]:
     for key, body in keys.items():
         store.put_doc(key, body)
     return sorted(keys)
+
+
+def make_catalog(store: Store, trust: Trust | None, out: Path, *, publish: bool) -> list[str]:
+    """`factory catalog`: build, write to `out`, optionally publish into the store; what to print."""
+    made = build_catalog(store, trust)
+    page, _ = write_catalog(made, out)
+    lines = [f"{len(made.entries)} bundle version(s): {page}"]
+    if publish:
+        lines += [f"published {store.url}/{key}" for key in publish_catalog(made, store)]
+    return lines

@@ -606,15 +606,10 @@ def catalog(
     trust: TrustOption = None,
 ) -> None:
     """Write a static catalog page of every bundle a store holds."""
-    from .catalog import build_catalog, publish_catalog, write_catalog
+    from .catalog import make_catalog
 
-    source = _open_store(store, endpoint_url)
-    made = build_catalog(source, _trust(trust))
-    page, _ = write_catalog(made, out)
-    typer.echo(f"{len(made.entries)} bundle version(s): {page}")
-    if publish_to_store:
-        for key in publish_catalog(made, source):
-            typer.echo(f"published {source.url}/{key}")
+    for line in make_catalog(_open_store(store, endpoint_url), _trust(trust), out, publish=publish_to_store):
+        typer.echo(line)
 
 
 images_app = typer.Typer(help="Build, list and push pinned toolchain images.", no_args_is_help=True)
@@ -769,6 +764,7 @@ class SchemaDocument(StrEnum):
     bundle = "bundle"
     store_index = "index"
     release = "release"
+    signed = "signed"
 
 
 @app.command()
@@ -778,16 +774,18 @@ def schema(
         typer.Option(
             "--document",
             "-d",
-            help="manifest: the matrix manifest; bundle, index, release: the store's documents.",
+            help="manifest: the matrix manifest; bundle, index, release, signed: the store's documents.",
         ),
     ] = SchemaDocument.manifest,
 ) -> None:
     """Print a JSON Schema: the matrix manifest's (for editor completion) or a store document's."""
     from pydantic import BaseModel
 
-    from .documents import BundleManifest, Index, ReleaseManifest
+    from .documents import BundleManifest, Index, ReleaseManifest, SignedEnvelope
 
-    models: dict[str, type[BaseModel]] = {"bundle": BundleManifest, "index": Index, "release": ReleaseManifest}
+    models: dict[str, type[BaseModel]] = {
+        "bundle": BundleManifest, "index": Index, "release": ReleaseManifest, "signed": SignedEnvelope,
+    }  # fmt: skip
     model = models.get(document.value, Manifest)
     typer.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
