@@ -135,3 +135,31 @@ def test_a_trust_file_with_every_key_retired_trusts_nothing_and_a_missing_key_fi
     assert trust is not None and trust.keys == ()  # fail closed: signatures still required
     with pytest.raises(UsageError, match=r"trusted key file .*nope\.pub not found"):
         load_trust([str(tmp_path / "nope.pub")])
+
+
+def _see(args: tuple[str, str, int]) -> str:
+    """One process recording that it saw `version` of a store (the trust state's writer)."""
+    cache, url, version = args
+    os.environ["XDG_CACHE_HOME"] = cache
+    from factory.trust import _record
+
+    trust = load_trust(["ed25519:" + base64.b64encode(b"\x01" * 32).decode()])
+    assert trust is not None
+    try:
+        _record(trust, url, version, "test")
+    except RollbackRefused:
+        return "refused"
+    return "recorded"
+
+
+def test_concurrent_processes_only_ever_raise_the_version_seen(tmp_path: Path) -> None:
+    import multiprocessing
+
+    cache = str(tmp_path / "cache")
+    versions = list(range(1, 41))
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        outcomes = pool.map(_see, [(cache, "s3://b/p", v) for v in reversed(versions)])
+    state = next((tmp_path / "cache" / "factory" / "trust-state").glob("*.json"))
+    assert json.loads(state.read_text())["version"] == 40
+    assert outcomes[0] == "recorded" and "refused" in outcomes  # later, lower versions are rollbacks
+    assert not list(state.parent.glob(".*.tmp"))
