@@ -119,6 +119,10 @@ def mirror(
             if doc is not None:
                 documents += _copy_doc(dst, key, doc.data)
     outcome = merge_index(source.data, index, dst, set(chosen.bundles), set(chosen.releases))
+    left = sum(len(e.versions) for e in index.bundles.values()) - len(chosen.bundles)
+    if is_envelope(source.data) and left:
+        # A mirror cannot sign a smaller index: the origin's lists what was not copied.
+        outcome += f"; the signed index lists {left} bundle version(s) not copied (pulls of those fail as missing)"
     names = tuple(f"{n}@{v}" for n, v in chosen.bundles)
     return MirrorReport(names, len(missing), copied, len(blobs) - len(missing), documents, outcome)
 
