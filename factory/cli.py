@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from .lock import Lock, lock_path_for, missing_entries, read_lock
 from .manifest.load import LoadedManifest
 from .manifest.model import Manifest
 from .storage import Store
+
+if TYPE_CHECKING:
+    from .trust import Trust
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -330,6 +333,20 @@ StoreOption = Annotated[
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS).")
 ]
+TrustOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust",
+        help="A trusted public key (ed25519:...) or a file of them; repeatable. "
+        "[default: FACTORY_TRUST, else ~/.config/factory/trusted-keys]",
+    ),
+]
+
+
+def _trust(keys: list[str] | None) -> Trust | None:
+    from .trust import load_trust
+
+    return load_trust(keys)
 
 
 StoreMatrixOption = Annotated[
@@ -403,27 +420,36 @@ def pull(
     _o: Annotated[
         str | None, typer.Option("-o", hidden=True, callback=_retired("-o (a file in every command)", "--out DIR"))
     ] = None,
+    trust: TrustOption = None,
 ) -> None:
     """Download a bundle, verify every byte, and lay it out for its runtime."""
     from .paths import blob_cache
     from .pull import pull as do_pull
 
     source = _open_store(store, endpoint_url, matrix)
-    pulled = do_pull(source, model, quant, target, version=version, out=out, cache=cache or blob_cache(), jobs=jobs)
+    pulled = do_pull(
+        source, model, quant, target, version=version, out=out, cache=cache or blob_cache(), jobs=jobs,
+        trust=_trust(trust),
+    )  # fmt: skip
     typer.echo(f"pulled {pulled.name} {pulled.version} into {pulled.path} ({pulled.downloaded_bytes} bytes downloaded)")
     typer.echo(f"run it with:\n  {pulled.run}")
 
 
 @app.command("ls")
 @reports_errors
-def ls(store: StoreOption = None, endpoint_url: EndpointOption = None, matrix: StoreMatrixOption = None) -> None:
+def ls(
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    matrix: StoreMatrixOption = None,
+    trust: TrustOption = None,
+) -> None:
     """List the bundles a store's index holds."""
     from rich.table import Table
 
-    from .store_index import read_index
+    from .trust import open_index
 
     source = _open_store(store, endpoint_url, matrix)
-    index, _ = read_index(source)
+    index = open_index(source, _trust(trust))
     table = Table("bundle", "version", "size MB", "flow", "published", "status", box=None)
     for name, entry in sorted(index.bundles.items()):
         for version, record in sorted(entry.versions.items(), key=lambda kv: kv[1].published_at):
@@ -473,6 +499,7 @@ def verify(
     endpoint_url: EndpointOption = None,
     matrix: StoreMatrixOption = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel downloads.")] = 8,
+    trust: TrustOption = None,
 ) -> None:
     """Check every byte against its manifest: one bundle folder, or every blob of a store."""
     if what is not None and store:
@@ -503,7 +530,7 @@ def verify(
 
     # A store URL in place of the folder is still accepted: the older spelling of --store.
     target = _open_store(what or store, endpoint_url, matrix)
-    bundles, blobs = verify_store(target, jobs=jobs)
+    bundles, blobs = verify_store(target, _trust(trust), jobs=jobs)
     typer.echo(f"{target.url}: {bundles} bundle version(s), {blobs} blob(s) verified")
 
 
@@ -568,7 +595,10 @@ def release(
     output_file: Annotated[
         Path | None,
         typer.Option(
-            "--output-file", "-o", help="Also write the release manifest to this file (e.g. for attestation)."
+            "--output-file",
+            "-o",
+            help="Also write the release manifest to this file (e.g. for attestation), and its signature "
+            "beside it as NAME.signed.json.",
         ),
     ] = None,
     _out: Annotated[
@@ -593,8 +623,66 @@ def release(
     if output_file is not None:
         output_file.parent.mkdir(parents=True, exist_ok=True)
         output_file.write_bytes(made.body)
+        if made.signature is not None:
+            output_file.with_name(output_file.stem + ".signed.json").write_bytes(made.signature)
     typer.echo(made.notes)
     typer.echo(f"release manifest: {target_store.url}/{made.key}")
+
+
+@app.command()
+@reports_errors
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Private key file; the public key goes to OUT.pub.")] = Path(
+        "factory-signing.key"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Make an ed25519 signing key pair (private key mode 0600, never printed)."""
+    from .signing import keygen as make_keys
+
+    pair = make_keys(out, force=force)
+    typer.echo(f"private key: {pair.private_path} (keep it secret; set FACTORY_SIGNING_KEY to it to sign)")
+    typer.echo(f"public key ({pair.keyid}), for --trust, FACTORY_TRUST or ~/.config/factory/trusted-keys:")
+    typer.echo(pair.public)
+
+
+@app.command()
+@reports_errors
+def mirror(
+    src: Annotated[str, typer.Argument(help="Source store URL (file://PATH, a path, s3://BUCKET/PREFIX).")],
+    dst: Annotated[str, typer.Argument(help="Destination store URL; a path ending in .tar is a single-file store.")],
+    only: OnlyOption = None,
+    release_name: Annotated[
+        str | None, typer.Option("--release", help="Only the bundles of this release (NAME or NAME@VERSION).")
+    ] = None,
+    endpoint_url: EndpointOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel blob copies.")] = 8,
+    trust: TrustOption = None,
+) -> None:
+    """Copy what DST lacks (blobs verified byte by byte, then manifests, then the index)."""
+    from .mirror_cli import run_mirror
+
+    for line in run_mirror(src, dst, only=only or [], release=release_name, endpoint_url=endpoint_url, jobs=jobs,
+                           trust=_trust(trust)):  # fmt: skip
+        typer.echo(line)
+
+
+@app.command()
+@reports_errors
+def catalog(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.html and catalog.json.")],
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    publish_to_store: Annotated[
+        bool, typer.Option("--publish", help="Also write them under catalog/ in the store (static website).")
+    ] = False,
+    trust: TrustOption = None,
+) -> None:
+    """Write a static catalog page of every bundle a store holds."""
+    from .catalog import make_catalog
+
+    for line in make_catalog(_open_store(store, endpoint_url), _trust(trust), out, publish=publish_to_store):
+        typer.echo(line)
 
 
 images_app = typer.Typer(help="Build, list and push pinned toolchain images.", no_args_is_help=True)
@@ -757,6 +845,7 @@ class SchemaDocument(StrEnum):
     bundle = "bundle"
     store_index = "index"
     release = "release"
+    signed = "signed"
 
 
 @app.command()
@@ -766,16 +855,18 @@ def schema(
         typer.Option(
             "--document",
             "-d",
-            help="manifest: the matrix manifest; bundle, index, release: the store's documents.",
+            help="manifest: the matrix manifest; bundle, index, release, signed: the store's documents.",
         ),
     ] = SchemaDocument.manifest,
 ) -> None:
     """Print a JSON Schema: the matrix manifest's (for editor completion) or a store document's."""
     from pydantic import BaseModel
 
-    from .documents import BundleManifest, Index, ReleaseManifest
+    from .documents import BundleManifest, Index, ReleaseManifest, SignedEnvelope
 
-    models: dict[str, type[BaseModel]] = {"bundle": BundleManifest, "index": Index, "release": ReleaseManifest}
+    models: dict[str, type[BaseModel]] = {
+        "bundle": BundleManifest, "index": Index, "release": ReleaseManifest, "signed": SignedEnvelope,
+    }  # fmt: skip
     model = models.get(document.value, Manifest)
     typer.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 

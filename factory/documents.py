@@ -14,6 +14,7 @@ gives back its own bytes.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
@@ -28,6 +29,9 @@ from .integrity import IntegrityError
 BUNDLE_SCHEMA = "factory.bundle/v1"
 INDEX_SCHEMA = "factory.index/v1"
 RELEASE_SCHEMA = "factory.release/v1"
+SIGNED_SCHEMA = "factory.signed/v1"
+INDEX_PAYLOAD = "application/vnd.factory.index+json"
+RELEASE_PAYLOAD = "application/vnd.factory.release+json"
 BUNDLE_MANIFEST = "factory-bundle.json"
 INDEX = "index.json"
 
@@ -229,6 +233,10 @@ class Index(_Document):
     schema_version: Literal["factory.index/v1"] = Field(alias="schema")
     bundles: dict[BundleName, BundleEntry]
     releases: dict[Segment, ReleaseEntry] = Field(default_factory=dict)
+    version: NonNegativeInt | None = Field(
+        default=None, description="signed indexes: grows by one with every write (rollback check)"
+    )
+    expires: str | None = Field(default=None, description="signed indexes: UTC time after which clients refuse it")
 
     @model_validator(mode="after")
     def _keys_follow_the_layout(self) -> Self:
@@ -281,6 +289,29 @@ class Index(_Document):
         entry["versions"][version] = ref.to_data()
         entry["latest"] = version
         return Index.model_validate(data)
+
+    def with_records_of(self, other: Index, versions: set[tuple[str, str]], releases: set[tuple[str, str]]) -> Index:
+        """This index plus `other`'s records for the given bundle and release versions,
+        copied verbatim (publish time, yank state); versions this index already has are kept."""
+        data = self.to_data()
+        for name, version in sorted(versions):
+            entry = data["bundles"].setdefault(name, {"versions": {}})
+            entry["versions"].setdefault(version, other.bundles[name].versions[version].to_data())
+            entry["latest"] = _latest(entry["versions"])
+        for name, version in sorted(releases):
+            entry = data.setdefault("releases", {}).setdefault(name, {"versions": {}})
+            entry["versions"].setdefault(version, other.releases[name].versions[version].to_data())
+            newest = other.releases[name].latest
+            entry["latest"] = newest if newest in entry["versions"] else version
+        return Index.model_validate(data)
+
+    def lists(self) -> set[tuple[str, str, str]]:
+        """(name, version, manifest sha256) of every bundle version listed."""
+        return {(n, v, r.sha256) for n, e in self.bundles.items() for v, r in e.versions.items()}
+
+    def with_signing_terms(self, version: int, expires: str) -> Index:
+        """The same index with the version and expiry a signature covers."""
+        return Index.model_validate({**self.to_data(), "version": version, "expires": expires})
 
     def build_keys(self) -> set[str]:
         return {r.build_key for entry in self.bundles.values() for r in entry.versions.values()}
@@ -339,12 +370,59 @@ class ReleaseManifest(_Document):
     bundles: tuple[ReleaseBundle, ...]
 
 
-D = TypeVar("D", BundleManifest, Index, ReleaseManifest)
+class Signature(_Document):
+    keyid: str = Field(description="the first 16 hex digits of the sha256 of the raw ed25519 public key")
+    sig: str = Field(description="base64 ed25519 signature of the envelope's pre-authentication encoding")
+
+
+class SignedEnvelope(_Document):
+    """A signed document (index.json when a signing key is configured, and
+    releases/NAME/VERSION.signed.json): DSSE's shape, so the signed bytes are exactly
+    the payload and no JSON canonicalisation is trusted."""
+
+    schema_name: ClassVar[str] = SIGNED_SCHEMA
+    label: ClassVar[str] = "signed envelope"
+    schema_version: Literal["factory.signed/v1"] = Field(alias="schema")
+    payload_type: Literal["application/vnd.factory.index+json", "application/vnd.factory.release+json"] = Field(
+        alias="payloadType"
+    )
+    payload: str = Field(description="base64 of the signed document's bytes")
+    signatures: tuple[Signature, ...]
+
+    def payload_bytes(self) -> bytes:
+        return base64.b64decode(self.payload, validate=True)
+
+    @model_validator(mode="after")
+    def _payload_is_base64(self) -> Self:
+        try:
+            self.payload_bytes()
+        except ValueError:
+            raise ValueError("payload is not base64") from None
+        return self
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what a signature covers (type and bytes, with lengths)."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def is_envelope(data: bytes) -> bool:
+    """Whether stored bytes look like a signed envelope (the schema decides; parse checks the rest)."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(raw, dict) and raw.get("schema") == SIGNED_SCHEMA
+
+
+D = TypeVar("D", BundleManifest, Index, ReleaseManifest, SignedEnvelope)
 
 _FIXES: dict[str, str] = {
     BUNDLE_SCHEMA: "rebuild the bundle with `factory build`, or pull it again; do not edit bundle manifests",
     INDEX_SCHEMA: "the index is rebuilt by publishing again: keep a copy of index.json, remove it from the "
     "store, then rerun `factory publish` for each bundle (or `factory release`); yanks must be redone",
+    SIGNED_SCHEMA: "the signed document is damaged: publish again with the signing key (FACTORY_SIGNING_KEY)",
     RELEASE_SCHEMA: "rerun `factory release` for that version after removing the damaged release manifest",
 }
 

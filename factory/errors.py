@@ -13,6 +13,11 @@ Exit codes (the README's table shows the same):
   5  no container engine (EngineUnavailable)
   6  a toolchain image failed to build (ImageBuildError)
   7  this machine's disk is full or refuses writes (LocalDiskError)
+  8  a signature does not verify: the signed index or release manifest was altered (BadSignature)
+  9  trust is configured but the store's index is not signed (MissingSignature)
+  10  the index is signed only by keys this machine does not trust (UnknownSigner)
+  11  the signed index has expired (ExpiredIndex)
+  12  the index is older than one this machine already saw from that store: a rollback (RollbackRefused)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): 128 + the signal, as the shell reports it
 """
 
@@ -99,3 +104,28 @@ def read_input_text(path: Path, *, what: str, fix: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         message = f"cannot read the {what}: {exc}"
     raise InputError([Problem(file=str(path), field="", message=message, fix=fix)])
+
+
+class TrustError(FactoryError):
+    """A signed-metadata check refused the store's index before any digest in it was used.
+    Each kind has its own exit code (8-12); nothing is written to the output folder."""
+
+
+class BadSignature(TrustError):
+    exit_code = 8
+
+
+class MissingSignature(TrustError):
+    exit_code = 9
+
+
+class UnknownSigner(TrustError):
+    exit_code = 10
+
+
+class ExpiredIndex(TrustError):
+    exit_code = 11
+
+
+class RollbackRefused(TrustError):
+    exit_code = 12

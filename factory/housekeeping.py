@@ -12,8 +12,10 @@ from pathlib import Path
 from .documents import STORED_BUNDLE_FIX, BundleManifest, Index, parse
 from .errors import FactoryError, UsageError
 from .integrity import IntegrityError
+from .release_signing import check_release_signatures
 from .storage.base import LocalWriteError, Store
-from .store_index import read_bundle_manifest, read_index, update_index
+from .store_index import read_bundle_manifest, update_index
+from .trust import Trust, open_index
 
 
 def referenced_blobs(store: Store) -> set[str]:
@@ -77,11 +79,15 @@ def parse_duration(text: str) -> float:
     raise UsageError(f"--grace {text!r} is not a duration", hint="write it like 90s, 30m, 24h, 7d, or 0 for none")
 
 
-def verify_store(store: Store, *, jobs: int = 8) -> tuple[int, int]:
+def verify_store(store: Store, trust: Trust | None = None, *, jobs: int = 8) -> tuple[int, int]:
     """Download and hash every blob every indexed bundle lists, `jobs` at a time;
     returns (bundles, blobs) checked. Each blob is fetched once, however many
-    bundles share it, and every problem is reported, not only the first."""
-    index, _ = read_index(store)
+    bundles share it, and every problem is reported, not only the first. With trust
+    configured, the index's signature is checked first, and each release manifest's
+    detached signature where it has one."""
+    index = open_index(store, trust)
+    if trust is not None:
+        check_release_signatures(store, index, trust)
     owners: dict[str, str] = {}
     """digest -> the first "bundle version: path" that lists it (for messages)."""
     problems: list[str] = []

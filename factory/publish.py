@@ -21,8 +21,9 @@ from pathlib import Path
 from .documents import BUNDLE_MANIFEST, STORED_BUNDLE_FIX, BundleManifest, Index, IndexRecord, parse, read_file
 from .errors import FactoryError, InputError, Problem
 from .integrity import check_bundle_dir
+from .signing import signer_from_env
 from .storage.base import PreconditionFailed, Store
-from .store_index import bundle_doc_key, update_index
+from .store_index import bundle_doc_key, check_index_writable, update_index
 from .transfer_progress import byte_progress
 
 
@@ -64,6 +65,8 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool
     for bundle_dir, manifest in manifests:
         for entry in manifest.files:
             blobs.setdefault(entry.sha256, (bundle_dir / entry.path, entry.size))
+    if index:
+        check_index_writable(store, signer_from_env())
     missing = store.missing_blobs(set(blobs))
     total = sum(blobs[d][1] for d in missing)
     with byte_progress("publish", total) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -17,8 +17,9 @@ from .bundle import BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
 from .documents import BUNDLE_MANIFEST, Index, IndexRecord
 from .errors import UsageError
 from .storage.base import LocalWriteError, Store, TransferCancelled
-from .store_index import read_bundle_manifest, read_index
+from .store_index import read_bundle_manifest
 from .transfer_progress import byte_progress
+from .trust import Trust, open_index
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,11 @@ class Pulled:
     downloaded_bytes: int
 
 
-def resolve(store: Store, model: str, quant: str, target: str, version: str | None) -> tuple[str, str, IndexRecord]:
-    index, _ = read_index(store)
+def resolve(
+    store: Store, model: str, quant: str, target: str, version: str | None, trust: Trust | None = None
+) -> tuple[str, str, IndexRecord]:
+    """The bundle version to pull, from an index that passed the trust checks (when trust is configured)."""
+    index = open_index(store, trust)
     if target == "auto":
         target = auto_target(index, model, quant)
     name = f"{model}/{quant}/{target}"
@@ -91,8 +95,9 @@ def pull(
     out: Path,
     cache: Path,
     jobs: int = 8,
+    trust: Trust | None = None,
 ) -> Pulled:
-    name, version, record = resolve(store, model, quant, target, version)
+    name, version, record = resolve(store, model, quant, target, version, trust)
     manifest, body = read_bundle_manifest(store, name, version, record)
     blobs = manifest.blobs()
     wanted = {d: s for d, s in blobs.items() if not is_cached(cache, d, s)}

@@ -30,6 +30,8 @@ from .documents import (
 from .errors import FactoryError
 from .plan import BuildGraph
 from .publish import add_to_index, index_record, put_once
+from .release_signing import sign_release
+from .signing import signer_from_env
 from .storage.base import Store
 from .store_index import bundle_doc_key
 
@@ -42,6 +44,8 @@ class Release:
     manifest: ReleaseManifest
     body: bytes
     notes: str
+    signature: bytes | None = None
+    """The signed envelope of `body`, when a signing key was configured."""
 
 
 def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) -> Release:
@@ -104,12 +108,14 @@ def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) ->
     else:
         body = manifest.body()
         put_once(store, key, body, name, version)
+    signer = signer_from_env()
+    signature = sign_release(store, key, body, signer) if signer is not None else None
 
     def add_release(index: Index) -> Index:
         return index.with_release(name, version, ReleaseRef(manifest=key, sha256=hashlib.sha256(body).hexdigest()))
 
     add_to_index(store, entries, extra=add_release)
-    return Release(key, manifest, body, render_notes(manifest))
+    return Release(key, manifest, body, render_notes(manifest), signature)
 
 
 def render_notes(manifest: ReleaseManifest) -> str:

@@ -5,46 +5,104 @@ only with a conditional write, so concurrent publishers never lose each other's 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 from collections.abc import Callable
 
 from .documents import (
     INDEX,
+    INDEX_PAYLOAD,
     STORED_BUNDLE_FIX,
     BundleManifest,
     DocumentError,
     Index,
     IndexRecord,
+    SignedEnvelope,
     bundle_doc_key,
+    is_envelope,
     parse,
 )
-from .errors import FactoryError, Problem
+from .errors import FactoryError, Problem, UsageError
 from .integrity import IntegrityError
-from .storage.base import PreconditionFailed, Store, StoreError
+from .signing import Signer, expiry_after, signer_from_env
+from .storage.base import Document, PreconditionFailed, Store, StoreError
 
 __all__ = ["INDEX", "bundle_doc_key", "published_build_keys", "read_bundle_manifest", "read_index", "update_index"]
 
 
+def signed_validity_days() -> float:
+    """How long a signed index stays valid (FACTORY_INDEX_VALIDITY_DAYS, default 30); every
+    signed write renews it, so a store must be written (or re-signed) within that time."""
+    text = os.environ.get("FACTORY_INDEX_VALIDITY_DAYS", "30")
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if days <= 0:
+        raise UsageError(
+            f"FACTORY_INDEX_VALIDITY_DAYS={text!r} is not a positive number of days", hint="e.g. 30, or unset it"
+        )
+    return days
+
+
+def check_index_writable(store: Store, signer: Signer | None) -> None:
+    """Refuse early (before any upload) to replace a signed index without a signing key."""
+    doc = store.get_doc(INDEX)
+    if doc is not None:
+        index_body(store, Index.empty(), doc.data, signer)
+
+
 def read_index(store: Store) -> tuple[Index, str | None]:
-    """The index (empty when the store has none yet) and its etag for a conditional write."""
+    """The index (empty when the store has none yet) and its etag for a conditional write.
+    A signed index is unwrapped unchecked: writers re-sign, readers that trust keys use
+    trust.open_index instead."""
     doc = store.get_doc(INDEX)
     if doc is None:
         return Index.empty(), None
-    return parse(Index, doc.data, where=f"{store.url}/{INDEX}"), doc.etag
+    return _decode(store, doc), doc.etag
 
 
-def update_index(store: Store, change: Callable[[Index], Index], *, attempts: int = 20) -> Index:
+def _decode(store: Store, doc: Document) -> Index:
+    where = f"{store.url}/{INDEX}"
+    if is_envelope(doc.data):
+        envelope = parse(SignedEnvelope, doc.data, where=where)
+        return parse(Index, envelope.payload_bytes(), where=where)
+    return parse(Index, doc.data, where=where)
+
+
+def index_body(store: Store, index: Index, previous: bytes | None, signer: Signer | None) -> bytes:
+    """The bytes to store: signed (next version, renewed expiry) when a signer is given;
+    a signed index is never replaced by an unsigned one."""
+    if signer is None:
+        if previous is not None and is_envelope(previous):
+            raise UsageError(
+                f"{store.url}/{INDEX} is signed; writing it unsigned would lock out every client that checks it",
+                hint="set FACTORY_SIGNING_KEY to the store's signing key (a file path or the PEM text)",
+            )
+        return index.body()
+    version = (index.version or 0) + 1
+    signed = index.with_signing_terms(version, expiry_after(signed_validity_days()))
+    return signer.envelope(INDEX_PAYLOAD, signed.body()).body()
+
+
+def update_index(
+    store: Store, change: Callable[[Index], Index], *, attempts: int = 20, signer: Signer | None = None
+) -> Index:
     """Read, change, write with If-Match (If-None-Match when new); on a lost race,
-    read again and re-apply the change. Returns the index as written."""
+    read again and re-apply the change. Returns the index as written. Signed with
+    `signer`, else with FACTORY_SIGNING_KEY's key when that is set."""
+    signer = signer or signer_from_env()
     for attempt in range(attempts):
-        index, etag = read_index(store)
+        doc = store.get_doc(INDEX)
+        index, etag = (_decode(store, doc), doc.etag) if doc is not None else (Index.empty(), None)
         changed = change(index)
         try:
+            body = index_body(store, changed, doc.data if doc is not None else None, signer)
             if etag is None:
-                store.put_doc(INDEX, changed.body(), if_none_match=True)
+                store.put_doc(INDEX, body, if_none_match=True)
             else:
-                store.put_doc(INDEX, changed.body(), if_match=etag)
+                store.put_doc(INDEX, body, if_match=etag)
             return changed
         except PreconditionFailed:
             time.sleep(min(0.05 * (2**attempt), 1.0) * random.random())

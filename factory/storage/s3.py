@@ -184,7 +184,8 @@ class S3Store:
         from botocore.exceptions import ClientError
 
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
-        args["ContentType"] = "application/json"
+        # The catalog's page is served by a bucket's static website: it needs its HTML type.
+        args["ContentType"] = "text/html; charset=utf-8" if key.endswith(".html") else "application/json"
         if if_none_match:
             args["IfNoneMatch"] = "*"
         if if_match is not None:

@@ -68,3 +68,37 @@ def test_release_refuses_when_a_cell_has_no_bundle(tmp_path: Path) -> None:
     assert "rwkv-world-tiny/q4f16_1/cuda-sm90" in done.stderr
     assert not (tmp_path / "store" / "releases").exists()
     assert (tmp_path / "store" / "index.json").exists() is False
+
+
+def test_a_signed_release_verifies_and_mirrors_by_release_name(tmp_path: Path) -> None:
+    """The workflow's release with FACTORY_SIGNING_KEY: the index and the release manifest
+    are signed, `verify --trust` checks both, and `mirror --release` copies that release."""
+    store = f"file://{tmp_path / 'store'}"
+    key = tmp_path / "release.key"
+    assert factory("keygen", "-o", str(key)).returncode == 0
+    env = {"FACTORY_SIGNING_KEY": str(key), "XDG_CACHE_HOME": str(tmp_path / "cache"), "FACTORY_TRUST": ""}
+    manifest = _manifest(tmp_path, {"cuda-sm80": SM80})
+    bundle = make_bundle(tmp_path / "dist", model="rwkv-world-tiny", target="cuda-sm80", version="0.0.1")
+    assert factory("publish", str(bundle), "--store", store, "--no-index", env=env).returncode == 0
+    out = tmp_path / "release" / "release.json"
+    done = factory("release", "-m", str(manifest), "--store", store, "--out", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    signed = json.loads((tmp_path / "release" / "release.signed.json").read_text())
+    assert signed["payloadType"] == "application/vnd.factory.release+json"
+    assert (tmp_path / "store" / "releases" / "test" / "0.0.1.signed.json").is_file()
+    trust = ["--trust", f"{key}.pub"]
+    assert factory("verify", store, *trust, env={**env, "FACTORY_SIGNING_KEY": ""}).returncode == 0
+    # A release signature over other bytes is refused (exit 8).
+    sig_path = tmp_path / "store" / "releases" / "test" / "0.0.1.signed.json"
+    good = sig_path.read_bytes()
+    forged = json.loads(good)
+    forged["payload"] = json.loads(good)["payload"][:-8] + "AAAAAAA="
+    sig_path.write_text(json.dumps(forged))
+    bad = factory("verify", store, *trust, env={**env, "FACTORY_SIGNING_KEY": ""})
+    assert bad.returncode == 8, bad.stderr
+    sig_path.write_bytes(good)
+    copy = f"file://{tmp_path / 'copy'}"
+    mirrored = factory("mirror", store, copy, "--release", "test@0.0.1", env={**env, "FACTORY_SIGNING_KEY": ""})
+    assert mirrored.returncode == 0, mirrored.stderr
+    assert (tmp_path / "copy" / "releases" / "test" / "0.0.1.signed.json").read_bytes() == good
+    assert factory("verify", copy, *trust, env={**env, "FACTORY_SIGNING_KEY": ""}).returncode == 0

@@ -35,6 +35,7 @@ def make_bundle(
     params_from: Path | None = None,
     seed: int = 0,
     megabytes: float = 1.0,
+    gates: dict[str, object] | None = None,
 ) -> Path:
     """A current-flow bundle folder; `params_from` shares another bundle's params (hard links)."""
     bundle = out / f"{model}-{quant}-{target}"
@@ -52,7 +53,7 @@ def make_bundle(
         files=describe(bundle, "tensor-cache.json", library),
         compatibility={"flow": "current", "params_index": "tensor-cache.json", "device": target, "library": library},
         provenance={"build_key": f"key-{model}-{quant}-{target}-{seed}", "release": {"name": "t", "version": version}},
-        gates={},
+        gates=gates or {},
         run=f"mlc_llm chat {{bundle}} --model-lib {{bundle}}/{library} --device cuda",
     )
     write_manifest(bundle, manifest)

@@ -102,6 +102,12 @@ def test_release_workflow_shape() -> None:
     release_steps = yaml.safe_dump(workflow["jobs"]["release"])
     assert "factory release" in release_steps and "attest-build-provenance" in release_steps
     assert "gh release create" in release_steps and "GITHUB_STEP_SUMMARY" in release_steps
+    # The index and release manifest are signed with the key of the protected environment.
+    release_job = workflow["jobs"]["release"]
+    assert release_job["environment"] == "release"
+    signing = [s for s in release_job["steps"] if "FACTORY_SIGNING_KEY" in s.get("env", {})]
+    assert [s["env"]["FACTORY_SIGNING_KEY"] for s in signing] == ["${{ secrets.FACTORY_SIGNING_KEY }}"]
+    assert "factory release" in signing[0]["run"] and "release/release.signed.json" in release_steps
     assert "--no-index" in yaml.safe_dump(workflow["jobs"]["build"])
 
 
