@@ -193,7 +193,13 @@ def parse_library(lines: Sequence[str]) -> dict[str, Any] | None:
     return None
 
 
-REQUIRED_FUNCTIONS = ("embed", "prefill", "decode", "create_rnn_state", "_metadata")
+# What each flow's runtime calls in an RWKV library: the current flow's RNN-state
+# functions (mlc_llm/model/rwkv5|6 get_default_spec), the legacy flow's KV-cache ones
+# (mlc_llm/relax_model/rwkv.py at b44cdc53).
+REQUIRED_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "current": ("embed", "prefill", "decode", "create_rnn_state", "_metadata"),
+    "legacy": ("prefill", "decode", "create_kv_cache", "softmax_with_temperature", "_metadata"),
+}
 
 
 def judge_library(
@@ -204,6 +210,7 @@ def judge_library(
     quantization: str,
     records: Sequence[Mapping[str, Any]],
     functions: Sequence[str] | None = None,
+    flow: str = "current",
 ) -> GateResult:
     """PURE: the library's own `_metadata` (and exported functions, where known)
     against the config and the params."""
@@ -226,7 +233,7 @@ def judge_library(
     details: dict[str, Any] = {"metadata_params": len(metadata.get("params", []))}
     if functions is not None:
         details["functions"] = list(functions)
-        missing = [f for f in REQUIRED_FUNCTIONS if f not in functions]
+        missing = [f for f in REQUIRED_FUNCTIONS[flow] if f not in functions]
         if missing:
             problems.append(f"{library_name}: does not export {', '.join(missing)}")
     if problems:

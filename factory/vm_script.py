@@ -64,7 +64,10 @@ def library(path: str) -> None:
     module = tvm.runtime.load_module(path)
     vm = relax.VirtualMachine(module, tvm.cpu())
     metadata = json.loads(str(vm["_metadata"]()))
-    names = ("embed", "prefill", "decode", "batch_prefill", "batch_decode", "create_rnn_state", "_metadata")
+    names = (
+        "embed", "prefill", "decode", "batch_prefill", "batch_decode", "create_rnn_state",
+        "create_kv_cache", "reset_kv_cache", "softmax_with_temperature", "_metadata",
+    )  # fmt: skip
     functions = _exports(vm, names)
     _emit(LIBRARY_MARK, {"metadata": metadata, "functions": functions, "device_modules": _device_modules(module)})
 

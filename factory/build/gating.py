@@ -114,6 +114,7 @@ def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gat
         quantization=c.quant,
         records=gates.index_records(c.params / c.params_index),
         functions=probe.get("functions"),
+        flow=ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow,
     )
 
 

@@ -58,7 +58,8 @@ class StepWatch:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.steps: list[str] = []
+        self.seen: dict[str, str] = {}
+        """container id -> its factory step (the stream may repeat an event)."""
         self._stream: Any = None
         self._thread: threading.Thread | None = None
 
@@ -68,15 +69,20 @@ class StepWatch:
         def follow() -> None:
             try:
                 for event in self._stream:
-                    step = event.get("Actor", {}).get("Attributes", {}).get("org.factory.step")
-                    if step:
-                        self.steps.append(step)
+                    actor = event.get("Actor", {})
+                    step = actor.get("Attributes", {}).get("org.factory.step")
+                    if step and event.get("Action", event.get("status")) == "create":
+                        self.seen[actor.get("ID", "")] = step
             except Exception:  # the stream is closed on exit
                 return
 
         self._thread = threading.Thread(target=follow, daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def steps(self) -> list[str]:
+        return sorted(self.seen.values())
 
     def __exit__(self, *exc: object) -> None:
         time.sleep(1)

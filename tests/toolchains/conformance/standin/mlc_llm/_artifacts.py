@@ -82,9 +82,19 @@ def write_params(weights: dict[str, np.ndarray], quant: str, out: Path, index_na
     return [{"name": n, "shape": list(a.shape), "dtype": str(a.dtype)} for n, a in params.items()]
 
 
+# The functions each generation's RWKV library exports for its runtime (the current
+# flow's RNN-state API, mlc_llm/model/rwkv5|6 get_default_spec; the legacy KV-cache API,
+# mlc_llm/relax_model/rwkv.py at b44cdc53). The stand-in exports the same names.
+EXPORTS = {
+    "current": ("embed", "prefill", "decode", "batch_prefill", "batch_decode", "create_rnn_state"),
+    "legacy": ("prefill", "decode", "create_kv_cache", "reset_kv_cache", "softmax_with_temperature"),
+}
+
+
 def compile_library(metadata: dict[str, Any], device: str, output: Path) -> None:
-    """A Relax module with `_metadata`, compiled by TVM for the host (the requested
-    device is recorded; no GPU toolkit is in this image)."""
+    """A Relax module with `_metadata` and the flow's runtime function names (each a
+    trivial function here), compiled by TVM for the host (the requested device is
+    recorded; no GPU toolkit is in this image)."""
     import tvm
     from tvm import relax
     from tvm.relax.frontend import nn
@@ -100,5 +110,9 @@ def compile_library(metadata: dict[str, Any], device: str, output: Path) -> None
     builder = relax.BlockBuilder(mod)
     with builder.function("_metadata", params=[]):
         builder.emit_func_output(relax.expr.String(json.dumps({**metadata, "device": device})))
+    for name in EXPORTS[os.environ.get("MLC_STANDIN_FLOW", "current")]:
+        x = relax.Var("x", relax.TensorType((4,), "float32"))
+        with builder.function(name, params=[x]):
+            builder.emit_func_output(x)
     output.parent.mkdir(parents=True, exist_ok=True)
     tvm.compile(builder.get(), target="llvm").export_library(str(output))
