@@ -5,8 +5,10 @@ loopback (the Ceph RGW of tests/support/start-rgw.sh by default), next to s5cmd 
     .venv/bin/python bench/transfer.py [--gib 2] [--endpoint URL]
 
 Ratios are speeds relative to the baseline (baseline seconds / factory seconds), so
-1.0 means as fast, more is faster. A factory pull includes full sha256 verification
-and laying out the folder. The last line reads exactly:
+1.0 means as fast, more is faster. Every transfer is repeated (--repeat) and the medians
+compared; each run's times are printed too. A factory publish includes hashing every
+byte; a factory pull includes full sha256 verification and laying out the folder. The
+last line reads exactly:
 
     pull/s5cmd=R pull/awscli=R publish/s5cmd=R second-target-upload-bytes=N lib-bytes=M
 """
@@ -106,7 +108,7 @@ def timed(action: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=2.0, help="size of the params (default 2 GiB)")
-    parser.add_argument("--repeat", type=int, default=3, help="downloads repeated, median kept (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="transfers repeated, medians kept (default 3)")
     parser.add_argument("--endpoint", help="S3 endpoint (default: the RGW from tests/support/start-rgw.sh)")
     args = parser.parse_args()
     if args.endpoint is None:
@@ -145,11 +147,32 @@ def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws:
         total = sum(p.stat().st_size for p in first.iterdir())
         print(f"bundle: {total / (1 << 30):.2f} GiB in {len(list(first.iterdir()))} files; endpoint {endpoint}")
 
-        t_pub = timed(lambda: publish(store, [first]))
-        report = publish(store, [second])
         s5 = [s5cmd, "--endpoint-url", endpoint]
-        t_pub_s5 = timed(lambda: subprocess.run([*s5, "cp", f"{first}/*", f"s3://{bucket}/baseline/"], check=True,
-                                                stdout=subprocess.DEVNULL))  # fmt: skip
+
+        def factory_publish(prefix: str) -> None:
+            publish(S3Store(bucket, prefix), [first])
+
+        def s5cmd_upload(prefix: str) -> None:
+            subprocess.run([*s5, "cp", f"{first}/*", f"s3://{bucket}/{prefix}/"], check=True, stdout=subprocess.DEVNULL)
+
+        # Uploads are repeated too, each into fresh prefixes (publish skips blobs a store has),
+        # alternating which tool goes first; the first round's copies stay for the pulls.
+        publishes: list[float] = []
+        s5_uploads: list[float] = []
+        for attempt in range(repeat):
+            ours, theirs = ("factory", "baseline") if attempt == 0 else (f"factory-{attempt}", f"baseline-{attempt}")
+            pair = [
+                (publishes, functools.partial(factory_publish, ours)),
+                (s5_uploads, functools.partial(s5cmd_upload, theirs)),
+            ]
+            for times, action in pair if attempt % 2 == 0 else reversed(pair):
+                times.append(timed(action))
+            if attempt:
+                for prefix in (ours, theirs):
+                    subprocess.run([*s5, "rm", f"s3://{bucket}/{prefix}/*"], check=False,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        t_pub, t_pub_s5 = statistics.median(publishes), statistics.median(s5_uploads)
+        report = publish(store, [second])
 
         # Downloads only read the store, so each is repeated and the median kept: on a small
         # shared machine single runs vary by +-20%. Every repeat starts with empty folders and cache.
@@ -183,6 +206,8 @@ def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws:
         ):
             print(f"{label:>24}: {seconds:6.2f} s  {total / seconds / (1 << 20):7.1f} MiB/s")
         for label, runs in (
+            ("publish runs", publishes),
+            ("s5cmd upload runs", s5_uploads),
             ("pull runs", pulls),
             ("s5cmd download runs", s5_pulls),
             ("aws download runs", aws_pulls),
