@@ -2,7 +2,10 @@
 loopback (the Ceph RGW of tests/support/start-rgw.sh by default), next to s5cmd and
 `aws s3 cp` moving the same files in the same run.
 
-    .venv/bin/python bench/transfer.py [--gib 2] [--endpoint URL]
+    .venv/bin/python bench/transfer.py [--gib 2] [--repeat 3] [--endpoint URL]
+
+Against the tests' RGW keep --gib at 2 or less: its objects live in memory, capped at
+8 GiB for every client together, and the benchmark holds two copies at its peak.
 
 Ratios are speeds relative to the baseline (baseline seconds / factory seconds), so
 1.0 means as fast, more is faster. Every transfer is repeated (--repeat) and the medians
@@ -20,6 +23,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +42,9 @@ from factory.pull import pull  # noqa: E402
 from factory.storage.s3 import S3Store  # noqa: E402
 
 BENCH_VENV = REPO / ".venv-bench"
+RECLAIM_WAIT = 15.0
+"""Seconds for the tests' RGW to reclaim deleted objects (its gc: 5 s minimum wait, 10 s period).
+Its memstore is capped (8 GiB) and shared: a full OSD blocks every request of every client."""
 TOOLS = ("s5cmd", "awscli==1.46.3")
 
 
@@ -126,6 +133,8 @@ def main() -> None:
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     s5cmd, aws = tools()
+    # A terminated run still removes its bucket (the finally below): the RGW's memory is shared.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bucket = f"bench-{uuid.uuid4().hex[:10]}"
     store = S3Store(bucket, "factory")
     store.client.create_bucket(Bucket=bucket)
@@ -155,22 +164,27 @@ def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws:
         def s5cmd_upload(prefix: str) -> None:
             subprocess.run([*s5, "cp", f"{first}/*", f"s3://{bucket}/{prefix}/"], check=True, stdout=subprocess.DEVNULL)
 
-        # Uploads are repeated too, each into fresh prefixes (publish skips blobs a store has),
-        # alternating which tool goes first; the first round's copies stay for the pulls.
+        def drop(prefix: str) -> None:
+            subprocess.run([*s5, "rm", f"s3://{bucket}/{prefix}/*"], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(RECLAIM_WAIT)  # the RGW's garbage collector frees the bytes this much later
+
+        # Uploads are repeated too, each into a fresh prefix (publish skips blobs a store has),
+        # alternating which tool goes first. The tests' RGW keeps objects in memory, capped, so
+        # each copy is deleted right after it is timed (and reclaimed before the next upload),
+        # except the last round's: the pulls read those. Peak: two copies, plus the second target.
         publishes: list[float] = []
         s5_uploads: list[float] = []
         for attempt in range(repeat):
-            ours, theirs = ("factory", "baseline") if attempt == 0 else (f"factory-{attempt}", f"baseline-{attempt}")
+            last = attempt == repeat - 1
             pair = [
-                (publishes, functools.partial(factory_publish, ours)),
-                (s5_uploads, functools.partial(s5cmd_upload, theirs)),
+                (publishes, "factory" if last else f"factory-{attempt}", factory_publish),
+                (s5_uploads, "baseline" if last else f"baseline-{attempt}", s5cmd_upload),
             ]
-            for times, action in pair if attempt % 2 == 0 else reversed(pair):
-                times.append(timed(action))
-            if attempt:
-                for prefix in (ours, theirs):
-                    subprocess.run([*s5, "rm", f"s3://{bucket}/{prefix}/*"], check=False,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            for times, prefix, action in pair if attempt % 2 == 0 else reversed(pair):
+                times.append(timed(functools.partial(action, prefix)))
+                if not last:
+                    drop(prefix)
         t_pub, t_pub_s5 = statistics.median(publishes), statistics.median(s5_uploads)
         report = publish(store, [second])
 
