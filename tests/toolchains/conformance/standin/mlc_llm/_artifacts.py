@@ -96,7 +96,23 @@ def compile_library(metadata: dict[str, Any], device: str, output: Path) -> None
         def forward(self, x: nn.Tensor) -> nn.Tensor:
             return x * self.scale
 
-    mod, _ = Probe().export_tvm(spec={"forward": {"x": nn.spec.Tensor((4,), "float32")}})
+        # The entry points the factory's library gate requires of an RWKV library (and the
+        # real runtime calls); here each is the same tiny function.
+        def embed(self, x: nn.Tensor) -> nn.Tensor:
+            return x * self.scale
+
+        def prefill(self, x: nn.Tensor) -> nn.Tensor:
+            return x * self.scale
+
+        def decode(self, x: nn.Tensor) -> nn.Tensor:
+            return x * self.scale
+
+        def create_rnn_state(self, x: nn.Tensor) -> nn.Tensor:
+            return x * self.scale
+
+    vector = {"x": nn.spec.Tensor((4,), "float32")}
+    names = ("forward", "embed", "prefill", "decode", "create_rnn_state")
+    mod, _ = Probe().export_tvm(spec={name: vector for name in names})
     builder = relax.BlockBuilder(mod)
     with builder.function("_metadata", params=[]):
         builder.emit_func_output(relax.expr.String(json.dumps({**metadata, "device": device})))
