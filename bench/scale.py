@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.docker import engine_or_skip, ensure_base_image  # noqa: E402
 from tests.support.hub import running_hub  # noqa: E402
-from tests.support.scale import ScaleProject, containers_created, scale_project  # noqa: E402
+from tests.support.scale import ScaleProject, StepContainers, scale_project  # noqa: E402
 
 
 def timed_run(project: ScaleProject, *args: str) -> tuple[float, str]:
@@ -64,12 +64,10 @@ def main() -> None:
             for attempt in range(args.repeat):
                 pair = [(builds, build), (plans, ("plan", "-m", str(project.manifest), "--locked"))]
                 for times, command in pair if attempt % 2 == 0 else reversed(pair):
-                    time.sleep(1.1)  # engine event times have one-second resolution
-                    since = time.time()
-                    seconds, stdout = timed_run(project, *command)
-                    started = containers_created(client, since, time.time() + 0.5)
-                    if started:
-                        raise SystemExit(f"factory {command[0]} started {len(started)} container(s): {started[:5]}")
+                    with StepContainers(client) as started:
+                        seconds, stdout = timed_run(project, *command)
+                    if started.steps:
+                        raise SystemExit(f"factory {command[0]} started {len(started.steps)} container(s)")
                     if command[0] == "build" and f"built 0, cached {project.cells}," not in stdout:
                         raise SystemExit(f"the second build did not find every cell cached:\n{stdout}")
                     times.append(seconds)

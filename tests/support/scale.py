@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +76,36 @@ def scale_project(root: Path, hub: LocalHub, *, cells: int) -> ScaleProject:
     return project
 
 
-def containers_created(client: Any, since: float, until: float) -> list[str]:
-    """The factory step label of every container the engine created in [since, until]."""
-    events = client.events(since=f"{since:.6f}", until=f"{until:.6f}", decode=True)
-    return [e["Actor"]["Attributes"].get("org.factory.step", "") for e in events
-            if e.get("Type") == "container" and e.get("status") == "create"]  # fmt: skip
+class StepContainers:
+    """Collects the factory step label of every container the engine creates while the
+    block runs. It follows the engine's live event stream: the engine keeps only a short
+    history of events, which a build of a hundred cells (and other users' containers) overruns."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.steps: list[str] = []
+        self._stream: Any = None
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> StepContainers:
+        self._stream = self.client.events(decode=True, filters={"type": "container", "event": "create"})
+
+        def read() -> None:
+            try:
+                for event in self._stream:
+                    step = event.get("Actor", {}).get("Attributes", {}).get("org.factory.step")
+                    if step:
+                        self.steps.append(step)
+            except Exception:  # closing the stream ends the loop with an error
+                return
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        time.sleep(0.5)  # let the subscription reach the engine before the block starts anything
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        time.sleep(1)  # events of the block's last moments
+        self._stream.close()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
