@@ -54,6 +54,8 @@ def main() -> None:
     ensure_base_image(client)
     with tempfile.TemporaryDirectory(prefix="factory-scale-", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
+        (work / "hub").mkdir()
+        (work / "project").mkdir()
         with running_hub(work / "hub") as hub:
             project = scale_project(work / "project", hub, cells=args.cells)
             build = ("build", "-m", str(project.manifest), "--work", "work", "--out", "dist", "-j", str(args.jobs))

@@ -25,6 +25,9 @@ QUANTS = ("q4f16_1", "q4f32_1")
 _ARCHS = ("sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
 _THREADS = (1024, 768, 512, 384, 256, 192, 128, 96, 64)
 REPO_ID = "factory-tests/rwkv-4-world-tiny"
+MODEL = "rwkv-4-world-scale"
+"""A model name no other test uses: every step container's label names it, so the steps of
+this matrix can be told from other users' containers on a shared engine."""
 
 
 def scale_targets(count: int) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def scale_project(root: Path, hub: LocalHub, *, cells: int) -> ScaleProject:
     commit = hub.commit(REPO_ID, tiny_rwkv_files())
     conformance_context(root / "conformance")
     data = toolchain_manifest(root, flow="legacy")
-    data["models"][0].update(name="rwkv-4-world-tiny", hf={"repo": REPO_ID, "revision": commit})
+    data["models"][0].update(name=MODEL, hf={"repo": REPO_ID, "revision": commit})
     data["quantizations"] = list(QUANTS)
     targets = -(-cells // len(QUANTS))
     data["targets"] = scale_targets(targets)
@@ -77,8 +80,8 @@ def scale_project(root: Path, hub: LocalHub, *, cells: int) -> ScaleProject:
 
 
 class StepContainers:
-    """Collects the factory step label of every container the engine creates while the
-    block runs. It follows the engine's live event stream: the engine keeps only a short
+    """Collects the factory step label of every container of this matrix (its model) the
+    engine creates while the block runs. It follows the engine's live event stream: the engine keeps only a short
     history of events, which a build of a hundred cells (and other users' containers) overruns."""
 
     def __init__(self, client: Any) -> None:
@@ -93,8 +96,8 @@ class StepContainers:
         def read() -> None:
             try:
                 for event in self._stream:
-                    step = event.get("Actor", {}).get("Attributes", {}).get("org.factory.step")
-                    if step:
+                    step = event.get("Actor", {}).get("Attributes", {}).get("org.factory.step", "")
+                    if MODEL in step:
                         self.steps.append(step)
             except Exception:  # closing the stream ends the loop with an error
                 return
