@@ -2,11 +2,16 @@
 loopback (the Ceph RGW of tests/support/start-rgw.sh by default), next to s5cmd and
 `aws s3 cp` moving the same files in the same run.
 
-    .venv/bin/python bench/transfer.py [--gib 2] [--endpoint URL]
+    .venv/bin/python bench/transfer.py [--gib 2] [--repeat 3] [--endpoint URL]
+
+Against the tests' RGW keep --gib at 2 or less: its objects live in memory, capped at
+8 GiB for every client together, and the benchmark holds two copies at its peak.
 
 Ratios are speeds relative to the baseline (baseline seconds / factory seconds), so
-1.0 means as fast, more is faster. A factory pull includes full sha256 verification
-and laying out the folder. The last line reads exactly:
+1.0 means as fast, more is faster. Every transfer is repeated (--repeat) and the medians
+compared; each run's times are printed too. A factory publish includes hashing every
+byte; a factory pull includes full sha256 verification and laying out the folder. The
+last line reads exactly:
 
     pull/s5cmd=R pull/awscli=R publish/s5cmd=R second-target-upload-bytes=N lib-bytes=M
 """
@@ -18,6 +23,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +42,9 @@ from factory.pull import pull  # noqa: E402
 from factory.storage.s3 import S3Store  # noqa: E402
 
 BENCH_VENV = REPO / ".venv-bench"
+RECLAIM_WAIT = 15.0
+"""Seconds for the tests' RGW to reclaim deleted objects (its gc: 5 s minimum wait, 10 s period).
+Its memstore is capped (8 GiB) and shared: a full OSD blocks every request of every client."""
 TOOLS = ("s5cmd", "awscli==1.46.3")
 
 
@@ -106,7 +115,7 @@ def timed(action: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=2.0, help="size of the params (default 2 GiB)")
-    parser.add_argument("--repeat", type=int, default=3, help="downloads repeated, median kept (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="transfers repeated, medians kept (default 3)")
     parser.add_argument("--endpoint", help="S3 endpoint (default: the RGW from tests/support/start-rgw.sh)")
     args = parser.parse_args()
     if args.endpoint is None:
@@ -124,6 +133,8 @@ def main() -> None:
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     s5cmd, aws = tools()
+    # A terminated run still removes its bucket (the finally below): the RGW's memory is shared.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bucket = f"bench-{uuid.uuid4().hex[:10]}"
     store = S3Store(bucket, "factory")
     store.client.create_bucket(Bucket=bucket)
@@ -145,11 +156,38 @@ def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws:
         total = sum(p.stat().st_size for p in first.iterdir())
         print(f"bundle: {total / (1 << 30):.2f} GiB in {len(list(first.iterdir()))} files; endpoint {endpoint}")
 
-        t_pub = timed(lambda: publish(store, [first]))
-        report = publish(store, [second])
         s5 = [s5cmd, "--endpoint-url", endpoint]
-        t_pub_s5 = timed(lambda: subprocess.run([*s5, "cp", f"{first}/*", f"s3://{bucket}/baseline/"], check=True,
-                                                stdout=subprocess.DEVNULL))  # fmt: skip
+
+        def factory_publish(prefix: str) -> None:
+            publish(S3Store(bucket, prefix), [first])
+
+        def s5cmd_upload(prefix: str) -> None:
+            subprocess.run([*s5, "cp", f"{first}/*", f"s3://{bucket}/{prefix}/"], check=True, stdout=subprocess.DEVNULL)
+
+        def drop(prefix: str) -> None:
+            subprocess.run([*s5, "rm", f"s3://{bucket}/{prefix}/*"], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            if total >= 256 << 20:  # the RGW's garbage collector frees the bytes this much later
+                time.sleep(RECLAIM_WAIT)
+
+        # Uploads are repeated too, each into a fresh prefix (publish skips blobs a store has),
+        # alternating which tool goes first. The tests' RGW keeps objects in memory, capped, so
+        # each copy is deleted right after it is timed (and reclaimed before the next upload),
+        # except the last round's: the pulls read those. Peak: two copies, plus the second target.
+        publishes: list[float] = []
+        s5_uploads: list[float] = []
+        for attempt in range(repeat):
+            last = attempt == repeat - 1
+            pair = [
+                (publishes, "factory" if last else f"factory-{attempt}", factory_publish),
+                (s5_uploads, "baseline" if last else f"baseline-{attempt}", s5cmd_upload),
+            ]
+            for times, prefix, action in pair if attempt % 2 == 0 else reversed(pair):
+                times.append(timed(functools.partial(action, prefix)))
+                if not last:
+                    drop(prefix)
+        t_pub, t_pub_s5 = statistics.median(publishes), statistics.median(s5_uploads)
+        report = publish(store, [second])
 
         # Downloads only read the store, so each is repeated and the median kept: on a small
         # shared machine single runs vary by +-20%. Every repeat starts with empty folders and cache.
@@ -183,6 +221,8 @@ def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws:
         ):
             print(f"{label:>24}: {seconds:6.2f} s  {total / seconds / (1 << 20):7.1f} MiB/s")
         for label, runs in (
+            ("publish runs", publishes),
+            ("s5cmd upload runs", s5_uploads),
             ("pull runs", pulls),
             ("s5cmd download runs", s5_pulls),
             ("aws download runs", aws_pulls),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from .integrity import IntegrityError
 from .release_signing import check_release_signatures
 from .storage.base import LocalWriteError, Store
 from .store_index import read_bundle_manifest, update_index
+from .transfer_progress import item_progress
 from .trust import Trust, open_index
 
 
@@ -81,16 +83,19 @@ def parse_duration(text: str) -> float:
 
 def verify_store(store: Store, trust: Trust | None = None, *, jobs: int = 8) -> tuple[int, int]:
     """Download and hash every blob every indexed bundle lists, `jobs` at a time;
-    returns (bundles, blobs) checked. Each blob is fetched once, however many
-    bundles share it, and every problem is reported, not only the first. With trust
-    configured, the index's signature is checked first, and each release manifest's
-    detached signature where it has one."""
+    returns (bundles, blobs) checked. Each blob is fetched once, however many bundles
+    share it, and every problem is reported, not only the first. With trust configured,
+    the index's signature is checked first, and each release manifest's detached
+    signature where it has one. On a terminal a live line shows the bytes checked, the
+    speed, the time left and a blob being checked (which bundle, which file)."""
     index = open_index(store, trust)
     if trust is not None:
         check_release_signatures(store, index, trust)
-    owners: dict[str, str] = {}
-    """digest -> the first "bundle version: path" that lists it (for messages)."""
     problems: list[str] = []
+    # Every manifest first (small documents): the total is known before the first blob, so
+    # the progress line has an end, and each blob is checked once however many bundles share it.
+    todo: dict[str, tuple[str, str]] = {}
+    sizes: dict[str, int] = {}
     bundles = 0
     for name, entry in sorted(index.bundles.items()):
         for version, record in sorted(entry.versions.items()):
@@ -101,28 +106,41 @@ def verify_store(store: Store, trust: Trust | None = None, *, jobs: int = 8) -> 
                 problems.append(f"{name} {version}: {exc.render().removeprefix('error: ')}")
                 continue
             for entry_file in manifest.files:
-                owners.setdefault(entry_file.sha256, f"{name} {version}: {entry_file.path}")
+                todo.setdefault(entry_file.sha256, (f"{name} {version}", entry_file.path))
+                sizes.setdefault(entry_file.sha256, entry_file.size)
+    lock = threading.Lock()
+    with (
+        tempfile.TemporaryDirectory(prefix="factory-verify-") as tmp,
+        item_progress("verify", sum(sizes.values()), len(todo)) as shown,
+    ):
 
-    with tempfile.TemporaryDirectory(prefix="factory-verify-") as tmp:
+        def advance(amount: int) -> None:
+            with lock:
+                shown.advance(amount)
 
         def check(digest: str) -> str | None:
+            bundle, path = todo[digest]
+            with lock:
+                shown.start(f"{bundle}: {path}")
             part = Path(tmp) / digest
             hasher = hashlib.sha256()
             try:
-                store.get_blob(digest, part, hasher=hasher)
+                store.get_blob(digest, part, advance, hasher)
             except (FactoryError, LocalWriteError) as exc:
-                return f"{owners[digest]}: {exc}"
+                return f"{bundle}: {path}: {exc}"
             finally:
+                with lock:
+                    shown.finish()
                 part.unlink(missing_ok=True)
             if hasher.hexdigest() != digest:
-                return f"{owners[digest]}: blob {digest[:16]}… is altered"
+                return f"{bundle}: {path}: blob {digest[:16]}… is altered"
             return None
 
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="verify") as pool:
-            problems += [p for p in pool.map(check, sorted(owners)) if p is not None]
+            problems += [p for p in pool.map(check, sorted(todo)) if p is not None]
     if problems:
         raise IntegrityError(f"{store.url}: " + "\n    ".join(problems), hint="republish the affected bundles")
-    return bundles, len(owners)
+    return bundles, len(todo)
 
 
 def yank(store: Store, name: str, version: str, reason: str) -> Index:

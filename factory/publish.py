@@ -1,6 +1,6 @@
-"""`factory publish`: blobs first (only the missing ones), then bundle manifests,
-then the index, so nothing appears in the index before its bytes are in place
-and re-running an interrupted publish finishes it.
+"""`factory publish`: blobs first (only the missing ones, each hashed while it is read
+for the upload), then bundle manifests, then the index, so nothing appears in the index
+before its bytes are verified in place and re-running an interrupted publish finishes it.
 
 A bundle's identity is its build key. A version already published from the same
 build key is not published again, whatever its bytes: the build time, the host, the
@@ -14,15 +14,16 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundle import sha256_file
 from .documents import BUNDLE_MANIFEST, STORED_BUNDLE_FIX, BundleManifest, Index, IndexRecord, parse, read_file
 from .errors import FactoryError, InputError, Problem
-from .integrity import check_bundle_dir
+from .integrity import check_bundle_dir, hash_mismatch
 from .signing import signer_from_env
-from .storage.base import PreconditionFailed, Store
+from .storage.base import PreconditionFailed, Store, TransferCancelled
 from .store_index import bundle_doc_key, check_index_writable, update_index
 from .transfer_progress import byte_progress
 
@@ -50,7 +51,7 @@ def _load(bundle_dir: Path) -> BundleManifest:
             ]
         )
     manifest = read_file(BundleManifest, bundle_dir / BUNDLE_MANIFEST)
-    check_bundle_dir(bundle_dir, manifest)
+    check_bundle_dir(bundle_dir, manifest, hashes=False)  # hashed below, while uploading
     return manifest
 
 
@@ -69,15 +70,7 @@ def publish(store: Store, bundle_dirs: list[Path], *, jobs: int = 8, index: bool
         check_index_writable(store, signer_from_env())
     missing = store.missing_blobs(set(blobs))
     total = sum(blobs[d][1] for d in missing)
-    with byte_progress("publish", total) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
-        lock = threading.Lock()
-
-        def locked(amount: int) -> None:
-            with lock:
-                advance(amount)
-
-        order = sorted(missing, key=lambda d: (-blobs[d][1], d))  # largest first, as in pull
-        list(pool.map(lambda d: store.put_blob(d, blobs[d][0], locked), order))
+    _send_and_check(store, blobs, missing, total, jobs)
     names = []
     entries: dict[str, tuple[str, IndexRecord]] = {}
     for (_, local), version in zip(loaded, versions, strict=True):
@@ -111,6 +104,48 @@ def _published(store: Store, manifest: BundleManifest, version: str) -> tuple[by
         f"{found.build_key or '(none)'}; this bundle comes from build key {manifest.build_key or '(none)'}",
         hint="bump release.version in the manifest (published versions never change), or yank the old one",
     )
+
+
+def _send_and_check(store: Store, blobs: dict[str, tuple[Path, int]], missing: set[str], total: int, jobs: int) -> None:
+    """Upload the missing blobs, each hashed while it is read for sending (the store refuses
+    one whose bytes do not match before it exists), and hash the blobs the store already has
+    in the same pool, so a damaged bundle is refused either way. Returns once every blob is
+    verified in place; the first failure stops the rest and is raised."""
+    with byte_progress("publish", total) as advance:
+        lock = threading.Lock()
+        cancel = threading.Event()
+
+        def locked(amount: int) -> None:
+            if cancel.is_set():
+                raise TransferCancelled
+            with lock:
+                advance(amount)
+
+        def upload(digest: str) -> None:
+            store.put_blob(digest, blobs[digest][0], locked)
+
+        def check(digest: str) -> None:
+            if cancel.is_set():
+                raise TransferCancelled
+            if sha256_file(blobs[digest][0]) != digest:
+                raise hash_mismatch(blobs[digest][0])
+
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
+            # Largest uploads first (as in pull); local checks of present blobs fill the gaps.
+            order = sorted(missing, key=lambda d: (-blobs[d][1], d))
+            futures = [pool.submit(upload, d) for d in order]
+            futures += [pool.submit(check, d) for d in sorted(set(blobs) - missing)]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+            if failed:
+                cancel.set()
+                wait(futures)
+                errors = [f.exception() for f in futures if f.done() and not f.cancelled()]
+                raise next(e for e in errors if e is not None and not isinstance(e, TransferCancelled))
+        finally:
+            cancel.set()  # also on Ctrl-C in this thread: transfers stop at their next block
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def index_record(key: str, body: bytes, manifest: BundleManifest) -> IndexRecord:

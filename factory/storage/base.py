@@ -3,6 +3,8 @@ conditional writes. Both backends pass the same contract suite (tests/integratio
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import FactoryError
-from ..integrity import IntegrityError
+from ..integrity import IntegrityError, hash_mismatch
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int], None]
@@ -86,6 +88,89 @@ def append_blocks(
                 progress(len(block))
 
 
+class DigestReader:
+    """A read-only, seekable view of a file that hashes each byte the first time it is read
+    and, on the read that reaches the end, refuses (IntegrityError, and no bytes returned)
+    unless the whole file hashed to `digest`.
+
+    Uploads read through it, so a blob is hashed while it is read for sending rather than
+    in a pass of its own, and the last block of a file that does not match its manifest is
+    never handed over: a multipart upload is aborted and a single PUT never completes.
+    Bytes read again (a retry, or the client's own signing pass) are not hashed twice."""
+
+    def __init__(self, path: Path, digest: str) -> None:
+        self.path = path
+        self.digest = digest
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+        self._hasher = hashlib.sha256()
+        self._hashed = 0
+        self._position = 0
+        self.verified = False
+
+    def read(self, amount: int = -1) -> bytes:
+        if amount is None or amount < 0:
+            amount = self.size - self._position
+        amount = min(amount, self.size - self._position)
+        if amount <= 0:
+            return b""
+        if self._position > self._hashed:
+            self._hash_until(self._position)  # a skip ahead: hash the gap first
+        data = os.pread(self._fd, amount, self._position)
+        end = self._position + len(data)
+        if end > self._hashed:
+            self._hasher.update(memoryview(data)[self._hashed - self._position :])
+            self._hashed = end
+            if end == self.size:
+                self._finish()
+        self._position = end
+        return data
+
+    def _hash_until(self, offset: int) -> None:
+        while self._hashed < offset:
+            block = os.pread(self._fd, min(1 << 22, offset - self._hashed), self._hashed)
+            if not block:
+                break
+            self._hasher.update(block)
+            self._hashed += len(block)
+
+    def verify(self) -> None:
+        """Hash what no read has covered yet (an empty file, say) and check the digest."""
+        if not self.verified:
+            self._hash_until(self.size)
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._hasher.hexdigest() != self.digest:
+            raise hash_mismatch(self.path)
+        self.verified = True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> DigestReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
 
 
@@ -118,7 +203,9 @@ class Store(Protocol):
         ...
 
     def put_blob(self, digest: str, path: Path, progress: Progress | None = None) -> None:
-        """Upload `path` as blob `digest`; the backend has the server check the sha256."""
+        """Upload `path` as blob `digest`, hashing it as it is read for sending (DigestReader):
+        bytes that do not hash to `digest` raise IntegrityError before the blob exists in the
+        store. The backend also has the server check what it received."""
         ...
 
     def get_blob(self, digest: str, dest: Path, progress: Progress | None = None, hasher: Hasher | None = None) -> None:

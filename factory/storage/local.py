@@ -10,15 +10,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import shutil
 import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..bundle import sha256_file
 from .base import (
+    DigestReader,
     Document,
     Hasher,
     PreconditionFailed,
@@ -54,14 +53,17 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            shutil.copyfile(path, tmp)
-            if sha256_file(tmp) != digest:
-                raise StoreError(f"{path}: its bytes do not hash to {digest}", hint="the file changed while uploading")
+            # One pass: hash while copying; the reader refuses the last block of a file that
+            # does not match `digest`, so the temporary file is never renamed into place.
+            with DigestReader(path, digest) as reader, tmp.open("wb") as writer:
+                while block := reader.read(1 << 22):
+                    writer.write(block)
+                    if progress:
+                        progress(len(block))
+                reader.verify()  # a no-op unless the file was empty
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        if progress:
-            progress(target.stat().st_size)
 
     def get_blob(self, digest: str, dest: Path, progress: Progress | None = None, hasher: Hasher | None = None) -> None:
         source = self._path(blob_key(digest))

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..integrity import IntegrityError
 from .base import (
+    DigestReader,
     Document,
     Hasher,
     LocalWriteError,
@@ -34,6 +36,7 @@ from .base import (
 _ACCESS_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken", "ExpiredToken"}
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
+PART_SIZE = 32 * 1024 * 1024
 
 
 class S3Store:
@@ -119,37 +122,42 @@ class S3Store:
         from boto3.s3.transfer import TransferConfig
 
         key = self._key(blob_key(digest))
-        size = path.stat().st_size
         try:
-            if size < MULTIPART_THRESHOLD:
-                # SHA-256 for servers that check it (AWS, R2), MD5 for those that only check that (Ceph RGW).
-                checksum = base64.b64encode(bytes.fromhex(digest)).decode()
-                md5 = hashlib.md5(usedforsecurity=False)
-                with path.open("rb") as body:
-                    while block := body.read(1 << 22):
+            with DigestReader(path, digest) as reader:
+                if reader.size < MULTIPART_THRESHOLD:
+                    # Small blobs: one local pass gives both digests, then one PUT that carries
+                    # SHA-256 for servers that check it (AWS, R2) and MD5 for those that only
+                    # check that (Ceph RGW before Squid).
+                    md5 = hashlib.md5(usedforsecurity=False)
+                    while block := reader.read(1 << 22):
                         md5.update(block)
-                    body.seek(0)
+                    reader.verify()
+                    reader.seek(0)
                     self.client.put_object(
                         Bucket=self.bucket,
                         Key=key,
-                        Body=body,
-                        ChecksumSHA256=checksum,
+                        Body=reader,
+                        ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
                         ContentMD5=base64.b64encode(md5.digest()).decode(),
                     )
-                if progress:
-                    progress(size)
-            else:
+                    if progress:
+                        progress(reader.size)
+                    return
+                # Large blobs: s3transfer reads a file object's parts in order, so the reader
+                # hashes the blob while it is read for sending and refuses the last part of a
+                # file that does not match (the multipart upload is then aborted). Each part is
+                # SigV4-signed with its SHA-256, which every S3 server checks; an extra
+                # checksum header per part would hash every byte a third time for no more safety.
                 transfer = TransferConfig(
-                    multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=64 * 1024 * 1024, max_concurrency=8
+                    multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE, max_concurrency=4
                 )
-                self.client.upload_file(
-                    str(path),
-                    self.bucket,
-                    key,
-                    ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": digest}},
-                    Config=transfer,
+                transfer.max_in_memory_upload_chunks = 4  # parts are read into memory: bound it
+                self.client.upload_fileobj(
+                    reader, self.bucket, key, ExtraArgs={"Metadata": {"sha256": digest}}, Config=transfer,
                     Callback=progress,
-                )
+                )  # fmt: skip
+        except (IntegrityError, TransferCancelled):
+            raise  # the local file, or the caller stopping us: not the store's failure
         except Exception as exc:
             raise self._fail(exc, f"uploading {path.name}") from None
 

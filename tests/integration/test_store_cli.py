@@ -175,3 +175,44 @@ def test_rerunning_a_release_job_on_a_fresh_runner_publishes_nothing_and_says_so
         done.stdout
     )
     assert "uploaded 0 blob(s)" in done.stdout
+
+
+def _on_a_terminal(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run factory with stdout and stderr on a pseudo-terminal; its exit code and all it wrote."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.support.run import FACTORY
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(FACTORY), *args], stdout=follower, stderr=follower, env={**os.environ, **env})
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed its side
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return proc.wait(), b"".join(chunks).decode(errors="replace")
+
+
+def test_verify_of_a_store_shows_live_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    first = make_bundle(tmp_path / "dist", megabytes=2)
+    second = make_bundle(tmp_path / "dist", target="cuda-sm90", params_from=first)
+    assert factory("publish", str(first), str(second), "--store", store).returncode == 0
+    blobs = sum(1 for p in (tmp_path / "store" / "blobs").rglob("*") if p.is_file())
+    code, shown = _on_a_terminal("verify", store, env={"TERM": "xterm", "COLUMNS": "250"})
+    assert code == 0, shown
+    assert f"{blobs} blob(s) verified" in shown
+    # The live line: label, bytes, item n/N and which bundle's file.
+    assert "verify" in shown and f"{blobs}/{blobs}" in shown and "MB" in shown
+    assert "rwkv-5-world-tiny/q4f16_1/cuda-sm" in shown
+    piped = factory("verify", store)
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert piped.stdout.strip() == f"{store}: 2 bundle version(s), {blobs} blob(s) verified"

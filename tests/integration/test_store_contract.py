@@ -189,6 +189,35 @@ class Crashing:
         return getattr(self.inner, name)
 
 
+@pytest.mark.parametrize("damaged", ["library", "shard"])
+def test_a_file_changed_after_its_manifest_is_refused_and_never_reaches_the_store(
+    store: Store, backend: tuple[str, Any], tmp_path: Path, damaged: str
+) -> None:
+    """Publish hashes each blob while reading it for the upload: a file whose bytes differ
+    from its manifest (same size) is refused before its blob exists, nothing is indexed,
+    and on S3 no multipart upload is left open. The 70 MB library crosses the multipart
+    threshold; the shard is a single PUT."""
+    bundle = make_bundle(tmp_path / "dist", library_megabytes=70)
+    manifest = json.loads((bundle / "factory-bundle.json").read_text())
+    entry = next(
+        f for f in manifest["files"] if (f["path"].endswith(".so") if damaged == "library" else "shard" in f["path"])
+    )
+    path = bundle / entry["path"]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the last byte: the one read that would complete the upload
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"{entry['path']}: sha256 differs from the manifest"):
+        publish(store, [bundle], jobs=2)
+    assert store.blob_size(entry["sha256"]) is None
+    assert list(store.list_keys("bundles/")) == []
+    assert read_index(store)[0].bundles == {}
+    if backend[1] is not None:
+        bucket = backend[0].removeprefix("s3://").split("/")[0]
+        uploads = backend[1].client().list_multipart_uploads(Bucket=bucket)
+        assert uploads.get("Uploads", []) == []
+
+
 def test_a_publisher_killed_mid_upload_then_rerun_loses_and_duplicates_nothing(store: Store, tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "dist", megabytes=3)
     with pytest.raises(KeyboardInterrupt):

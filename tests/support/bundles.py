@@ -36,8 +36,11 @@ def make_bundle(
     seed: int = 0,
     megabytes: float = 1.0,
     gates: dict[str, object] | None = None,
+    library_megabytes: float = 0.0,
 ) -> Path:
-    """A current-flow bundle folder; `params_from` shares another bundle's params (hard links)."""
+    """A current-flow bundle folder; `params_from` shares another bundle's params (hard links);
+    `library_megabytes` makes the library that large (random bytes), e.g. to cross the
+    multipart threshold of the S3 store."""
     bundle = out / f"{model}-{quant}-{target}"
     bundle.mkdir(parents=True)
     if params_from is not None:
@@ -47,7 +50,10 @@ def make_bundle(
     else:
         make_params(bundle, seed=seed, megabytes=megabytes)
     library = f"{model}-{quant}-{target}.so"
-    (bundle / library).write_bytes(f"library for {target} {seed}".encode() * 100)
+    if library_megabytes:
+        (bundle / library).write_bytes(np.random.default_rng(seed).bytes(int(library_megabytes * (1 << 20))))
+    else:
+        (bundle / library).write_bytes(f"library for {target} {seed}".encode() * 100)
     manifest = bundle_manifest(
         cell={"model": model, "quant": quant, "target": target, "name": f"{model}/{quant}/{target}"},
         files=describe(bundle, "tensor-cache.json", library),
