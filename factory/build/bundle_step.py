@@ -12,7 +12,7 @@ from .. import bundle as bundles
 from ..plan import Node
 from ..toolchains import FLOWS
 from .context import BuildContext, bundle_name, patches_digest
-from .gating import Candidate, gate_summary, run_gates
+from .gating import Candidate, device_reason, gate_summary, has_device, run_gates
 
 
 def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
@@ -117,10 +117,17 @@ def cached_bundle(ctx: BuildContext, node: Node) -> None:
     if ctx.settings.require_smoke:
         smoke = bundles.read_manifest(source).get("gates", {}).get("smoke", {})
         if smoke.get("status") != "passed":
+            target = ctx.loaded.manifest.targets[str(node.attrs["target"])]
+            # Why it cannot pass here: this host's device, else what the cached run said.
+            why = (
+                f"no {target.device_kind} device on this host: {device_reason(target)}"
+                if not has_device(target)
+                else smoke.get("reason") or smoke.get("status")
+            )
             raise gates.GateFailure(
                 f"{node.id}: rejected by the smoke gate: --require-smoke, and the cached bundle's smoke "
-                f"run did not pass ({smoke.get('reason') or smoke.get('status')})",
-                hint="run the build on a host with the target's device, or drop --require-smoke",
+                f"run did not pass ({why})",
+                hint="run the build on a host with the target's device (with --smoke), or drop --require-smoke",
             )
     materialize(ctx, node, source)
 

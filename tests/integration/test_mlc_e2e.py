@@ -56,8 +56,8 @@ class StepWatch:
     """The factory step containers created while the block runs, from the engine's live
     event stream (its history is a short ring buffer that a long build overruns)."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, client: Any, marker: str) -> None:
+        self.client, self.marker = client, marker
         self.seen: dict[str, str] = {}
         """container id -> its factory step (the stream may repeat an event)."""
         self._stream: Any = None
@@ -71,7 +71,7 @@ class StepWatch:
                 for event in self._stream:
                     actor = event.get("Actor", {})
                     step = actor.get("Attributes", {}).get("org.factory.step")
-                    if step and event.get("Action", event.get("status")) == "create":
+                    if step and self.marker in step and event.get("Action", event.get("status")) == "create":
                         self.seen[actor.get("ID", "")] = step
             except Exception:  # the stream is closed on exit
                 return
@@ -114,7 +114,7 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
         "--mlc-llm-source", str(source), cwd=root, timeout=1800,
     )  # fmt: skip
     assert image.returncode == 0, image.stderr[-4000:]
-    with StepWatch(docker_client) as watch:
+    with StepWatch(docker_client, "-world-tiny/") as watch:
         since = time.time()
         done = factory(
             "build", "-m", str(manifest), "--work", "work", "--out", "dist", "-j", "2", "--smoke",
