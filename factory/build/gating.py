@@ -142,6 +142,8 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     from ..vm_script import Tokenizer
 
     target = c.target
+    if not (ctx.settings.smoke or ctx.settings.require_smoke):
+        return gates.not_run("parity", "not asked for (--smoke)")
     if ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow == "legacy":
         return gates.not_run(
             "parity", "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
