@@ -135,23 +135,30 @@ def smoke_gate(ctx: BuildContext, c: Candidate, hint: str) -> gates.GateResult:
     return gates.judge_smoke(figures, hint=hint)
 
 
+def _parity_blocker(ctx: BuildContext, c: Candidate) -> str | None:
+    """Why the parity gate cannot run for this bundle here, or None."""
+    target = c.target
+    if not (ctx.settings.smoke or ctx.settings.require_smoke):
+        return "not asked for (--smoke)"
+    if ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow == "legacy":
+        return "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
+    if target.device_kind not in ("llvm", "cuda"):
+        return f"the Relax VM runner does not drive {target.device_kind} devices"
+    if not has_device(target):
+        return f"no {target.device_kind} device on this host: {device_reason(target)}"
+    return None
+
+
 def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     """The bundle's next-token distributions against the RWKV reference implementation
     on the same checkpoint and tokens (factory/parity.py has the figures and bounds)."""
     from .. import parity
     from ..vm_script import Tokenizer
 
+    blocker = _parity_blocker(ctx, c)
+    if blocker is not None:
+        return gates.not_run("parity", blocker)
     target = c.target
-    if not (ctx.settings.smoke or ctx.settings.require_smoke):
-        return gates.not_run("parity", "not asked for (--smoke)")
-    if ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow == "legacy":
-        return gates.not_run(
-            "parity", "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
-        )
-    if target.device_kind not in ("llvm", "cuda"):
-        return gates.not_run("parity", f"the Relax VM runner does not drive {target.device_kind} devices")
-    if not has_device(target):
-        return gates.not_run("parity", f"no {target.device_kind} device on this host: {device_reason(target)}")
     tokens = Tokenizer(c.params / bundles.TOKENIZER).encode(parity.PARITY_TEXT)[: parity.PARITY_TOKENS]
     work = ctx.settings.work / "parity" / f"{c.model}-{c.quant}-{c.library}"
     if work.exists():
