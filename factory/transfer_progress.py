@@ -44,14 +44,17 @@ class ItemProgress:
 
     def start(self, what: str) -> None:
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, current=what, count=f"{self._done + 1}/{self._items}")
+            self._progress.update(self._task, current=what)
 
     def advance(self, amount: int) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=amount)
 
     def finish(self) -> None:
+        # Items may finish out of order (verify checks several at once): count what is done.
         self._done += 1
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, count=f"{self._done}/{self._items}")
 
 
 @contextmanager

@@ -81,7 +81,7 @@ def test_a_signed_release_verifies_and_mirrors_by_release_name(tmp_path: Path) -
     bundle = make_bundle(tmp_path / "dist", model="rwkv-world-tiny", target="cuda-sm80", version="0.0.1")
     assert factory("publish", str(bundle), "--store", store, "--no-index", env=env).returncode == 0
     out = tmp_path / "release" / "release.json"
-    done = factory("release", "-m", str(manifest), "--store", store, "--out", str(out), env=env)
+    done = factory("release", "-m", str(manifest), "--store", store, "--output-file", str(out), env=env)
     assert done.returncode == 0, done.stderr
     signed = json.loads((tmp_path / "release" / "release.signed.json").read_text())
     assert signed["payloadType"] == "application/vnd.factory.release+json"
