@@ -198,14 +198,19 @@ class IndexRecord(_Document):
     yanked_at: str | None = None
 
 
+def _check_latest(latest: str | None, versions: Mapping[str, object]) -> None:
+    """An index entry's `latest` must name one of its own versions."""
+    if latest is not None and latest not in versions:
+        raise ValueError(f"latest {latest!r} is not one of its versions")
+
+
 class BundleEntry(_Document):
     versions: dict[Segment, IndexRecord]
     latest: Segment | None = None
 
     @model_validator(mode="after")
     def _latest_is_listed(self) -> Self:
-        if self.latest is not None and self.latest not in self.versions:
-            raise ValueError(f"latest {self.latest!r} is not one of its versions")
+        _check_latest(self.latest, self.versions)
         return self
 
 
@@ -220,8 +225,7 @@ class ReleaseEntry(_Document):
 
     @model_validator(mode="after")
     def _latest_is_listed(self) -> Self:
-        if self.latest is not None and self.latest not in self.versions:
-            raise ValueError(f"latest {self.latest!r} is not one of its versions")
+        _check_latest(self.latest, self.versions)
         return self
 
 
