@@ -54,10 +54,24 @@ class Problem:
     fix: str
     line: int | None = None
 
-    def render(self) -> str:
+    def locate(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}\n  fix: {self.fix}"
+        return f"{where}:{field} {self.message}"
+
+    def render(self) -> str:
+        return f"{self.locate()}\n  fix: {self.fix}"
+
+
+def render_problems(problems: list[Problem]) -> str:
+    """One problem with its fix; several with theirs, or their one shared fix said once at the end."""
+    if len(problems) == 1:
+        return "error: " + problems[0].render()
+    head = f"error: {len(problems)} problems\n"
+    fixes = {p.fix for p in problems}
+    if len(fixes) > 1:
+        return head + "\n".join(p.render() for p in problems)
+    return head + "\n".join(p.locate() for p in problems) + f"\n  fix: {fixes.pop()}"
 
 
 class InputError(FactoryError):
@@ -72,9 +86,7 @@ class InputError(FactoryError):
         super().__init__(problems[0].message, hint=problems[0].fix)
 
     def render(self) -> str:
-        count = len(self.problems)
-        head = "error: " if count == 1 else f"error: {count} problems\n"
-        return head + "\n".join(p.render() for p in self.problems)
+        return render_problems(self.problems)
 
 
 class UsageError(FactoryError):

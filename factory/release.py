@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import __version__
 from .documents import (
@@ -28,14 +29,17 @@ from .documents import (
     release_doc_key,
 )
 from .errors import FactoryError
+from .locked import load_locked
 from .plan import BuildGraph
+from .plan import plan as make_plan
 from .publish import add_to_index, index_record, put_once
 from .release_signing import sign_release
 from .signing import signer_from_env
 from .storage.base import Store
+from .store_choice import choose_store
 from .store_index import bundle_doc_key
 
-__all__ = ["RELEASE_SCHEMA", "Release", "make_release", "release_doc_key", "render_notes"]
+__all__ = ["RELEASE_SCHEMA", "Release", "make_release", "release_doc_key", "release_matrix", "render_notes"]
 
 
 @dataclass(frozen=True)
@@ -145,3 +149,25 @@ def render_notes(manifest: ReleaseManifest) -> str:
         )
     lines += ["", f"Pull one with `factory pull MODEL --quant Q --target T --version {manifest.version}`."]
     return "\n".join(lines) + "\n"
+
+
+def release_matrix(
+    matrix: Path, *, store: str | None, endpoint_url: str | None, only: tuple[str, ...] = (),
+    notes: Path | None = None, output_file: Path | None = None,
+) -> tuple[Release, str]:  # fmt: skip
+    """`factory release` as one call: the release named in the manifest, from the store
+    (--store, else the manifest's); also writes the notes and the manifest (with its
+    signature beside it as NAME.signed.json) where asked. Gives the release and its URL."""
+    loaded, lock = load_locked(matrix, require_locked=False)
+    graph = make_plan(loaded, lock, only=only)
+    target = choose_store(store, endpoint_url, matrix)
+    info = loaded.manifest.release
+    made = make_release(target, graph, name=info.name, version=info.version)
+    if notes is not None:
+        notes.write_text(made.notes)
+    if output_file is not None:
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        output_file.write_bytes(made.body)
+        if made.signature is not None:
+            output_file.with_name(output_file.stem + ".signed.json").write_bytes(made.signature)
+    return made, f"{target.url}/{made.key}"

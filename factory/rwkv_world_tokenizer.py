@@ -339,3 +339,25 @@ def explain_failure(report: CheckReport, runtime: str) -> TokenizerCheckError:
     else:
         hint = "the runtime encoder disagrees with the reference; report it with the texts above"
     return TokenizerCheckError("\n".join(lines), hint=hint)
+
+
+@dataclass(frozen=True)
+class TokenizerFile:
+    path: Path
+    size: int
+    source: Path
+    report: CheckReport
+
+
+def make_tokenizer_file(output: Path, *, vocab: Path | None = None, tokenizers_cpp: str | None = None) -> TokenizerFile:
+    """`tokenizer_model` from the vocab (default: the `rwkv` package's), checked against
+    the reference with the encoder of `tokenizers_cpp` (default: the current one); the
+    file is written only when the check passes."""
+    source = vocab or upstream_vocab_path()
+    blob = pack(parse_vocab(source))
+    encoder = runtime_encoder(tokenizers_cpp) if tokenizers_cpp else "longest-prefix"
+    report = check_tokenizer(blob, encoder=encoder)
+    if not report.passed:
+        raise explain_failure(report, f"tokenizers-cpp {tokenizers_cpp or 'at HEAD'}")
+    write_tokenizer_model(unpack(blob), output)
+    return TokenizerFile(path=output, size=len(blob), source=source, report=report)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from ..errors import Problem
+from ..errors import Problem, render_problems
 from ..integrity import IntegrityError
 
 BUNDLE_SCHEMA = "factory.bundle/v1"
@@ -48,13 +48,7 @@ class DocumentError(IntegrityError):
         super().__init__(problems[0].message, hint=problems[0].fix)
 
     def render(self) -> str:
-        fixes = {p.fix for p in self.problems}
-        if len(self.problems) == 1 or len(fixes) > 1:
-            head = "error: " if len(self.problems) == 1 else f"error: {len(self.problems)} problems\n"
-            return head + "\n".join(p.render() for p in self.problems)
-        # One fix for all: say it once, after the list.
-        lines = [p.render().split("\n  fix: ")[0] for p in self.problems]
-        return f"error: {len(self.problems)} problems\n" + "\n".join(lines) + f"\n  fix: {fixes.pop()}"
+        return render_problems(self.problems)
 
 
 def check_segment(value: str) -> str:

@@ -1,0 +1,73 @@
+"""`factory build` as one call: plan the selected cells, build what the node cache
+and the store lack, then publish the accepted bundles when a store is given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..build_report import exit_code
+from ..executor import Outcome
+from ..locked import load_locked
+from ..plan import BuildGraph
+from ..plan import plan as make_plan
+from ..publish import PublishReport, publish
+from ..storage import open_store
+from ..store_index import published_build_keys
+from . import BuildSettings, execute
+from .context import bundle_name
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    matrix: Path
+    settings: BuildSettings
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    store: str | None = None
+    """Skip cells it already holds and publish accepted bundles to it."""
+    endpoint_url: str | None = None
+    index: bool = True
+    """With a store: also update its index (release build jobs leave that to `factory release`)."""
+
+
+@dataclass(frozen=True)
+class MatrixBuild:
+    graph: BuildGraph
+    outcomes: tuple[Outcome, ...]
+    exit_code: int
+    store_url: str | None = None
+    published: PublishReport | None = None
+
+    def failures(self) -> list[str]:
+        return [o.detail for o in self.outcomes if o.status == "failed"]
+
+
+def build_matrix(
+    request: BuildRequest, *, log: Callable[[str], None], on_event: Callable[[Outcome], None]
+) -> MatrixBuild:
+    loaded, lock = load_locked(request.matrix, require_locked=True)
+    graph = make_plan(loaded, lock, only=request.only, skip=request.skip)
+    store = open_store(request.store, endpoint_url=request.endpoint_url) if request.store else None
+    published = published_build_keys(store) if store else set()
+    outcomes = execute(
+        loaded, lock, graph, request.settings, log=log, on_event=on_event, in_store=lambda n: n.key in published
+    )
+    report = None
+    if store is not None:
+        # Accepted bundles are published even when other cells failed: they stand on their own.
+        by_id = {n.id: n for n in graph.nodes}
+        out = request.settings.out
+        ready = [
+            out / bundle_name(by_id[o.node]) for o in outcomes if o.kind == "bundle" and o.status in {"built", "cached"}
+        ]
+        if ready:
+            report = publish(store, ready, index=request.index)
+    return MatrixBuild(
+        graph=graph,
+        outcomes=tuple(outcomes),
+        exit_code=exit_code(outcomes),
+        store_url=store.url if store else None,
+        published=report,
+    )

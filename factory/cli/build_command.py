@@ -1,0 +1,75 @@
+"""factory build: every selected cell of a manifest, then publish to --store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app, reports_errors
+from .options import EndpointOption, MatrixOption, MlcSourceOption, OnlyOption, SkipOption
+from .render import node_events, say_to, show_build, stderr_console
+
+PANEL = "Plan and build"
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def build(
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    only: OnlyOption = None,
+    skip: SkipOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Nodes run at the same time.")] = 2,
+    work: Annotated[Path, typer.Option("--work", help="Node cache (outputs by build key).")] = Path(".factory"),
+    out: Annotated[Path, typer.Option("--out", help="Where accepted bundles are laid out.")] = Path("dist"),
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="Run a fixed prompt where the target's device exists.")
+    ] = False,
+    require_smoke: Annotated[
+        bool, typer.Option("--require-smoke", help="Fail a cell whose smoke run did not pass (or could not run).")
+    ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="FACTORY_STORE",
+            help="Skip cells this store already holds, and publish the accepted bundles to it.",
+        ),
+    ] = None,
+    endpoint_url: EndpointOption = None,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="With --store: publish blobs and manifests, leave the index to release.")
+    ] = False,
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Pull toolchain images by content tag from here before building.")
+    ] = None,
+    mlc_llm_source: MlcSourceOption = None,
+) -> None:
+    """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
+    from ..build import BuildSettings
+    from ..build.matrix import BuildRequest, build_matrix
+
+    settings = BuildSettings(
+        work=work,
+        out=out,
+        jobs=jobs,
+        smoke=smoke,
+        require_smoke=require_smoke,
+        registry=registry,
+        mlc_llm_source=mlc_llm_source,
+    )
+    request = BuildRequest(
+        matrix=matrix,
+        settings=settings,
+        only=tuple(only or ()),
+        skip=tuple(skip or ()),
+        store=store,
+        endpoint_url=endpoint_url,
+        index=not no_index,
+    )
+    say = say_to(stderr_console())
+    result = build_matrix(request, log=say, on_event=node_events(say))
+    show_build(result, out)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -1,0 +1,99 @@
+"""factory images: build, list and stage pinned toolchains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app, reports_errors
+from .options import MatrixOption, MlcSourceOption, retired
+from .render import image_line, image_session, image_table, print_out, stderr_console
+
+PANEL = "Toolchains and tools"
+
+images_app = typer.Typer(help="Build, list and push pinned toolchain images.", no_args_is_help=True)
+app.add_typer(images_app, name="images", rich_help_panel=PANEL)
+
+
+@images_app.command("build")
+@reports_errors
+def images_build(
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    toolchain: Annotated[
+        list[str] | None, typer.Option("--toolchain", help="Build only this toolchain (repeatable).")
+    ] = None,
+    _t: Annotated[
+        list[str] | None,
+        typer.Option("-t", hidden=True, callback=retired("-t (--target in every command)", "--toolchain NAME")),
+    ] = None,
+    push: Annotated[str | None, typer.Option("--push", help="Also push to this registry, e.g. ghcr.io/org.")] = None,
+    ca_cert: Annotated[
+        list[Path] | None, typer.Option("--ca-cert", help="Extra CA certificate (PEM) trusted during the build.")
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None, typer.Option("--wheelhouse", help="Folder of wheels pip may install from.")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="pip installs only from --wheelhouse.")] = False,
+    registry: Annotated[
+        str | None,
+        typer.Option("--registry", help="Try pulling the content tag from this registry before building (a cache)."),
+    ] = None,
+    mlc_llm_source: MlcSourceOption = None,
+) -> None:
+    """Build each toolchain's image unless its content tag already exists (locally, or in --registry)."""
+    from ..images import BuildExtras
+    from ..toolchain_images import build_images
+
+    extras = BuildExtras(
+        ca_certs=tuple(ca_cert or ()), wheelhouse=wheelhouse, offline=offline, mlc_llm_source=mlc_llm_source
+    )
+    console = stderr_console()
+    results = build_images(
+        matrix, toolchain or [], extras, registry=registry, push=push, session=image_session(console),
+        warn=lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False),
+    )  # fmt: skip
+    for result in results:
+        typer.echo(image_line(result))
+
+
+@images_app.command("ls")
+@reports_errors
+def images_ls(
+    matrix: Annotated[
+        Path | None, typer.Option("--matrix", "-m", help="Mark images current or stale against this manifest.")
+    ] = None,
+) -> None:
+    """List toolchain images in the local engine."""
+    from ..toolchain_images import list_toolchain_images
+
+    print_out(image_table(list_toolchain_images(matrix)))
+
+
+@images_app.command("metal-env")
+@reports_errors
+def images_metal_env(
+    toolchain: Annotated[str, typer.Option("--toolchain", help="The toolchain to build natively.")],
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    _t: Annotated[
+        str | None,
+        typer.Option("-t", hidden=True, callback=retired("-t (--target in every command)", "--toolchain NAME")),
+    ] = None,
+    prefix_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--prefix-root",
+            envvar="FACTORY_PREFIX_ROOT",
+            help="Cached folder of built toolchains, one prefix per hash [default: ~/.cache/factory/toolchains].",
+        ),
+    ] = None,
+) -> None:
+    """Print the exports images/metal-runner/bootstrap.sh reads, staging the patches it applies."""
+    import shlex
+
+    from ..paths import prefix_root as default_prefix_root
+    from ..toolchain_images import metal_exports
+
+    for key, value in metal_exports(matrix, toolchain, prefix_root or default_prefix_root()).items():
+        typer.echo(f"export {key}={shlex.quote(value)}")

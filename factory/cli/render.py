@@ -1,0 +1,152 @@
+"""Everything the commands print, in one place: tables, summaries and report lines.
+Commands call one function of the factory and hand its result to one of these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console, RenderableType
+from rich.table import Table
+
+from ..build.matrix import MatrixBuild
+from ..documents import Index
+from ..executor import Outcome
+from ..housekeeping import GcReport
+from ..images import BuildLog
+from ..publish import PublishReport
+from ..pull import Pulled
+from ..run_bundle import RunResult
+from ..rwkv_world_tokenizer import TokenizerFile
+from ..toolchain_images import ImageListing, ImageResult
+
+# Piped output gets wide lines rather than truncated columns.
+PIPED_WIDTH = 200
+
+
+def print_out(renderable: RenderableType) -> None:
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console.width = PIPED_WIDTH
+    console.print(renderable)
+
+
+def echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def say_to(console: Console) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    return say
+
+
+def node_events(say: Callable[[str], None]) -> Callable[[Outcome], None]:
+    """One line per node that ran or could not (cached nodes stay quiet)."""
+
+    def show(outcome: Outcome) -> None:
+        if outcome.status in {"built", "failed", "blocked"}:
+            first = outcome.detail.splitlines()[0] if outcome.detail else ""
+            say(f"{outcome.status:>8} {outcome.node} {first}")
+
+    return show
+
+
+def publish_lines(report: PublishReport, url: str) -> list[str]:
+    lines = [
+        f"{name}: this version is already published from the same build key; kept as it was" for name in report.already
+    ]
+    lines.append(
+        f"published {len(report.bundles)} bundle(s) to {url}: uploaded {report.uploaded_blobs} blob(s), "
+        f"{report.uploaded_bytes} bytes; {report.present_blobs} already there"
+    )
+    return lines
+
+
+def show_build(result: MatrixBuild, out: Path) -> None:
+    from ..build_report import render_summary
+
+    print_out(render_summary(result.graph, result.outcomes, out))
+    if result.published is not None and result.store_url is not None:
+        echo_lines(publish_lines(result.published, result.store_url))
+    if result.exit_code:
+        for detail in result.failures():
+            typer.echo(detail, err=True)
+
+
+def pulled_lines(pulled: Pulled) -> list[str]:
+    return [
+        f"pulled {pulled.name} {pulled.version} into {pulled.path} ({pulled.downloaded_bytes} bytes downloaded)",
+        f"run it with:\n  {pulled.run}",
+    ]
+
+
+def index_table(index: Index) -> Table:
+    table = Table("bundle", "version", "size MB", "flow", "published", "status", box=None)
+    for name, entry in sorted(index.bundles.items()):
+        for version, record in sorted(entry.versions.items(), key=lambda kv: kv[1].published_at):
+            status = "yanked" if record.yanked else ("latest" if entry.latest == version else "")
+            flow = record.compatibility.flow
+            table.add_row(name, version, f"{record.size / 1e6:.1f}", flow, record.published_at, status)
+    return table
+
+
+def run_lines(result: RunResult) -> list[str]:
+    figures = result.figures
+    return [
+        figures.output,
+        f"prefill {figures.prefill_tok_s} tok/s, decode {figures.decode_tok_s} tok/s, "
+        f"logits {list(figures.logits_shape or ())} finite={figures.finite}, {result.verdict.status}",
+    ]
+
+
+def gc_lines(report: GcReport, grace: str) -> list[str]:
+    lines = list(report.unreferenced)
+    verb = "deleted" if report.deleted else "would delete (dry run; pass --delete)"
+    lines.append(f"{verb} {len(report.unreferenced)} unreferenced blob(s)")
+    if report.young:
+        lines.append(
+            f"kept {len(report.young)} unreferenced blob(s) younger than {grace} (a publish may still be running)"
+        )
+    return lines
+
+
+def tokenizer_lines(made: TokenizerFile) -> list[str]:
+    return [made.report.summary(), f"wrote {made.path} ({made.size} bytes) from {made.source}"]
+
+
+def image_line(result: ImageResult) -> str:
+    verb = "built" if result.built else "up to date"
+    return f"{result.toolchain}\t{result.ref}\t{verb}" + (f"\tpushed {result.pushed}" if result.pushed else "")
+
+
+def image_table(listing: ImageListing) -> Table:
+    table = Table("toolchain", "image", "created", "MB", "status", box=None)
+    for row in listing.rows:
+        table.add_row(row.toolchain, row.ref, row.created, f"{row.size_mb:.1f}", row.status)
+    for name in listing.missing:
+        table.add_row(name, "-", "-", "-", "missing")
+    return table
+
+
+def image_session(console: Console) -> Callable[[str], AbstractContextManager[BuildLog]]:
+    """Per toolchain: a live status line with the build step, and its log lines above it."""
+
+    @contextmanager
+    def session(name: str) -> Iterator[BuildLog]:
+        with console.status(f"{name}: preparing") as status:
+
+            def step(n: int, total: int, text: str) -> None:
+                status.update(f"{name}: step {n}/{total} {text[:60]}")
+
+            yield BuildLog(line=lambda text: console.print(text, markup=False, highlight=False), step=step)
+
+    return session

@@ -1,0 +1,158 @@
+"""Keeping a store: gc, yank, mirror, catalog; and release with its signing key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app, reports_errors
+from .options import (
+    EndpointOption,
+    MatrixOption,
+    OnlyOption,
+    StoreMatrixOption,
+    StoreOption,
+    TrustOption,
+    retired,
+    trusted,
+)
+from .render import echo_lines, gc_lines
+
+PANEL = "Releases and store care"
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def gc(
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete; without it, only list (dry run).")] = False,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Keep unreferenced blobs younger than this (e.g. 30m, 24h, 7d; 0: none).")
+    ] = "24h",
+    matrix: StoreMatrixOption = None,
+) -> None:
+    """Remove blobs no bundle manifest references (a dry run unless --delete).
+
+    Blobs younger than --grace are kept, so a publish running meanwhile keeps the blobs
+    it uploaded before its manifests."""
+    from ..housekeeping import gc as do_gc
+    from ..housekeeping import parse_duration
+    from ..store_choice import choose_store
+
+    report = do_gc(choose_store(store, endpoint_url, matrix), delete=delete, grace=parse_duration(grace))
+    echo_lines(gc_lines(report, grace))
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def yank(
+    model: Annotated[str, typer.Argument()],
+    quant: Annotated[str, typer.Option("--quant", "-q")],
+    target: Annotated[str, typer.Option("--target", "-t")],
+    version: Annotated[str, typer.Option("--version")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; shown in `factory ls` and the index.")] = "",
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    matrix: StoreMatrixOption = None,
+) -> None:
+    """Mark a bundle version withdrawn, without deleting it."""
+    from ..housekeeping import yank as do_yank
+    from ..store_choice import choose_store
+
+    name = f"{model}/{quant}/{target}"
+    index = do_yank(choose_store(store, endpoint_url, matrix), name, version, reason)
+    typer.echo(f"yanked {name} {version}; latest is now {index.bundles[name].latest or 'none'}")
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def release(
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    only: OnlyOption = None,
+    notes: Annotated[Path | None, typer.Option("--notes", help="Also write the release notes (Markdown) here.")] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-file",
+            "-o",
+            help="Also write the release manifest to this file (e.g. for attestation), and its signature "
+            "beside it as NAME.signed.json.",
+        ),
+    ] = None,
+    _out: Annotated[
+        str | None,
+        typer.Option("--out", hidden=True, callback=retired("--out (a folder in every command)", "--output-file FILE")),
+    ] = None,
+) -> None:
+    """Write the release manifest and the index for the manifest's release version, and print the notes."""
+    from ..release import release_matrix
+
+    made, url = release_matrix(
+        matrix, store=store, endpoint_url=endpoint_url, only=tuple(only or ()), notes=notes, output_file=output_file
+    )
+    echo_lines([made.notes, f"release manifest: {url}"])
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Private key file; the public key goes to OUT.pub.")] = Path(
+        "factory-signing.key"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Make an ed25519 signing key pair (private key mode 0600, never printed)."""
+    from ..signing import keygen as make_keys
+
+    pair = make_keys(out, force=force)
+    echo_lines(
+        [
+            f"private key: {pair.private_path} (keep it secret; set FACTORY_SIGNING_KEY to it to sign)",
+            f"public key ({pair.keyid}), for --trust, FACTORY_TRUST or ~/.config/factory/trusted-keys:",
+            pair.public,
+        ]
+    )
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def mirror(
+    src: Annotated[str, typer.Argument(help="Source store URL (file://PATH, a path, s3://BUCKET/PREFIX).")],
+    dst: Annotated[str, typer.Argument(help="Destination store URL; a path ending in .tar is a single-file store.")],
+    only: OnlyOption = None,
+    release_name: Annotated[
+        str | None, typer.Option("--release", help="Only the bundles of this release (NAME or NAME@VERSION).")
+    ] = None,
+    endpoint_url: EndpointOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel blob copies.")] = 8,
+    trust: TrustOption = None,
+) -> None:
+    """Copy what DST lacks (blobs verified byte by byte, then manifests, then the index)."""
+    from ..mirror_cli import run_mirror
+
+    echo_lines(list(run_mirror(
+        src, dst, only=only or [], release=release_name, endpoint_url=endpoint_url, jobs=jobs, trust=trusted(trust),
+    )))  # fmt: skip
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def catalog(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.html and catalog.json.")],
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    publish_to_store: Annotated[
+        bool, typer.Option("--publish", help="Also write them under catalog/ in the store (static website).")
+    ] = False,
+    trust: TrustOption = None,
+) -> None:
+    """Write a static catalog page of every bundle a store holds."""
+    from ..catalog import make_catalog
+    from ..store_choice import choose_store
+
+    echo_lines(list(make_catalog(choose_store(store, endpoint_url), trusted(trust), out, publish=publish_to_store)))

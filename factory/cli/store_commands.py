@@ -1,0 +1,100 @@
+"""publish, pull, ls and verify: moving bundles in and out of a store, and checking them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app, reports_errors
+from .options import EndpointOption, StoreMatrixOption, StoreOption, TrustOption, retired, trusted
+from .render import echo_lines, index_table, print_out, publish_lines, pulled_lines
+
+PANEL = "Publish and pull"
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def publish(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundle folders `factory build` wrote.")],
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    matrix: StoreMatrixOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel uploads.")] = 8,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="Leave the index to `factory release` (release build jobs).")
+    ] = False,
+) -> None:
+    """Upload missing blobs, then bundle manifests, then the index."""
+    from ..publish import publish as do_publish
+    from ..store_choice import choose_store
+
+    target = choose_store(store, endpoint_url, matrix)
+    echo_lines(publish_lines(do_publish(target, bundles, jobs=jobs, index=not no_index), target.url))
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def pull(
+    model: Annotated[str, typer.Argument(help="Model name, e.g. rwkv-5-world-3b.")],
+    quant: Annotated[str, typer.Option("--quant", "-q", help="Quantization, e.g. q4f16_1.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name, or auto (this host's).")],
+    version: Annotated[str | None, typer.Option("--version", help="Default: the latest not yanked.")] = None,
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    out: Annotated[Path, typer.Option("--out", help="The folder the bundle folder is made in.")] = Path("."),
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Blob cache [default: $FACTORY_CACHE or ~/.cache/factory].")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel downloads.")] = 8,
+    matrix: StoreMatrixOption = None,
+    _o: Annotated[
+        str | None, typer.Option("-o", hidden=True, callback=retired("-o (a file in every command)", "--out DIR"))
+    ] = None,
+    trust: TrustOption = None,
+) -> None:
+    """Download a bundle, verify every byte, and lay it out for its runtime."""
+    from ..paths import blob_cache
+    from ..pull import pull as do_pull
+    from ..store_choice import choose_store
+
+    pulled = do_pull(
+        choose_store(store, endpoint_url, matrix), model, quant, target, version=version, out=out,
+        cache=cache or blob_cache(), jobs=jobs, trust=trusted(trust),
+    )  # fmt: skip
+    echo_lines(pulled_lines(pulled))
+
+
+@app.command("ls", rich_help_panel=PANEL)
+@reports_errors
+def ls(
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    matrix: StoreMatrixOption = None,
+    trust: TrustOption = None,
+) -> None:
+    """List the bundles a store's index holds."""
+    from ..store_choice import choose_store
+    from ..trust import open_index
+
+    print_out(index_table(open_index(choose_store(store, endpoint_url, matrix), trusted(trust))))
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def verify(
+    what: Annotated[
+        str | None,
+        typer.Argument(help="A bundle folder; without it, the store (--store, else the manifest's) is checked."),
+    ] = None,
+    store: StoreOption = None,
+    endpoint_url: EndpointOption = None,
+    matrix: StoreMatrixOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel downloads.")] = 8,
+    trust: TrustOption = None,
+) -> None:
+    """Check every byte against its manifest: one bundle folder, or every blob of a store."""
+    from ..verify import verify as do_verify
+
+    typer.echo(do_verify(what, store=store, endpoint_url=endpoint_url, matrix=matrix, trust_keys=trust, jobs=jobs))

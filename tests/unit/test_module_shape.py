@@ -1,0 +1,40 @@
+"""The code's shape, held by tests: small modules, and a command line that decides nothing."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "factory"
+MAX_LINES = 400
+MODULES = sorted(PACKAGE.rglob("*.py"))
+CLI_MODULES = sorted((PACKAGE / "cli").glob("*.py"))
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_is_over_the_line_budget(module: Path) -> None:
+    lines = len(module.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{module.relative_to(PACKAGE)} has {lines} lines; split it (budget {MAX_LINES})"
+
+
+def _imported_names(module: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("module", CLI_MODULES, ids=lambda p: p.name)
+def test_the_cli_leaves_store_policy_and_loading_to_the_factory(module: Path) -> None:
+    """Which store a command uses, and how a manifest is read with its lock, are decided
+    once (store_choice, locked); a command module that opens either itself has grown policy."""
+    policy = {"open_store", "load_manifest", "read_lock", "lock_path_for", "Console"} & _imported_names(module)
+    allowed = {"render.py": {"Console"}}.get(module.name, set())
+    assert policy <= allowed, f"cli/{module.name} imports {sorted(policy - allowed)}"
+
+
+def test_the_shape_test_sees_the_whole_package() -> None:
+    assert len(MODULES) > 50 and len(CLI_MODULES) >= 8
