@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import LocalDiskError
-from .integrity import IntegrityError
+from .errors import IntegrityError, LocalDiskError
 from .storage.base import LocalWriteError, Progress, Store, TransferCancelled
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,7 +11,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .bundle import BUNDLE_MANIFEST
+from .bundle import read_manifest
+from .documents import BUNDLE_MANIFEST, DocumentError
 from .executor import Outcome
 from .plan import BuildGraph
 
@@ -51,11 +51,9 @@ def render_summary(graph: BuildGraph, outcomes: Sequence[Outcome], out: Path) ->
 def read_gates(folder: Path) -> Mapping[str, Any] | None:
     """The gate results recorded in a built bundle, or None if they cannot be read."""
     try:
-        data = json.loads((folder / BUNDLE_MANIFEST).read_text())
-    except (OSError, ValueError):
+        return read_manifest(folder).gates
+    except DocumentError:
         return None
-    found = data.get("gates") if isinstance(data, dict) else None
-    return found if isinstance(found, dict) else None
 
 
 def gate_column(results: Mapping[str, Any] | None) -> str:

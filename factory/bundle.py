@@ -10,25 +10,15 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .documents import BUNDLE_MANIFEST, BUNDLE_SCHEMA, BundleFile, BundleManifest, read_file
 from .errors import FactoryError
 
-BUNDLE_MANIFEST = "factory-bundle.json"
-SCHEMA = "factory.bundle/v1"
 CHAT_CONFIG = "mlc-chat-config.json"
 TOKENIZER = "tokenizer_model"
 B16_INDEX = "tensor-cache-b16.json"
-
-
-@dataclass(frozen=True)
-class BundleFile:
-    path: str
-    role: str
-    size: int
-    sha256: str
 
 
 def sha256_file(path: Path) -> str:
@@ -98,9 +88,8 @@ def describe(bundle: Path, params_index: str, library_name: str) -> list[BundleF
     out = []
     for path in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != BUNDLE_MANIFEST):
         relative = path.relative_to(bundle).as_posix()
-        out.append(
-            BundleFile(relative, role_of(relative, params_index, library_name), path.stat().st_size, sha256_file(path))
-        )
+        role = role_of(relative, params_index, library_name)
+        out.append(BundleFile(path=relative, role=role, size=path.stat().st_size, sha256=sha256_file(path)))
     return out
 
 
@@ -112,27 +101,31 @@ def bundle_manifest(
     provenance: Mapping[str, Any],
     gates: Mapping[str, Any],
     run: str,
-) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        **cell,
-        "files": [asdict(f) for f in files],
-        "compatibility": dict(compatibility),
-        "provenance": dict(provenance),
-        "gates": dict(gates),
-        "run": run,
-    }
+) -> BundleManifest:
+    """The bundle's manifest, checked like any stored one: a build never writes a
+    manifest that publish or pull would refuse."""
+    return BundleManifest.model_validate(
+        {
+            "schema": BUNDLE_SCHEMA,
+            **cell,
+            "files": [f.to_data() for f in files],
+            "compatibility": dict(compatibility),
+            "provenance": dict(provenance),
+            "gates": dict(gates),
+            "run": run,
+        }
+    )
 
 
-def write_manifest(bundle: Path, manifest: Mapping[str, Any]) -> None:
+def write_manifest(bundle: Path, manifest: BundleManifest) -> None:
     tmp = bundle / f".{BUNDLE_MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.write_bytes(manifest.body())
     os.replace(tmp, bundle / BUNDLE_MANIFEST)
 
 
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((bundle / BUNDLE_MANIFEST).read_text())
-    return data
+def read_manifest(bundle: Path, *, fix: str | None = None) -> BundleManifest:
+    """A bundle folder's manifest; a DocumentError (exit 4) when it is missing or malformed."""
+    return read_file(BundleManifest, bundle / BUNDLE_MANIFEST, fix=fix)
 
 
 BUNDLE_PLACEHOLDER = "{bundle}"

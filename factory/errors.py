@@ -101,6 +101,13 @@ class NetworkError(FactoryError):
     exit_code = 3
 
 
+class IntegrityError(FactoryError):
+    """Bytes that do not match their manifest, or a document that breaks the store's
+    contract (see documents.DocumentError). Exit code 4."""
+
+    exit_code = 4
+
+
 class LocalDiskError(FactoryError):
     """This machine's disk cannot take the files: too little free space, or a write failed. Exit code 7."""
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .documents import STORED_BUNDLE_FIX, BundleManifest, Index, parse
-from .errors import FactoryError, UsageError
-from .integrity import IntegrityError
+from .errors import FactoryError, IntegrityError, UsageError
 from .release_signing import check_release_signatures
 from .storage.base import LocalWriteError, Store
 from .store_index import read_bundle_manifest, update_index

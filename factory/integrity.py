@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .bundle import BUNDLE_MANIFEST, sha256_file
-from .errors import FactoryError
-
-if TYPE_CHECKING:
-    from .documents import BundleManifest
-
-
-class IntegrityError(FactoryError):
-    """Bytes that do not match their manifest, or a document that breaks the store's
-    contract (see documents.DocumentError). Exit code 4."""
-
-    exit_code = 4
+from .bundle import sha256_file
+from .documents import BUNDLE_MANIFEST, BundleManifest
+from .errors import IntegrityError
 
 
 def check_bundle_dir(bundle: Path, manifest: BundleManifest, *, hashes: bool = True) -> None:

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .documents import INDEX, Index, ReleaseManifest, bundle_doc_key, is_envelope, parse
-from .errors import FactoryError, UsageError
-from .integrity import IntegrityError
+from .errors import FactoryError, IntegrityError, UsageError
 from .mirror_index import merge_index
 from .release_signing import release_signature_key
 from .storage.base import PreconditionFailed, Store, TransferCancelled

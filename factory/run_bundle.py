@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from . import gates
-from .bundle import BUNDLE_MANIFEST, CHAT_CONFIG, read_manifest
+from .bundle import CHAT_CONFIG, read_manifest
+from .documents import BUNDLE_MANIFEST, BundleManifest
 from .errors import FactoryError, InputError, Problem
 from .process import run as run_process
 from .runners import Mount, Step
@@ -41,22 +42,19 @@ def _problem(path: Path, field: str, message: str, fix: str) -> InputError:
     return InputError([Problem(file=str(path), field=field, message=message, fix=fix)])
 
 
-def _layout(bundle: Path) -> tuple[dict[str, Any], str, str]:
+def _layout(bundle: Path) -> tuple[BundleManifest, str, str]:
     """(manifest, params dir relative to the bundle, library file name)."""
     path = bundle / BUNDLE_MANIFEST
     if not path.is_file():
         raise _problem(path, "", "not a factory bundle (no factory-bundle.json)", "give a folder `factory pull` made")
-    try:
-        manifest = read_manifest(bundle)
-        files = {f["role"]: f["path"] for f in manifest["files"] if f["role"] in {"chat-config", "library"}}
-        device = manifest["compatibility"]["device"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _problem(path, "files", f"unreadable bundle manifest ({exc})", "pull or build the bundle again") from None
-    kind = json.loads(device).get("kind") if str(device).startswith("{") else str(device).split(":", 1)[0]
+    manifest = read_manifest(bundle, fix="pull or build the bundle again")
+    files = {f.role: f.path for f in manifest.files if f.role in {"chat-config", "library"}}
+    device = manifest.compatibility.device
+    kind = json.loads(device).get("kind") if device.startswith("{") else device.split(":", 1)[0]
     if kind != "llvm":
         raise _problem(
             path, "compatibility.device", f"a {kind} bundle: factory run runs CPU (llvm) bundles",
-            f"run it with its runtime: {manifest.get('run', 'mlc_llm chat')}",
+            f"run it with its runtime: {manifest.run}",
         )  # fmt: skip
     if "chat-config" not in files or "library" not in files:
         raise _problem(path, "files", "lists no chat config or no library", "pull or build the bundle again")
@@ -91,7 +89,7 @@ def run_bundle(request: RunRequest, on_line: Any = None) -> RunResult:
         argv = (sys.executable, str(script), "run", str(params), str(bundle / library), prompt, str(request.tokens))
         code = run_process(argv, on_line=keep, check=False).exit_code
     else:
-        image = request.image or (manifest.get("provenance") or {}).get("image")
+        image = request.image or manifest.provenance.get("image")
         if not image:
             raise _problem(
                 bundle / BUNDLE_MANIFEST, "provenance.image", "names no toolchain image",

@@ -23,8 +23,7 @@ from .documents import (
     is_envelope,
     parse,
 )
-from .errors import FactoryError, Problem, UsageError
-from .integrity import IntegrityError
+from .errors import FactoryError, IntegrityError, Problem, UsageError
 from .signing import Signer, expiry_after, signer_from_env
 from .storage.base import Document, PreconditionFailed, Store, StoreError
 

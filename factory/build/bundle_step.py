@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import __version__, gates
 from .. import bundle as bundles
+from ..documents import BUNDLE_MANIFEST, DocumentError
 from ..plan import Node
 from ..toolchains import FLOWS
 from .context import BuildContext, bundle_name, patches_digest
@@ -115,7 +116,7 @@ def cached_bundle(ctx: BuildContext, node: Node) -> None:
     """A cached bundle is accepted again only if it still meets this run's demands."""
     source = ctx.cache.path(node) / "bundle"
     if ctx.settings.require_smoke:
-        smoke = bundles.read_manifest(source).get("gates", {}).get("smoke", {})
+        smoke = bundles.read_manifest(source).gates.get("smoke", {})
         if smoke.get("status") != "passed":
             target = ctx.loaded.manifest.targets[str(node.attrs["target"])]
             # Why it cannot pass here: this host's device, else what the cached run said.
@@ -135,8 +136,11 @@ def cached_bundle(ctx: BuildContext, node: Node) -> None:
 def materialize(ctx: BuildContext, node: Node, source: Path) -> None:
     """Copy (hard links where possible) a bundle to --out, atomically."""
     dest = ctx.settings.out / bundle_name(node)
-    if (dest / bundles.BUNDLE_MANIFEST).is_file():
-        current = bundles.read_manifest(dest).get("provenance", {}).get("build_key")
+    if (dest / BUNDLE_MANIFEST).is_file():
+        try:
+            current = bundles.read_manifest(dest).build_key
+        except DocumentError:
+            current = None  # a damaged copy in --out: replaced below
         if current == node.key:
             return
 

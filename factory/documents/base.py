@@ -22,8 +22,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from ..errors import Problem, render_problems
-from ..integrity import IntegrityError
+from ..errors import IntegrityError, Problem, render_problems
 
 BUNDLE_SCHEMA = "factory.bundle/v1"
 INDEX_SCHEMA = "factory.index/v1"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import FactoryError
-from ..integrity import IntegrityError, hash_mismatch
+from ..errors import FactoryError, IntegrityError
+from ..integrity import hash_mismatch
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int], None]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..integrity import IntegrityError
+from ..errors import IntegrityError
 from .base import (
     DigestReader,
     Document,

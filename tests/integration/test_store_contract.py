@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from factory.errors import FactoryError
-from factory.integrity import IntegrityError
+from factory.errors import FactoryError, IntegrityError
 from factory.publish import publish
 from factory.pull import pull
 from factory.storage import Store, open_store

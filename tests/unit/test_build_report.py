@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from factory.build_report import gate_column, render_summary
+from factory.build_report import gate_column, read_gates, render_summary
+from factory.bundle import bundle_manifest, write_manifest
 from factory.executor import Outcome
 from factory.lock import Lock
 from factory.manifest import load_manifest
@@ -35,7 +36,19 @@ def test_the_summary_names_gates_that_did_not_run_or_pass(tmp_path: Path) -> Non
     for cell in graph.cells:
         folder = tmp_path / f"{cell.cell.model}-{cell.cell.quant}-{cell.cell.target}"
         folder.mkdir()
-        (folder / "factory-bundle.json").write_text(json.dumps({"gates": gates[cell.cell.id]}))
+        manifest = bundle_manifest(
+            cell={"model": cell.cell.model, "quant": cell.cell.quant, "target": cell.cell.target, "name": cell.cell.id},
+            files=[],
+            compatibility={"flow": "current", "device": "cuda"},
+            provenance={"build_key": cell.bundle},
+            gates=gates[cell.cell.id],
+            run="mlc_llm chat {bundle}",
+        )
+        write_manifest(folder, manifest)
+    # A manifest the summary cannot read says so rather than passing.
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "factory-bundle.json").write_text(json.dumps({"gates": {}}))
+    assert read_gates(tmp_path / "unreadable") is None
     outcomes = [Outcome(node=c.bundle, kind="bundle", status="built") for c in graph.cells]
     text = _text(render_summary(graph, outcomes, tmp_path))
     rows = {line.split()[0]: line for line in text.splitlines() if line.strip().startswith("rwkv-")}

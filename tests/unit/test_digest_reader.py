@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.integrity import IntegrityError
+from factory.errors import IntegrityError
 from factory.storage.base import DigestReader
 
 
