@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import calendar
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,9 @@ def test_rollback_and_expiry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     envelope = parse(SignedEnvelope, (store.root / INDEX).read_bytes(), where="t")
     expires = parse(Index, envelope.payload_bytes(), where="t").expires
     assert expires is not None
+    # `expires` has whole seconds (rounded down): wait until that second has passed.
+    deadline = calendar.timegm(time.strptime(expires, "%Y-%m-%dT%H:%M:%SZ"))
+    time.sleep(max(0.0, deadline - time.time()) + 0.01)
     with pytest.raises(ExpiredIndex, match="expired at"):
         open_index(store, trust)
 
