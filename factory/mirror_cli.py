@@ -1,13 +1,12 @@
 """`factory mirror`'s front: open both stores (a `.tar` path is a single-file store,
-factory/archive_store.py), run the mirror, and say what it did."""
+factory/archive_store.py) and run the mirror."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import ExitStack
 
 from .archive_store import archive_for_reading, archive_for_writing, is_archive
-from .mirror import mirror
+from .mirror import MirrorReport, mirror
 from .storage import Store, open_store
 from .trust import Trust
 
@@ -15,16 +14,11 @@ from .trust import Trust
 def run_mirror(
     src: str, dst: str, *, only: list[str], release: str | None, endpoint_url: str | None, jobs: int,
     trust: Trust | None,
-) -> Iterator[str]:  # fmt: skip
+) -> MirrorReport:  # fmt: skip
     with ExitStack() as stack:
         source = _source(stack, src, endpoint_url)
         target = _target(stack, dst, endpoint_url)
-        report = mirror(source, target, only=only, release=release, trust=trust, jobs=jobs)
-    yield (
-        f"mirrored {len(report.bundles)} bundle version(s) from {src} to {dst}: copied {report.copied_blobs} blob(s), "
-        f"{report.copied_bytes} bytes; {report.present_blobs} already there; {report.documents} document(s) written"
-    )
-    yield f"index: {report.index}"
+        return mirror(source, target, only=only, release=release, trust=trust, jobs=jobs)
 
 
 def _source(stack: ExitStack, src: str, endpoint_url: str | None) -> Store:

@@ -16,6 +16,7 @@ from .blob_cache import blob_path, check_room, disk_error, fetch_blob, folder_lo
 from .bundle import BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
 from .documents import BUNDLE_MANIFEST, Index, IndexRecord
 from .errors import UsageError
+from .paths import blob_cache
 from .storage.base import LocalWriteError, Store, TransferCancelled
 from .store_index import read_bundle_manifest
 from .transfer_progress import byte_progress
@@ -93,10 +94,12 @@ def pull(
     *,
     version: str | None,
     out: Path,
-    cache: Path,
+    cache: Path | None = None,
     jobs: int = 8,
     trust: Trust | None = None,
 ) -> Pulled:
+    """`cache` defaults to $FACTORY_CACHE, else ~/.cache/factory."""
+    cache = cache or blob_cache()
     name, version, record = resolve(store, model, quant, target, version, trust)
     manifest, body = read_bundle_manifest(store, name, version, record)
     blobs = manifest.blobs()

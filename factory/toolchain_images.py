@@ -95,10 +95,13 @@ def list_toolchain_images(matrix: Path | None) -> ImageListing:
     return ImageListing(rows=tuple(rows), missing=tuple(missing_toolchains(rows, current)))
 
 
-def metal_exports(matrix: Path, toolchain: str, prefix_root: Path) -> dict[str, str]:
+def metal_exports(matrix: Path, toolchain: str, prefix_root: Path | None = None) -> dict[str, str]:
     """The variables images/metal-runner/bootstrap.sh reads, with the patches it
-    applies copied under the prefix root."""
+    applies copied under the prefix root (default ~/.cache/factory/toolchains)."""
     from .image_plan import plan_metal_prefix
+    from .paths import prefix_root as default_prefix_root
+
+    prefix_root = prefix_root or default_prefix_root()
 
     loaded = load_manifest(matrix)
     choose_toolchains(loaded.manifest, [toolchain], matrix)

@@ -3,6 +3,7 @@ blob of a store against the manifests that reference it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .documents import BUNDLE_MANIFEST, BundleManifest, read_file
@@ -12,11 +13,23 @@ from .store_choice import choose_store
 from .trust import load_trust
 
 
-def verify_folder(path: Path) -> int:
-    """The number of files checked; raises on the first file that does not match."""
+@dataclass(frozen=True)
+class Verified:
+    """What was checked: a bundle folder's files, or a store's bundles and blobs."""
+
+    folder: Path | None = None
+    files: int = 0
+    store_url: str | None = None
+    bundles: int = 0
+    blobs: int = 0
+
+
+def verify_folder(path: Path, *, given: str | None = None) -> int:
+    """The number of files checked; raises on the first file that does not match.
+    `given` is the folder as the user typed it, for the error."""
     if not path.is_dir():
         raise UsageError(
-            f"{path}: no such bundle folder",
+            f"{given or path}: no such bundle folder",
             hint="give a folder `factory pull` or `factory build` made, or check a store with --store URL",
         )
     if not (path / BUNDLE_MANIFEST).is_file():
@@ -32,8 +45,8 @@ def verify_folder(path: Path) -> int:
 def verify(
     what: str | None, *, store: str | None, endpoint_url: str | None, matrix: Path | None, trust_keys: list[str] | None,
     jobs: int,
-) -> str:  # fmt: skip
-    """Check a bundle folder (`what`) or a store, and say what was checked. Trusted keys
+) -> Verified:  # fmt: skip
+    """Check a bundle folder (`what`) or a store. Trusted keys
     (--trust, else the configured ones) are read only for a store: a folder needs none."""
     if what is not None and store:
         raise UsageError(
@@ -41,11 +54,10 @@ def verify(
             hint="`factory verify FOLDER` checks one bundle; `factory verify --store URL` checks a store",
         )
     if what is not None and "://" not in what:
-        files = verify_folder(Path(what))
-        return f"{what}: {files} files match their manifest"
+        return Verified(folder=Path(what), files=verify_folder(Path(what), given=what))
     from .housekeeping import verify_store
 
     # A store URL in place of the folder is still accepted: the older spelling of --store.
     target = choose_store(what or store, endpoint_url, matrix)
     bundles, blobs = verify_store(target, load_trust(trust_keys), jobs=jobs)
-    return f"{target.url}: {bundles} bundle version(s), {blobs} blob(s) verified"
+    return Verified(store_url=target.url, bundles=bundles, blobs=blobs)

@@ -4,7 +4,7 @@ and the store lack, then publish the accepted bundles when a store is given."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..build_report import exit_code
@@ -45,8 +45,14 @@ class MatrixBuild:
 
 
 def build_matrix(
-    request: BuildRequest, *, log: Callable[[str], None], on_event: Callable[[Outcome], None]
+    request: BuildRequest,
+    *,
+    log: Callable[[str], None],
+    on_event: Callable[[Outcome], None],
+    on_built: Callable[[MatrixBuild], None] = lambda _b: None,
 ) -> MatrixBuild:
+    """Build, then (with a store) publish. `on_built` sees the cells' outcomes before
+    the publish starts, so a summary is shown even when the publish then fails."""
     loaded, lock = load_locked(request.matrix, require_locked=True)
     graph = make_plan(loaded, lock, only=request.only, skip=request.skip)
     store = open_store(request.store, endpoint_url=request.endpoint_url) if request.store else None
@@ -54,6 +60,8 @@ def build_matrix(
     outcomes = execute(
         loaded, lock, graph, request.settings, log=log, on_event=on_event, in_store=lambda n: n.key in published
     )
+    built = MatrixBuild(graph=graph, outcomes=tuple(outcomes), exit_code=exit_code(outcomes))
+    on_built(built)
     report = None
     if store is not None:
         # Accepted bundles are published even when other cells failed: they stand on their own.
@@ -64,10 +72,4 @@ def build_matrix(
         ]
         if ready:
             report = publish(store, ready, index=request.index)
-    return MatrixBuild(
-        graph=graph,
-        outcomes=tuple(outcomes),
-        exit_code=exit_code(outcomes),
-        store_url=store.url if store else None,
-        published=report,
-    )
+    return replace(built, store_url=store.url if store else None, published=report)

@@ -9,7 +9,7 @@ import typer
 
 from .app import app, reports_errors
 from .options import EndpointOption, MatrixOption, MlcSourceOption, OnlyOption, SkipOption
-from .render import node_events, say_to, show_build, stderr_console
+from .render import build_summary, node_events, say_to, show_build_end, stderr_console
 
 PANEL = "Plan and build"
 
@@ -69,7 +69,7 @@ def build(
         index=not no_index,
     )
     say = say_to(stderr_console())
-    result = build_matrix(request, log=say, on_event=node_events(say))
-    show_build(result, out)
+    result = build_matrix(request, log=say, on_event=node_events(say), on_built=build_summary(out))
+    show_build_end(result)
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -9,7 +9,16 @@ import typer
 
 from .app import app, reports_errors
 from .options import MatrixOption, MlcSourceOption, retired
-from .render import image_line, image_session, image_table, print_out, stderr_console
+from .render import (
+    echo_lines,
+    export_lines,
+    image_line,
+    image_session,
+    image_table,
+    print_out,
+    stderr_console,
+    warning_printer,
+)
 
 PANEL = "Toolchains and tools"
 
@@ -52,7 +61,7 @@ def images_build(
     console = stderr_console()
     results = build_images(
         matrix, toolchain or [], extras, registry=registry, push=push, session=image_session(console),
-        warn=lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False),
+        warn=warning_printer(console),
     )  # fmt: skip
     for result in results:
         typer.echo(image_line(result))
@@ -90,10 +99,6 @@ def images_metal_env(
     ] = None,
 ) -> None:
     """Print the exports images/metal-runner/bootstrap.sh reads, staging the patches it applies."""
-    import shlex
-
-    from ..paths import prefix_root as default_prefix_root
     from ..toolchain_images import metal_exports
 
-    for key, value in metal_exports(matrix, toolchain, prefix_root or default_prefix_root()).items():
-        typer.echo(f"export {key}={shlex.quote(value)}")
+    echo_lines(export_lines(metal_exports(matrix, toolchain, prefix_root)))

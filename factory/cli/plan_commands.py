@@ -11,7 +11,7 @@ import typer
 
 from .app import app, reports_errors
 from .options import MatrixOption, OnlyOption, SkipOption
-from .render import print_out
+from .render import echo_lines, lock_lines, print_out
 
 PANEL = "Plan and build"
 
@@ -62,13 +62,7 @@ def lock(
     """Resolve HF revisions and base-image digests into <manifest>.lock."""
     from ..locked import update_lock
 
-    update = update_lock(matrix, upgrade=upgrade, check=check, local_images=local_images)
-    if update.checked_only:
-        typer.echo(f"{update.path}: complete")
-        return
-    for line in update.resolved:
-        typer.echo(f"resolved {line}")
-    typer.echo(f"{update.path}: {len(update.resolved)} resolved, {update.kept} kept")
+    echo_lines(lock_lines(update_lock(matrix, upgrade=upgrade, check=check, local_images=local_images)))
 
 
 class SchemaDocument(StrEnum):

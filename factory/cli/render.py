@@ -3,31 +3,40 @@ Commands call one function of the factory and hand its result to one of these.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import shlex
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from ..build.matrix import MatrixBuild
-from ..documents import Index
-from ..executor import Outcome
-from ..housekeeping import GcReport
-from ..images import BuildLog
-from ..publish import PublishReport
-from ..pull import Pulled
-from ..run_bundle import RunResult
-from ..rwkv_world_tokenizer import TokenizerFile
-from ..toolchain_images import ImageListing, ImageResult
+if TYPE_CHECKING:
+    # Types only: `factory --version` should not import the whole factory.
+    from ..build.matrix import MatrixBuild
+    from ..documents import Index
+    from ..executor import Outcome
+    from ..housekeeping import GcReport
+    from ..images import BuildLog
+    from ..locked import LockUpdate
+    from ..mirror import MirrorReport
+    from ..publish import PublishReport
+    from ..pull import Pulled
+    from ..release import Release
+    from ..run_bundle import RunResult
+    from ..rwkv_world_tokenizer import TokenizerFile
+    from ..signing import KeyPair
+    from ..toolchain_images import ImageListing, ImageResult
+    from ..verify import Verified
 
 # Piped output gets wide lines rather than truncated columns.
 PIPED_WIDTH = 200
 
 
-def print_out(renderable: RenderableType) -> None:
-    console = Console(soft_wrap=True)
+def print_out(renderable: RenderableType, *, soft_wrap: bool = False) -> None:
+    console = Console(soft_wrap=soft_wrap)
     if not console.is_terminal:
         console.width = PIPED_WIDTH
     console.print(renderable)
@@ -71,10 +80,18 @@ def publish_lines(report: PublishReport, url: str) -> list[str]:
     return lines
 
 
-def show_build(result: MatrixBuild, out: Path) -> None:
-    from ..build_report import render_summary
+def build_summary(out: Path) -> Callable[[MatrixBuild], None]:
+    """The end-of-build table, shown as soon as the cells are done (before any publish)."""
 
-    print_out(render_summary(result.graph, result.outcomes, out))
+    def show(result: MatrixBuild) -> None:
+        from ..build_report import render_summary
+
+        print_out(render_summary(result.graph, result.outcomes, out), soft_wrap=True)
+
+    return show
+
+
+def show_build_end(result: MatrixBuild) -> None:
     if result.published is not None and result.store_url is not None:
         echo_lines(publish_lines(result.published, result.store_url))
     if result.exit_code:
@@ -140,6 +157,8 @@ def image_table(listing: ImageListing) -> Table:
 def image_session(console: Console) -> Callable[[str], AbstractContextManager[BuildLog]]:
     """Per toolchain: a live status line with the build step, and its log lines above it."""
 
+    from ..images import BuildLog
+
     @contextmanager
     def session(name: str) -> Iterator[BuildLog]:
         with console.status(f"{name}: preparing") as status:
@@ -150,3 +169,50 @@ def image_session(console: Console) -> Callable[[str], AbstractContextManager[Bu
             yield BuildLog(line=lambda text: console.print(text, markup=False, highlight=False), step=step)
 
     return session
+
+
+def lock_lines(update: LockUpdate) -> list[str]:
+    if update.checked_only:
+        return [f"{update.path}: complete"]
+    return [f"resolved {line}" for line in update.resolved] + [
+        f"{update.path}: {len(update.resolved)} resolved, {update.kept} kept"
+    ]
+
+
+def verified_line(verified: Verified) -> str:
+    if verified.folder is not None:
+        return f"{verified.folder}: {verified.files} files match their manifest"
+    return f"{verified.store_url}: {verified.bundles} bundle version(s), {verified.blobs} blob(s) verified"
+
+
+def yank_line(name: str, version: str, index: Index) -> str:
+    return f"yanked {name} {version}; latest is now {index.bundles[name].latest or 'none'}"
+
+
+def keygen_lines(pair: KeyPair) -> list[str]:
+    return [
+        f"private key: {pair.private_path} (keep it secret; set FACTORY_SIGNING_KEY to it to sign)",
+        f"public key ({pair.keyid}), for --trust, FACTORY_TRUST or ~/.config/factory/trusted-keys:",
+        pair.public,
+    ]
+
+
+def mirror_lines(report: MirrorReport, src: str, dst: str) -> list[str]:
+    return [
+        f"mirrored {len(report.bundles)} bundle version(s) from {src} to {dst}: copied {report.copied_blobs} "
+        f"blob(s), {report.copied_bytes} bytes; {report.present_blobs} already there; {report.documents} "
+        "document(s) written",
+        f"index: {report.index}",
+    ]
+
+
+def export_lines(env: Mapping[str, str]) -> list[str]:
+    return [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+
+
+def release_lines(made: Release, url: str) -> list[str]:
+    return [made.notes, f"release manifest: {url}"]
+
+
+def warning_printer(console: Console) -> Callable[[str], None]:
+    return lambda text: console.print(f"[yellow]warning:[/] {text}")

@@ -18,7 +18,7 @@ from .options import (
     retired,
     trusted,
 )
-from .render import echo_lines, gc_lines
+from .render import echo_lines, gc_lines, keygen_lines, mirror_lines, release_lines, yank_line
 
 PANEL = "Releases and store care"
 
@@ -42,7 +42,8 @@ def gc(
     from ..housekeeping import parse_duration
     from ..store_choice import choose_store
 
-    report = do_gc(choose_store(store, endpoint_url, matrix), delete=delete, grace=parse_duration(grace))
+    seconds = parse_duration(grace)  # a bad --grace is refused before the store is opened
+    report = do_gc(choose_store(store, endpoint_url, matrix), delete=delete, grace=seconds)
     echo_lines(gc_lines(report, grace))
 
 
@@ -62,9 +63,9 @@ def yank(
     from ..housekeeping import yank as do_yank
     from ..store_choice import choose_store
 
-    name = f"{model}/{quant}/{target}"
+    name = "/".join((model, quant, target))
     index = do_yank(choose_store(store, endpoint_url, matrix), name, version, reason)
-    typer.echo(f"yanked {name} {version}; latest is now {index.bundles[name].latest or 'none'}")
+    typer.echo(yank_line(name, version, index))
 
 
 @app.command(rich_help_panel=PANEL)
@@ -95,7 +96,7 @@ def release(
     made, url = release_matrix(
         matrix, store=store, endpoint_url=endpoint_url, only=tuple(only or ()), notes=notes, output_file=output_file
     )
-    echo_lines([made.notes, f"release manifest: {url}"])
+    echo_lines(release_lines(made, url))
 
 
 @app.command(rich_help_panel=PANEL)
@@ -109,14 +110,7 @@ def keygen(
     """Make an ed25519 signing key pair (private key mode 0600, never printed)."""
     from ..signing import keygen as make_keys
 
-    pair = make_keys(out, force=force)
-    echo_lines(
-        [
-            f"private key: {pair.private_path} (keep it secret; set FACTORY_SIGNING_KEY to it to sign)",
-            f"public key ({pair.keyid}), for --trust, FACTORY_TRUST or ~/.config/factory/trusted-keys:",
-            pair.public,
-        ]
-    )
+    echo_lines(keygen_lines(make_keys(out, force=force)))
 
 
 @app.command(rich_help_panel=PANEL)
@@ -135,9 +129,10 @@ def mirror(
     """Copy what DST lacks (blobs verified byte by byte, then manifests, then the index)."""
     from ..mirror_cli import run_mirror
 
-    echo_lines(list(run_mirror(
+    report = run_mirror(
         src, dst, only=only or [], release=release_name, endpoint_url=endpoint_url, jobs=jobs, trust=trusted(trust),
-    )))  # fmt: skip
+    )  # fmt: skip
+    echo_lines(mirror_lines(report, src, dst))
 
 
 @app.command(rich_help_panel=PANEL)
@@ -155,4 +150,4 @@ def catalog(
     from ..catalog import make_catalog
     from ..store_choice import choose_store
 
-    echo_lines(list(make_catalog(choose_store(store, endpoint_url), trusted(trust), out, publish=publish_to_store)))
+    echo_lines(make_catalog(choose_store(store, endpoint_url), trusted(trust), out, publish=publish_to_store))

@@ -9,7 +9,7 @@ import typer
 
 from .app import app, reports_errors
 from .options import EndpointOption, StoreMatrixOption, StoreOption, TrustOption, retired, trusted
-from .render import echo_lines, index_table, print_out, publish_lines, pulled_lines
+from .render import echo_lines, index_table, print_out, publish_lines, pulled_lines, verified_line
 
 PANEL = "Publish and pull"
 
@@ -55,13 +55,12 @@ def pull(
     trust: TrustOption = None,
 ) -> None:
     """Download a bundle, verify every byte, and lay it out for its runtime."""
-    from ..paths import blob_cache
     from ..pull import pull as do_pull
     from ..store_choice import choose_store
 
     pulled = do_pull(
         choose_store(store, endpoint_url, matrix), model, quant, target, version=version, out=out,
-        cache=cache or blob_cache(), jobs=jobs, trust=trusted(trust),
+        cache=cache, jobs=jobs, trust=trusted(trust),
     )  # fmt: skip
     echo_lines(pulled_lines(pulled))
 
@@ -97,4 +96,5 @@ def verify(
     """Check every byte against its manifest: one bundle folder, or every blob of a store."""
     from ..verify import verify as do_verify
 
-    typer.echo(do_verify(what, store=store, endpoint_url=endpoint_url, matrix=matrix, trust_keys=trust, jobs=jobs))
+    typer.echo(verified_line(do_verify(what, store=store, endpoint_url=endpoint_url, matrix=matrix, trust_keys=trust,
+                                       jobs=jobs)))  # fmt: skip

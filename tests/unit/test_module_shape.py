@@ -31,10 +31,21 @@ def _imported_names(module: Path) -> set[str]:
 def test_the_cli_leaves_store_policy_and_loading_to_the_factory(module: Path) -> None:
     """Which store a command uses, and how a manifest is read with its lock, are decided
     once (store_choice, locked); a command module that opens either itself has grown policy."""
-    policy = {"open_store", "load_manifest", "read_lock", "lock_path_for", "Console"} & _imported_names(module)
+    decisions = {"open_store", "load_manifest", "read_lock", "lock_path_for", "blob_cache", "prefix_root", "Console"}
+    policy = decisions & _imported_names(module)
     allowed = {"render.py": {"Console"}}.get(module.name, set())
     assert policy <= allowed, f"cli/{module.name} imports {sorted(policy - allowed)}"
 
 
+COMMAND_MODULES = [m for m in CLI_MODULES if m.name.endswith(("_command.py", "_commands.py"))]
+
+
+@pytest.mark.parametrize("module", COMMAND_MODULES, ids=lambda p: p.name)
+def test_commands_compose_no_text_of_their_own(module: Path) -> None:
+    """What a command prints is composed in cli/render.py, so output changes in one place."""
+    composed = [ast.unparse(n) for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.JoinedStr)]
+    assert composed == [], f"cli/{module.name} formats text: {composed}; move it to cli/render.py"
+
+
 def test_the_shape_test_sees_the_whole_package() -> None:
-    assert len(MODULES) > 50 and len(CLI_MODULES) >= 8
+    assert len(MODULES) > 50 and len(CLI_MODULES) >= 8 and len(COMMAND_MODULES) >= 6
