@@ -61,4 +61,6 @@ def run_command(
     result = run_bundle(RunRequest(bundle=bundle, prompt=prompt, tokens=tokens, raw=raw, on_host=on_host, image=image))
     echo_lines(run_lines(result))
     if result.verdict.failed:
-        raise typer.Exit(4)
+        from ..gates import GateFailure
+
+        raise typer.Exit(GateFailure.exit_code)  # the figures are printed; unusable logits fail like the gate
