@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from .archive_store import archive_for_reading, archive_for_writing, is_archive
 from .mirror import MirrorReport, mirror
 from .storage import Store, open_store
+from .store_choice import choose_store
 from .trust import Trust
 
 
@@ -24,7 +25,7 @@ def run_mirror(
 def _source(stack: ExitStack, src: str, endpoint_url: str | None) -> Store:
     if is_archive(src):
         return stack.enter_context(archive_for_reading(src))
-    return open_store(src, endpoint_url=endpoint_url)
+    return choose_store(src, endpoint_url)  # a source folder must exist
 
 
 def _target(stack: ExitStack, dst: str, endpoint_url: str | None) -> Store:

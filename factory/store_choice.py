@@ -12,7 +12,25 @@ from .storage import Store, open_store
 DEFAULT_MATRIX = Path("manifests/world.yaml")
 
 
-def choose_store(store: str | None, endpoint_url: str | None, matrix: Path | None = None) -> Store:
+def choose_store(
+    store: str | None, endpoint_url: str | None, matrix: Path | None = None, *, create: bool = False
+) -> Store:
+    """The store to work on. Only a command that may make a store (`create`: publish)
+    accepts a local folder that does not exist; for any other, it is a mistyped path."""
+    chosen = _open(store, endpoint_url, matrix)
+    if not create:
+        from .storage.local import LocalStore
+
+        if isinstance(chosen, LocalStore) and not chosen.root.is_dir():
+            raise UsageError(
+                f"no store at {chosen.root}",
+                hint="check the path given by --store, FACTORY_STORE or the manifest's `store:`; "
+                "a folder store is made by the first `factory publish` to it",
+            )
+    return chosen
+
+
+def _open(store: str | None, endpoint_url: str | None, matrix: Path | None) -> Store:
     if store:
         return open_store(store, endpoint_url=endpoint_url)
     path = matrix if matrix is not None else DEFAULT_MATRIX

@@ -30,7 +30,7 @@ def publish(
     from ..publish import publish as do_publish
     from ..store_choice import choose_store
 
-    target = choose_store(store, endpoint_url, matrix)
+    target = choose_store(store, endpoint_url, matrix, create=True)
     echo_lines(publish_lines(do_publish(target, bundles, jobs=jobs, index=not no_index), target.url))
 
 

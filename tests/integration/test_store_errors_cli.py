@@ -99,3 +99,19 @@ def test_gc_on_a_damaged_bundle_manifest_deletes_nothing(published: tuple[Path, 
     _clear(done, 4, f"{key}: schema: missing, expected 'factory.bundle/v1'", "delete it from the store and publish")
     files = json.loads((bundle / "factory-bundle.json").read_text())["files"]
     assert all((store / blob_key(f["sha256"])).exists() for f in files)
+
+
+def test_reading_commands_refuse_a_folder_store_that_does_not_exist(tmp_path: Path) -> None:
+    """A mistyped --store is an error, not an empty store; only publish makes a store."""
+    missing = tmp_path / "no-such-store"
+    pull = ["pull", "rwkv-5-world-tiny", "-q", "q4f16_1", "-t", "cuda-sm80", "--out", str(tmp_path)]
+    for args in (["ls"], pull, ["verify"], ["gc"], ["yank", "m", "-q", "q", "-t", "t", "--version", "1"]):
+        done = factory(*args, "--store", str(missing))
+        _clear(done, 2, f"no store at {missing}", "first `factory publish`")
+    mirrored = factory("mirror", str(missing), str(tmp_path / "copy"))
+    _clear(mirrored, 2, f"no store at {missing}")
+    assert not missing.exists() and not (tmp_path / "copy").exists(), "a reading command made a folder"
+    bundle = make_bundle(tmp_path / "dist", megabytes=0.1)
+    assert factory("publish", str(bundle), "--store", str(missing)).returncode == 0
+    listed = factory("ls", "--store", str(missing))
+    assert listed.returncode == 0 and NAME in listed.stdout
