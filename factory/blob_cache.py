@@ -10,17 +10,16 @@ reader sees a whole blob or none.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import IntegrityError, LocalDiskError
+from .file_lock import file_lock
 from .storage.base import LocalWriteError, Progress, Store, TransferCancelled
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -53,34 +52,20 @@ def partial_size(cache: Path, digest: str) -> int:
 @contextmanager
 def blob_lock(cache: Path, digest: str, cancel: threading.Event) -> Iterator[None]:
     """Hold the blob's lock, giving up (TransferCancelled) if `cancel` is set while waiting."""
-    path = cache / "locks" / f"{digest}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if cancel.is_set():
-                    raise TransferCancelled from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def give_up_if_cancelled() -> None:
+        if cancel.is_set():
+            raise TransferCancelled
+
+    with file_lock(cache / "locks" / f"{digest}.lock", poll=give_up_if_cancelled):
+        yield
 
 
 @contextmanager
 def folder_lock(dest: Path) -> Iterator[None]:
     """Serialise processes that make the same output folder (a lock file beside it)."""
-    path = dest.parent / f".{dest.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(dest.parent / f".{dest.name}.lock"):
+        yield
 
 
 def fetch_blob(

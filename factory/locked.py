@@ -53,11 +53,9 @@ def update_lock(matrix: Path, *, upgrade: bool, check: bool, local_images: bool)
     check, resolve nothing and fail when an entry is missing."""
     from .resolvers import LocalImageResolver, OnlineResolver
 
-    loaded = load_manifest(matrix)
+    loaded, current = load_locked(matrix, require_locked=check)
     lock_path = lock_path_for(matrix)
-    current = read_lock(lock_path)
     if check:
-        require_complete(loaded.manifest, current, lock_path)
         return LockUpdate(path=lock_path, checked_only=True)
     resolver = LocalImageResolver() if local_images else OnlineResolver()
     update = resolve_lock(loaded.manifest, current, resolver, upgrade=upgrade, local_images=local_images)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import InputError, Problem
 from .images import BuildExtras, BuildLog, ImageRow
-from .lock import lock_path_for, read_lock
+from .locked import load_locked
 from .manifest import load_manifest
 from .manifest.model import Manifest
 
@@ -52,10 +52,9 @@ def build_images(
     from .engine import docker_client
     from .images import check_extras, ensure_image, plan_for_engine, push_image
 
-    loaded = load_manifest(matrix)
+    loaded, lock = load_locked(matrix, require_locked=False)
     names = choose_toolchains(loaded.manifest, chosen, matrix)
     check_extras(extras)
-    lock = read_lock(lock_path_for(matrix))
     client = docker_client()
     for name in names:
         image = plan_for_engine(client, loaded, name, lock)
@@ -84,8 +83,7 @@ def list_toolchain_images(matrix: Path | None) -> ImageListing:
     client = docker_client()
     if matrix is None:
         return ImageListing(rows=tuple(list_images(client)), missing=())
-    loaded = load_manifest(matrix)
-    lock = read_lock(lock_path_for(matrix))
+    loaded, lock = load_locked(matrix, require_locked=False)
     current: dict[str, str] = {}
     for name, chain in loaded.manifest.toolchains.items():
         local_base = local_image_id(client, chain.base_image)

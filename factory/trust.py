@@ -13,7 +13,6 @@ under an flock and replaced atomically, so concurrent pulls only ever raise it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from .documents import INDEX, INDEX_PAYLOAD, Index, SignedEnvelope, is_envelope, parse
 from .errors import BadSignature, ExpiredIndex, MissingSignature, RollbackRefused, UnknownSigner, UsageError
+from .file_lock import file_lock
 from .paths import cache_home
 from .signing import PublicKey, parse_public
 from .storage.base import Store
@@ -175,8 +175,7 @@ def _record(trust: Trust, url: str, version: int, where: str) -> None:
     """Refuse a version below the newest seen; raise the record to `version` otherwise."""
     path = _state_path(trust, url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with (path.parent / (path.name + ".lock")).open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.parent / (path.name + ".lock")):
         seen = _seen(trust, url)
         if seen is not None and version < seen:
             raise RollbackRefused(

@@ -36,9 +36,12 @@ class BuildRequest:
 class MatrixBuild:
     graph: BuildGraph
     outcomes: tuple[Outcome, ...]
-    exit_code: int
     store_url: str | None = None
     published: PublishReport | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.outcomes)
 
     def failures(self) -> list[str]:
         return [o.detail for o in self.outcomes if o.status == "failed"]
@@ -60,7 +63,7 @@ def build_matrix(
     outcomes = execute(
         loaded, lock, graph, request.settings, log=log, on_event=on_event, in_store=lambda n: n.key in published
     )
-    built = MatrixBuild(graph=graph, outcomes=tuple(outcomes), exit_code=exit_code(outcomes))
+    built = MatrixBuild(graph=graph, outcomes=tuple(outcomes))
     on_built(built)
     report = None
     if store is not None:

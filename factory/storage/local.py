@@ -7,7 +7,6 @@ publishers on one machine behave like S3's If-Match/If-None-Match.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import stat
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..file_lock import file_lock
 from .base import (
     DigestReader,
     Document,
@@ -84,14 +84,8 @@ class LocalStore:
 
     @contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        lock = self._path(key).with_name(f".{Path(key).name}.lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with lock.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self._path(key).with_name(f".{Path(key).name}.lock")):
+            yield
 
     def put_doc(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         path = self._path(key)
