@@ -36,10 +36,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from factory.bundle import bundle_manifest, describe, write_manifest  # noqa: E402
-from factory.publish import publish  # noqa: E402
-from factory.pull import pull  # noqa: E402
-from factory.storage.s3 import S3Store  # noqa: E402
+from factory.store.backends.s3 import S3Store  # noqa: E402
+from factory.store.bundle_folder import bundle_manifest, describe, write_manifest  # noqa: E402
+from factory.store.publish import publish  # noqa: E402
+from factory.store.pull import pull  # noqa: E402
 
 BENCH_VENV = REPO / ".venv-bench"
 RECLAIM_WAIT = 15.0

@@ -1,3 +1,3 @@
-from .cli import main
+from factory.cli import main
 
 main()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FactoryError
+from factory.errors import FactoryError
 
 _SECRET_FLAG = re.compile(r"(?i)(token|secret|password|passwd|credential|api[-_]?key)")
 

@@ -7,6 +7,14 @@ gating.py       the gates: layout and params on the host; library, smoke and par
 context.py      what the steps share: settings, runners and images, the node cache
 interrupt.py    Ctrl-C and SIGTERM: cancel, stop the running containers, exit 130/143
 progress.py     live progress of running steps (rich on a terminal, plain lines elsewhere)
+executor.py     walks the graph once: skip what is cached, run the rest in parallel
+gates.py        the gates' pure judgements; parity.py the parity arithmetic
+fetch.py        a model snapshot from the hub at its locked commit
+report.py       the end-of-build summary; matrix.py plan, execute, then publish
+run_bundle.py   `factory run`: a bundle through its toolchain's Relax VM
+
+The top of the pipeline below the CLI. May import every layer but the CLI: the shared
+modules, manifest, toolchains, runners, plan, store, tokenizer and in_toolchain.
 """
 
 from __future__ import annotations
@@ -17,16 +25,23 @@ from typing import Any
 
 from rich.console import Console
 
-from ..executor import Executor, NodeHandler, Outcome
-from ..lock import Lock
-from ..manifest.load import LoadedManifest
-from ..plan import BuildGraph, Node
-from ..runners import Cancellation
-from . import steps
-from .bundle_step import bundle, cached_bundle
-from .context import BuildContext, BuildSettings, RunnerUnavailable, StepFailed, bundle_name, patches_digest
-from .interrupt import BuildInterrupted, signals_cancel
-from .progress import StepProgress
+from factory.build import steps
+from factory.build.bundle_step import bundle, cached_bundle
+from factory.build.context import (
+    BuildContext,
+    BuildSettings,
+    RunnerUnavailable,
+    StepFailed,
+    bundle_name,
+    patches_digest,
+)
+from factory.build.executor import Executor, NodeHandler, Outcome
+from factory.build.interrupt import BuildInterrupted, signals_cancel
+from factory.build.progress import StepProgress
+from factory.manifest.load import LoadedManifest
+from factory.manifest.lock import Lock
+from factory.plan.graph import BuildGraph, Node
+from factory.runners import Cancellation
 
 __all__ = [
     "BuildInterrupted",

@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, gates
-from .. import bundle as bundles
-from ..documents import BUNDLE_MANIFEST, DocumentError
-from ..plan import Node
-from ..toolchains import FLOWS
-from .context import BuildContext, bundle_name, patches_digest
-from .gating import Candidate, device_reason, gate_summary, has_device, run_gates
+from factory import __version__
+from factory.build import gates
+from factory.build.context import BuildContext, bundle_name, patches_digest
+from factory.build.gating import Candidate, device_reason, gate_summary, has_device, run_gates
+from factory.plan.graph import Node
+from factory.store import bundle_folder as bundles
+from factory.store.documents import BUNDLE_MANIFEST, DocumentError
+from factory.toolchains import FLOWS
 
 
 def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import FactoryError
-from ..executor import NodeCache, Watch
-from ..lock import Lock
-from ..manifest.load import LoadedManifest
-from ..manifest.model import Target, Toolchain
-from ..plan import BuildGraph, Node
-from ..process import display
-from ..runners import Cancellation, Mount, Runner, Step
-from ..toolchains.base import MODEL_ROOT, OUT, StepArgv
+from factory.build.executor import NodeCache, Watch
+from factory.errors import FactoryError
+from factory.in_toolchain import SCRIPTS_DIR
+from factory.manifest.load import LoadedManifest
+from factory.manifest.lock import Lock
+from factory.manifest.model import Target, Toolchain
+from factory.plan.graph import BuildGraph, Node
+from factory.process import display
+from factory.runners import Cancellation, Mount, Runner, Step
+from factory.toolchains.base import MODEL_ROOT, OUT, StepArgv
 
 
 class StepFailed(FactoryError):
@@ -69,7 +70,7 @@ class Toolchains:
 
     def _engine(self) -> Any:
         if self._client is None:
-            from ..engine import docker_client
+            from factory.runners.engine import docker_client
 
             self._client = docker_client()
         return self._client
@@ -77,7 +78,7 @@ class Toolchains:
     def image(self, toolchain: str) -> tuple[str, str]:
         """(reference, image id) of the toolchain's image, built if the engine lacks it."""
         if toolchain not in self._images:
-            from ..images import BuildExtras, BuildLog, ensure_image, plan_for_engine
+            from factory.toolchains.images.builder import BuildExtras, BuildLog, ensure_image, plan_for_engine
 
             client = self._engine()
             plan = plan_for_engine(client, self.loaded, toolchain, self.lock)
@@ -89,7 +90,7 @@ class Toolchains:
     def runner(self, kind: str, toolchain: str) -> tuple[Runner, str, str]:
         """(runner, image ref, image id) for a step of `toolchain` on a `kind` runner."""
         if kind == "container":
-            from ..runners.container import ContainerRunner
+            from factory.runners.container import ContainerRunner
 
             ref, image_id = self.image(toolchain)
             return ContainerRunner(self._engine(), cancel=self.cancel), ref, image_id
@@ -99,16 +100,12 @@ class Toolchains:
                 hint="build these cells on a macOS arm64 runner (the release workflow's metal job), "
                 "or leave them out with --skip",
             )
-        from ..image_plan import plan_metal_prefix
-        from ..paths import prefix_root
-        from ..runners.host import HostRunner
+        from factory.paths import prefix_root
+        from factory.runners.host import HostRunner
+        from factory.toolchains.images.plan import plan_metal_prefix
 
         prefix = plan_metal_prefix(self.loaded, toolchain)
         return HostRunner(prefix_root() / prefix.hash, cancel=self.cancel), "", f"metal-prefix:{prefix.hash}"
-
-
-# The factory scripts a gate runs inside a toolchain, mounted under /factory.
-SCRIPTS = ("vm_script.py", "smoke_script.py", "reference_script.py")
 
 
 class BuildContext:
@@ -192,14 +189,13 @@ class BuildContext:
     ) -> tuple[int, list[str]]:
         """Run a factory script against a bundle inside the model's toolchain, on the target's runner."""
         runner, image, _ = self.toolchains.runner(target.runner, self.models[model_name].toolchain)
-        here = Path(__file__).resolve().parent.parent
         step = Step(
             name=name,
             image=image,
             argv=("python", *argv),
             mounts=(
                 Mount(source=bundle_dir, target="/bundle"),
-                *(Mount(source=here / script, target=f"/factory/{script}") for script in SCRIPTS),
+                Mount(source=SCRIPTS_DIR, target="/factory"),
                 *extra,
             ),
             needs_gpu=gpu,

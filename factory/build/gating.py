@@ -1,6 +1,6 @@
 """The gates a new bundle passes before it is accepted, wired to the build: layout and
 params are checked here on the host; library, smoke and parity run factory scripts
-inside the bundle's toolchain through its runner (factory/gates.py judges the output)."""
+inside the bundle's toolchain through its runner (factory/build/gates.py judges the output)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import bundle as bundles
-from .. import gates
-from ..manifest.model import Target
-from ..runners import Mount
-from ..toolchains.base import MODEL_ROOT
-from .context import BuildContext
+from factory.build import gates
+from factory.build.context import BuildContext
+from factory.manifest.model import Target
+from factory.runners import Mount
+from factory.store import bundle_folder as bundles
+from factory.toolchains.base import MODEL_ROOT
 
 # The smoke run of CPU bundles: a fixed prompt in the conversation template's own
 # shape (the Relax VM runner adds no roles), and a few greedy tokens.
@@ -151,9 +151,9 @@ def _parity_blocker(ctx: BuildContext, c: Candidate) -> str | None:
 
 def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     """The bundle's next-token distributions against the RWKV reference implementation
-    on the same checkpoint and tokens (factory/parity.py has the figures and bounds)."""
-    from .. import parity
-    from ..vm_script import Tokenizer
+    on the same checkpoint and tokens (factory/build/parity.py has the figures and bounds)."""
+    from factory.build import parity
+    from factory.in_toolchain.vm_script import Tokenizer
 
     blocker = _parity_blocker(ctx, c)
     if blocker is not None:

@@ -10,15 +10,11 @@ the signal's number: 130 for Ctrl-C, 143 for SIGTERM.
 from __future__ import annotations
 
 import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
-from ..errors import FactoryError
-from ..runners import Cancellation
+from factory.errors import FactoryError
+from factory.runners.base import signals_cancel
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+__all__ = ["BuildInterrupted", "signals_cancel"]
 
 
 class BuildInterrupted(FactoryError):
@@ -30,21 +26,3 @@ class BuildInterrupted(FactoryError):
             hint="run the same command again: finished nodes are cached and are not built again",
         )
         self.exit_code = 128 + signum
-
-
-@contextmanager
-def signals_cancel(cancel: Cancellation) -> Iterator[None]:
-    """While inside, SIGINT and SIGTERM cancel the build instead of ending the process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        cancel.request(signum)
-
-    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)

@@ -7,16 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..build_report import exit_code
-from ..executor import Outcome
-from ..locked import load_locked
-from ..plan import BuildGraph
-from ..plan import plan as make_plan
-from ..publish import PublishReport, publish
-from ..storage import open_store
-from ..store_index import published_build_keys
-from . import BuildSettings, execute
-from .context import bundle_name
+from factory.build import BuildSettings, execute
+from factory.build.context import bundle_name
+from factory.build.executor import Outcome
+from factory.build.report import exit_code
+from factory.manifest.locked import load_locked
+from factory.plan.graph import BuildGraph
+from factory.plan.graph import plan as make_plan
+from factory.store.backends import open_store
+from factory.store.index import published_build_keys
+from factory.store.publish import PublishReport, publish
 
 
 @dataclass(frozen=True)

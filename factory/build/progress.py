@@ -19,9 +19,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..executor import Outcome
-from ..plan import Node
-from .context import LineSink
+from factory.build.context import LineSink
+from factory.build.executor import Outcome
+from factory.plan.graph import Node
 
 PLAIN_EVERY = 60.0
 SHOWN_QUEUED = 3

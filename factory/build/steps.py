@@ -15,16 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import bundle as bundles
-from ..plan import Node
-from ..runners import Mount
-from ..toolchains import FLOWS
-from ..toolchains.base import CONVERTED, SOURCE_FORMATS
-from .context import BuildContext, StepFailed
+from factory.build.context import BuildContext, StepFailed
+from factory.plan.graph import Node
+from factory.runners import Mount
+from factory.store import bundle_folder as bundles
+from factory.toolchains import FLOWS
+from factory.toolchains.base import CONVERTED, SOURCE_FORMATS
 
 
 def fetch(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
-    from ..fetch import fetch_snapshot
+    from factory.build.fetch import fetch_snapshot
 
     model = ctx.models[str(node.attrs["model"])]
     index = ctx.loaded.manifest.models.index(model)
@@ -38,7 +38,7 @@ def fetch(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str
 
 
 def tokenizer(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
-    from .. import rwkv_world_tokenizer as tok
+    from factory.tokenizer import rwkv_world as tok
 
     vocab_rel = node.attrs.get("vocab_path")
     vocab = ctx.loaded.root / str(vocab_rel) if vocab_rel else tok.upstream_vocab_path()

@@ -9,8 +9,8 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
-from .. import __version__
-from ..errors import FactoryError
+from factory import __version__
+from factory.errors import FactoryError
 
 P = ParamSpec("P")
 R = TypeVar("R")

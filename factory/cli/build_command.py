@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .app import app, reports_errors
-from .options import EndpointOption, MatrixOption, MlcSourceOption, OnlyOption, SkipOption
-from .render import build_summary, node_events, say_to, show_build_end, stderr_console
+from factory.cli.app import app, reports_errors
+from factory.cli.options import EndpointOption, MatrixOption, MlcSourceOption, OnlyOption, SkipOption
+from factory.cli.render import build_summary, node_events, say_to, show_build_end, stderr_console
 
 PANEL = "Plan and build"
 
@@ -47,8 +47,8 @@ def build(
     mlc_llm_source: MlcSourceOption = None,
 ) -> None:
     """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
-    from ..build import BuildSettings
-    from ..build.matrix import BuildRequest, build_matrix
+    from factory.build import BuildSettings
+    from factory.build.matrix import BuildRequest, build_matrix
 
     settings = BuildSettings(
         work=work,

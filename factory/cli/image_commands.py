@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .app import app, reports_errors
-from .options import MatrixOption, MlcSourceOption, retired
-from .render import (
+from factory.cli.app import app, reports_errors
+from factory.cli.options import MatrixOption, MlcSourceOption, retired
+from factory.cli.render import (
     echo_lines,
     export_lines,
     image_line,
@@ -52,8 +52,8 @@ def images_build(
     mlc_llm_source: MlcSourceOption = None,
 ) -> None:
     """Build each toolchain's image unless its content tag already exists (locally, or in --registry)."""
-    from ..images import BuildExtras
-    from ..toolchain_images import build_images
+    from factory.toolchains.images.builder import BuildExtras
+    from factory.toolchains.images.manage import build_images
 
     extras = BuildExtras(
         ca_certs=tuple(ca_cert or ()), wheelhouse=wheelhouse, offline=offline, mlc_llm_source=mlc_llm_source
@@ -75,7 +75,7 @@ def images_ls(
     ] = None,
 ) -> None:
     """List toolchain images in the local engine."""
-    from ..toolchain_images import list_toolchain_images
+    from factory.toolchains.images.manage import list_toolchain_images
 
     print_out(image_table(list_toolchain_images(matrix)))
 
@@ -99,6 +99,6 @@ def images_metal_env(
     ] = None,
 ) -> None:
     """Print the exports images/metal-runner/bootstrap.sh reads, staging the patches it applies."""
-    from ..toolchain_images import metal_exports
+    from factory.toolchains.images.manage import metal_exports
 
     echo_lines(export_lines(metal_exports(matrix, toolchain, prefix_root)))

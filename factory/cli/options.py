@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..store_choice import DEFAULT_MATRIX
+from factory.store.choice import DEFAULT_MATRIX
 
 if TYPE_CHECKING:
-    from ..trust import Trust
+    from factory.store.trust import Trust
 
 MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="Matrix manifest, e.g. manifests/world.yaml")]
 OnlyOption = Annotated[
@@ -71,6 +71,6 @@ def retired(spelling: str, instead: str) -> Callable[[object], object]:
 
 def trusted(keys: list[str] | None) -> Trust | None:
     """--trust, else FACTORY_TRUST, else the trust file; None when nothing is configured."""
-    from ..trust import load_trust
+    from factory.store.trust import load_trust
 
     return load_trust(keys)

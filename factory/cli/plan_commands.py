@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from .app import app, reports_errors
-from .options import MatrixOption, OnlyOption, SkipOption
-from .render import echo_lines, lock_lines, print_out
+from factory.cli.app import app, reports_errors
+from factory.cli.options import MatrixOption, OnlyOption, SkipOption
+from factory.cli.render import echo_lines, lock_lines, print_out
 
 PANEL = "Plan and build"
 
@@ -34,9 +34,9 @@ def plan(
     ] = False,
 ) -> None:
     """Print the build graph: fetch, tokenizer, convert, compile and bundle nodes with build keys."""
-    from ..locked import load_locked
-    from ..plan import plan as make_plan
-    from ..plan_views import render_github, render_json, render_table
+    from factory.manifest.locked import load_locked
+    from factory.plan.graph import plan as make_plan
+    from factory.plan.views import render_github, render_json, render_table
 
     loaded, lock = load_locked(matrix, require_locked=locked)
     graph = make_plan(loaded, lock, only=only or (), skip=skip or ())
@@ -60,7 +60,7 @@ def lock(
     ] = False,
 ) -> None:
     """Resolve HF revisions and base-image digests into <manifest>.lock."""
-    from ..locked import update_lock
+    from factory.manifest.locked import update_lock
 
     echo_lines(lock_lines(update_lock(matrix, upgrade=upgrade, check=check, local_images=local_images)))
 
@@ -85,6 +85,6 @@ def schema(
     ] = SchemaDocument.manifest,
 ) -> None:
     """Print a JSON Schema: the matrix manifest's (for editor completion) or a store document's."""
-    from ..schemas import json_schema
+    from factory.cli.schemas import json_schema
 
     typer.echo(json_schema(document.value))

@@ -15,21 +15,21 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     # Types only: `factory --version` should not import the whole factory.
-    from ..build.matrix import MatrixBuild
-    from ..documents import Index
-    from ..executor import Outcome
-    from ..housekeeping import GcReport
-    from ..images import BuildLog
-    from ..locked import LockUpdate
-    from ..mirror import MirrorReport
-    from ..publish import PublishReport
-    from ..pull import Pulled
-    from ..release import Release
-    from ..run_bundle import RunResult
-    from ..rwkv_world_tokenizer import TokenizerFile
-    from ..signing import KeyPair
-    from ..toolchain_images import ImageListing, ImageResult
-    from ..verify import Verified
+    from factory.build.executor import Outcome
+    from factory.build.matrix import MatrixBuild
+    from factory.build.run_bundle import RunResult
+    from factory.manifest.locked import LockUpdate
+    from factory.store.documents import Index
+    from factory.store.housekeeping import GcReport
+    from factory.store.mirror import MirrorReport
+    from factory.store.publish import PublishReport
+    from factory.store.pull import Pulled
+    from factory.store.release import Release
+    from factory.store.signing import KeyPair
+    from factory.store.verify import Verified
+    from factory.tokenizer.rwkv_world import TokenizerFile
+    from factory.toolchains.images.builder import BuildLog
+    from factory.toolchains.images.manage import ImageListing, ImageResult
 
 # Piped output gets wide lines rather than truncated columns.
 PIPED_WIDTH = 200
@@ -84,7 +84,7 @@ def build_summary(out: Path) -> Callable[[MatrixBuild], None]:
     """The end-of-build table, shown as soon as the cells are done (before any publish)."""
 
     def show(result: MatrixBuild) -> None:
-        from ..build_report import render_summary
+        from factory.build.report import render_summary
 
         print_out(render_summary(result.graph, result.outcomes, out), soft_wrap=True)
 
@@ -157,7 +157,7 @@ def image_table(listing: ImageListing) -> Table:
 def image_session(console: Console) -> Callable[[str], AbstractContextManager[BuildLog]]:
     """Per toolchain: a live status line with the build step, and its log lines above it."""
 
-    from ..images import BuildLog
+    from factory.toolchains.images.builder import BuildLog
 
     @contextmanager
     def session(name: str) -> Iterator[BuildLog]:

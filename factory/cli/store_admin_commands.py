@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .app import app, reports_errors
-from .options import (
+from factory.cli.app import app, reports_errors
+from factory.cli.options import (
     EndpointOption,
     MatrixOption,
     OnlyOption,
@@ -18,7 +18,7 @@ from .options import (
     retired,
     trusted,
 )
-from .render import echo_lines, gc_lines, keygen_lines, mirror_lines, release_lines, yank_line
+from factory.cli.render import echo_lines, gc_lines, keygen_lines, mirror_lines, release_lines, yank_line
 
 PANEL = "Releases and store care"
 
@@ -38,9 +38,9 @@ def gc(
 
     Blobs younger than --grace are kept, so a publish running meanwhile keeps the blobs
     it uploaded before its manifests."""
-    from ..housekeeping import gc as do_gc
-    from ..housekeeping import parse_duration
-    from ..store_choice import choose_store
+    from factory.store.choice import choose_store
+    from factory.store.housekeeping import gc as do_gc
+    from factory.store.housekeeping import parse_duration
 
     seconds = parse_duration(grace)  # a bad --grace is refused before the store is opened
     report = do_gc(choose_store(store, endpoint_url, matrix), delete=delete, grace=seconds)
@@ -60,8 +60,8 @@ def yank(
     matrix: StoreMatrixOption = None,
 ) -> None:
     """Mark a bundle version withdrawn, without deleting it."""
-    from ..housekeeping import yank as do_yank
-    from ..store_choice import choose_store
+    from factory.store.choice import choose_store
+    from factory.store.housekeeping import yank as do_yank
 
     name = "/".join((model, quant, target))
     index = do_yank(choose_store(store, endpoint_url, matrix), name, version, reason)
@@ -91,7 +91,7 @@ def release(
     ] = None,
 ) -> None:
     """Write the release manifest and the index for the manifest's release version, and print the notes."""
-    from ..release import release_matrix
+    from factory.store.release import release_matrix
 
     made, url = release_matrix(
         matrix, store=store, endpoint_url=endpoint_url, only=tuple(only or ()), notes=notes, output_file=output_file
@@ -108,7 +108,7 @@ def keygen(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
 ) -> None:
     """Make an ed25519 signing key pair (private key mode 0600, never printed)."""
-    from ..signing import keygen as make_keys
+    from factory.store.signing import keygen as make_keys
 
     echo_lines(keygen_lines(make_keys(out, force=force)))
 
@@ -127,7 +127,7 @@ def mirror(
     trust: TrustOption = None,
 ) -> None:
     """Copy what DST lacks (blobs verified byte by byte, then manifests, then the index)."""
-    from ..mirror_cli import run_mirror
+    from factory.store.mirror_stores import run_mirror
 
     report = run_mirror(
         src, dst, only=only or [], release=release_name, endpoint_url=endpoint_url, jobs=jobs, trust=trusted(trust),
@@ -147,7 +147,7 @@ def catalog(
     trust: TrustOption = None,
 ) -> None:
     """Write a static catalog page of every bundle a store holds."""
-    from ..catalog import make_catalog
-    from ..store_choice import choose_store
+    from factory.store.catalog import make_catalog
+    from factory.store.choice import choose_store
 
     echo_lines(make_catalog(choose_store(store, endpoint_url), trusted(trust), out, publish=publish_to_store))

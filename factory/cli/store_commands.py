@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .app import app, reports_errors
-from .options import EndpointOption, StoreMatrixOption, StoreOption, TrustOption, retired, trusted
-from .render import echo_lines, index_table, print_out, publish_lines, pulled_lines, verified_line
+from factory.cli.app import app, reports_errors
+from factory.cli.options import EndpointOption, StoreMatrixOption, StoreOption, TrustOption, retired, trusted
+from factory.cli.render import echo_lines, index_table, print_out, publish_lines, pulled_lines, verified_line
 
 PANEL = "Publish and pull"
 
@@ -27,8 +27,8 @@ def publish(
     ] = False,
 ) -> None:
     """Upload missing blobs, then bundle manifests, then the index."""
-    from ..publish import publish as do_publish
-    from ..store_choice import choose_store
+    from factory.store.choice import choose_store
+    from factory.store.publish import publish as do_publish
 
     target = choose_store(store, endpoint_url, matrix, create=True)
     echo_lines(publish_lines(do_publish(target, bundles, jobs=jobs, index=not no_index), target.url))
@@ -55,8 +55,8 @@ def pull(
     trust: TrustOption = None,
 ) -> None:
     """Download a bundle, verify every byte, and lay it out for its runtime."""
-    from ..pull import pull as do_pull
-    from ..store_choice import choose_store
+    from factory.store.choice import choose_store
+    from factory.store.pull import pull as do_pull
 
     pulled = do_pull(
         choose_store(store, endpoint_url, matrix), model, quant, target, version=version, out=out,
@@ -74,8 +74,8 @@ def ls(
     trust: TrustOption = None,
 ) -> None:
     """List the bundles a store's index holds."""
-    from ..store_choice import choose_store
-    from ..trust import open_index
+    from factory.store.choice import choose_store
+    from factory.store.trust import open_index
 
     print_out(index_table(open_index(choose_store(store, endpoint_url, matrix), trusted(trust))))
 
@@ -94,7 +94,7 @@ def verify(
     trust: TrustOption = None,
 ) -> None:
     """Check every byte against its manifest: one bundle folder, or every blob of a store."""
-    from ..verify import verify as do_verify
+    from factory.store.verify import verify as do_verify
 
     typer.echo(verified_line(do_verify(what, store=store, endpoint_url=endpoint_url, matrix=matrix, trust_keys=trust,
                                        jobs=jobs)))  # fmt: skip

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .app import app, reports_errors
-from .options import retired
-from .render import echo_lines, run_lines, tokenizer_lines
+from factory.cli.app import app, reports_errors
+from factory.cli.options import retired
+from factory.cli.render import echo_lines, run_lines, tokenizer_lines
 
 PANEL = "Toolchains and tools"
 
@@ -38,7 +38,7 @@ def tokenizer_rwkv_world(
     """Make MLC's RWKV World `tokenizer_model` from the upstream vocab and run the conformance check.
 
     The file is written only if the check passes."""
-    from ..rwkv_world_tokenizer import make_tokenizer_file
+    from factory.tokenizer.rwkv_world import make_tokenizer_file
 
     echo_lines(tokenizer_lines(make_tokenizer_file(output, vocab=vocab, tokenizers_cpp=tokenizers_cpp)))
 
@@ -56,11 +56,11 @@ def run_command(
     image: Annotated[str | None, typer.Option("--image", help="Toolchain image (default: the bundle's).")] = None,
 ) -> None:
     """Run a prompt through a CPU bundle: encode with its tokenizer, prefill, decode; print figures."""
-    from ..run_bundle import RunRequest, run_bundle
+    from factory.build.run_bundle import RunRequest, run_bundle
 
     result = run_bundle(RunRequest(bundle=bundle, prompt=prompt, tokens=tokens, raw=raw, on_host=on_host, image=image))
     echo_lines(run_lines(result))
     if result.verdict.failed:
-        from ..gates import GateFailure
+        from factory.build.gates import GateFailure
 
         raise typer.Exit(GateFailure.exit_code)  # the figures are printed; unusable logits fail like the gate

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from ..matrix import expand_cells, rule_matches
-from ..toolchains import FLOWS, Unsupported
-from ..yamlfile import PathKey
-from .model import NAME_RE, Manifest, Model, Toolchain
+from factory.manifest.matrix import expand_cells, rule_matches
+from factory.manifest.model import NAME_RE, Manifest, Model, Toolchain
+from factory.manifest.yamlfile import PathKey
+from factory.toolchains import FLOWS, Unsupported
 
 # Which runner serves which device kinds. The container runner is Docker on
 # Linux; the host runner is the macOS metal-runner prefix.

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import InputError, Problem
-from ..yamlfile import Located, PathKey, dotted, load_yaml
-from .checks import check_manifest
-from .model import Manifest
+from factory.errors import InputError, Problem
+from factory.manifest.checks import check_manifest
+from factory.manifest.model import Manifest
+from factory.manifest.yamlfile import Located, PathKey, dotted, load_yaml
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from types import FrameType
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Host variables a step may inherit. Everything else (HF_TOKEN, AWS_*, GITHUB_TOKEN,
 # ...) stays behind: fetch and publish run in the factory itself, so no step needs them.
@@ -106,6 +111,60 @@ class Cancellation:
             with contextlib.suppress(Exception):
                 stop()
         return len(stops)
+
+
+@contextlib.contextmanager
+def signals_cancel(cancel: Cancellation) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM cancel through `cancel` instead of raising in
+    whatever the main thread was doing (off the main thread, signals are left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        cancel.request(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def interruptible(cancel: Cancellation, work: Callable[[], T]) -> T:
+    """Run `work` so that Ctrl-C and SIGTERM stop it cleanly, whichever thread calls.
+
+    On the main thread, `work` runs on a worker while the main thread only waits, holds
+    the signal handlers and, once a signal came, stops what `work` registered with
+    `cancel`. A signal never raises inside the engine client or a subprocess wait (a
+    KeyboardInterrupt there can leave a connection pool's lock held, and the cleanup that
+    follows then blocks on it forever). Off the main thread (a build's workers), the
+    caller's main thread already does this, so `work` just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=body, name="step", daemon=True)
+    with signals_cancel(cancel):
+        worker.start()
+        stopped = False
+        while worker.is_alive():
+            worker.join(0.1)
+            if cancel.is_set() and not stopped:
+                stopped = True
+                cancel.stop_all()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 class Runner(Protocol):

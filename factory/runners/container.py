@@ -5,9 +5,10 @@ caller's uid:gid so outputs belong to the caller; network is off unless the
 step asks for it; GPUs are passed only to steps that need one; the container
 is removed on success, on failure and on Ctrl-C or SIGTERM.
 
-Steps usually run on worker threads, where no signal arrives: a build shares one
+Steps run on worker threads, where no signal arrives: a build shares one
 Cancellation with its runners, and its main thread stops the containers they
-registered (factory/build/interrupt.py).
+registered (factory/build/interrupt.py). Called on the main thread (`factory run`),
+the runner makes its own worker the same way (`base.interruptible`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ import os
 import signal
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import FactoryError
-from .base import Cancellation, Step, StepResult, step_environment
+from factory.errors import FactoryError
+from factory.runners.base import Cancellation, Step, StepResult, interruptible, step_environment
 
 RUN_LABEL = "org.factory.run"
 STEP_LABEL = "org.factory.step"
@@ -61,24 +60,6 @@ class StepInterrupted(FactoryError):
     exit_code = 130
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI runner cancelling the job) unwinds like Ctrl-C, so cleanup runs."""
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class ContainerRunner:
     def __init__(self, client: Any, *, user: tuple[int, int] | None = None, cancel: Cancellation | None = None) -> None:
         self.client = client
@@ -87,6 +68,13 @@ class ContainerRunner:
         self.cancel = cancel or Cancellation()
 
     def run(self, step: Step, on_line: Callable[[str], None]) -> StepResult:
+        try:
+            return interruptible(self.cancel, functools.partial(self._run, step, on_line))
+        except StepInterrupted as exc:
+            exc.exit_code = 128 + (self.cancel.signum or signal.SIGINT)
+            raise
+
+    def _run(self, step: Step, on_line: Callable[[str], None]) -> StepResult:
         from docker.errors import DockerException
 
         for mount in step.mounts:
@@ -97,39 +85,36 @@ class ContainerRunner:
         container = None
         token = None
         interrupted = StepInterrupted(f"step {step.name} interrupted; its container was removed")
-        with _sigterm_as_interrupt():
-            try:
-                if self.cancel.is_set():
-                    raise StepInterrupted(f"step {step.name} not started: the build was interrupted")
-                container = self.client.containers.create(**config)
-                token = self.cancel.register(functools.partial(_remove, container))
-                if token is None:
-                    raise interrupted
-                container.start()
-                pending = ""
-                for chunk in container.logs(stream=True, follow=True):
-                    pending += chunk.decode("utf-8", "replace")
-                    *lines, pending = pending.split("\n")
-                    for line in lines:
-                        tail.append(line)
-                        on_line(line)
-                if pending:
-                    tail.append(pending)
-                    on_line(pending)
-                status = container.wait()
-                if self.cancel.is_set():
-                    raise interrupted
-                return StepResult(int(status.get("StatusCode", 1)), tuple(tail))
-            except KeyboardInterrupt:
+        try:
+            if self.cancel.is_set():
+                raise StepInterrupted(f"step {step.name} not started: the build was interrupted")
+            container = self.client.containers.create(**config)
+            token = self.cancel.register(functools.partial(_remove, container))
+            if token is None:
+                raise interrupted
+            container.start()
+            pending = ""
+            for chunk in container.logs(stream=True, follow=True):
+                pending += chunk.decode("utf-8", "replace")
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    tail.append(line)
+                    on_line(line)
+            if pending:
+                tail.append(pending)
+                on_line(pending)
+            status = container.wait()
+            if self.cancel.is_set():
+                raise interrupted
+            return StepResult(int(status.get("StatusCode", 1)), tuple(tail))
+        except DockerException:
+            if self.cancel.is_set():  # the main thread removed the container under us
                 raise interrupted from None
-            except DockerException:
-                if self.cancel.is_set():  # the main thread removed the container under us
-                    raise interrupted from None
-                raise
-            finally:
-                self.cancel.unregister(token)
-                if container is not None:
-                    _remove(container)
+            raise
+        finally:
+            self.cancel.unregister(token)
+            if container is not None:
+                _remove(container)
 
     def leftovers(self) -> list[str]:
         """Containers this runner started that still exist (should always be empty)."""

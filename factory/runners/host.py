@@ -8,13 +8,14 @@ allow-list the container runner uses.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import process
-from ..errors import FactoryError
-from .base import Cancellation, Step, StepResult, step_environment
+from factory import process
+from factory.errors import FactoryError
+from factory.runners.base import Cancellation, Step, StepResult, interruptible, step_environment
 
 READY_MARK = ".factory-ready"
 
@@ -30,6 +31,9 @@ class HostRunner:
         self.cancel = cancel or Cancellation()
 
     def run(self, step: Step, on_line: Callable[[str], None]) -> StepResult:
+        return interruptible(self.cancel, functools.partial(self._run, step, on_line))
+
+    def _run(self, step: Step, on_line: Callable[[str], None]) -> StepResult:
         env = step_environment(step)
         bin_dir = self.prefix / "venv" / "bin"
         env["PATH"] = f"{bin_dir}:/usr/bin:/bin:/usr/sbin:/sbin"

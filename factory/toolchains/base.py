@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ..manifest.model import BuildOptions, Model, ModelType, Target, WeightFormat
+from factory.manifest.model import BuildOptions, Model, ModelType, Target, WeightFormat
 
 
 @dataclass(frozen=True, kw_only=True)

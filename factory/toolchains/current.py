@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from ..manifest.model import BuildOptions, Model, ModelType, Target
-from .base import CONVERTED, MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported, host_triple
-from .contract import current_contract
+from factory.manifest.model import BuildOptions, Model, ModelType, Target
+from factory.toolchains.base import CONVERTED, MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported, host_triple
+from factory.toolchains.contract import current_contract
 
 READ_AT = "bb586e51eb20cba2e82216b75d22d8dd6657cce1"
 CONTRACT = current_contract(READ_AT)

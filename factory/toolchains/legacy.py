@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..manifest.model import BuildOptions, Model, ModelType, Target
-from .base import MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported
-from .contract import legacy_contract
+from factory.manifest.model import BuildOptions, Model, ModelType, Target
+from factory.toolchains.base import MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported
+from factory.toolchains.contract import legacy_contract
 
 READ_AT = "b44cdc53381bd804ef000775bb280de1c7ca6439"
 CONTRACT = legacy_contract(READ_AT)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Print the config.cmake of one build stage of the toolchain image, from the
-# build args in the environment (factory/image_plan.py: PIN_ARGS):
+# build args in the environment (factory/toolchains/images/plan.py: PIN_ARGS):
 #
 #   bash cmake-config.sh tvm|mlc-legacy|mlc-current > build/config.cmake
 #

@@ -4,7 +4,7 @@
 # keyed by the toolchain's hash, reused by every later run with the same hash.
 #
 # The pins arrive as the same variables the Linux image takes as build args
-# (factory/image_plan.py: PIN_ARGS); `factory images metal-env` prints them:
+# (factory/toolchains/images/plan.py: PIN_ARGS); `factory images metal-env` prints them:
 #
 #   eval "$(factory images metal-env --matrix manifests/world.yaml --toolchain NAME)"
 #   bash images/metal-runner/bootstrap.sh

@@ -102,7 +102,7 @@ def test_build_converts_once_per_quant_and_a_rerun_starts_nothing(project: Proje
 
 
 def _check_bundle(bundle: Path, manifest: dict[str, Any], quant: str) -> None:
-    from factory.bundle import sha256_file
+    from factory.store.bundle_folder import sha256_file
 
     listed = {f["path"]: f for f in manifest["files"]}
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"factory-bundle.json"}
@@ -195,7 +195,7 @@ def test_nan_weights_fail_the_params_gate_with_the_hint(project: Project) -> Non
 
 
 def test_a_broken_vocab_fails_the_tokenizer_check(project: Project) -> None:
-    from factory.rwkv_world_tokenizer import upstream_vocab_path
+    from factory.tokenizer.rwkv_world import upstream_vocab_path
 
     lines = upstream_vocab_path().read_text(encoding="utf-8").splitlines(keepends=True)
     broken = project.root / "vocab" / "broken_vocab.txt"

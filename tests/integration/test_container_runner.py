@@ -164,9 +164,9 @@ def test_an_interrupted_step_leaves_no_container(
 
 
 def test_the_image_carries_the_rendered_pins(conformance_image: BuiltToolchain, docker_client: Any) -> None:
-    from factory.image_plan import plan_image
-    from factory.lock import Lock
-    from factory.manifest import load_manifest
+    from factory.manifest.load import load_manifest
+    from factory.manifest.lock import Lock
+    from factory.toolchains.images.plan import plan_image
 
     plan = plan_image(load_manifest(conformance_image.manifest), "conformance", Lock(), local_base_id="sha256:x")
     runner = ContainerRunner(docker_client)

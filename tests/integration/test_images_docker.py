@@ -51,9 +51,9 @@ def test_images_ls_marks_the_current_image(conformance_image: BuiltToolchain) ->
 
 
 def test_a_changed_patch_changes_the_tag(conformance_image: BuiltToolchain, tmp_path: Path) -> None:
-    from factory.image_plan import plan_image
-    from factory.lock import Lock
-    from factory.manifest import load_manifest
+    from factory.manifest.load import load_manifest
+    from factory.manifest.lock import Lock
+    from factory.toolchains.images.plan import plan_image
 
     root = conformance_image.manifest.parent
     before = plan_image(load_manifest(conformance_image.manifest), "conformance", Lock(), local_base_id="sha256:x")

@@ -260,7 +260,7 @@ def test_a_bundle_with_two_layers_swapped_is_refused_by_the_parity_gate(built: B
 def test_the_reference_conversion_matches_the_reference_on_the_original_layout(
     built: Built, docker_client: Any
 ) -> None:
-    """factory/reference_script.py's renaming, checked in the toolchain against models the
+    """factory/in_toolchain/reference_script.py's renaming, checked in the toolchain against models the
     reference package loads directly (tests/support/reference_roundtrip.py)."""
     bundle = json.loads(
         (built.bundle("rwkv-5-world-tiny", "q4f16_1", "cpu-x86_64") / "factory-bundle.json").read_text()
@@ -272,7 +272,7 @@ def test_the_reference_conversion_matches_the_reference_on_the_original_layout(
         bundle["provenance"]["image"],
         ["python", "/t/reference_roundtrip.py", "/factory", "/work/rt"],
         volumes={
-            str(repo / "factory"): {"bind": "/factory", "mode": "ro"},
+            str(repo / "factory" / "in_toolchain"): {"bind": "/factory", "mode": "ro"},
             str(repo / "tests" / "support"): {"bind": "/t", "mode": "ro"},
             str(work): {"bind": "/work/rt", "mode": "rw"},
         },

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from factory import blob_cache
 from factory.errors import LocalDiskError
-from factory.publish import publish
-from factory.pull import pull
-from factory.storage import open_store
+from factory.store import blob_cache
+from factory.store.backends import open_store
+from factory.store.publish import publish
+from factory.store.pull import pull
 from tests.support.bundles import make_bundle
 from tests.support.run import factory
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from factory.storage import open_store
-from factory.store_index import read_index
+from factory.store.backends import open_store
+from factory.store.index import read_index
 from tests.support.bundles import make_bundle
 from tests.support.docker import toolchain_manifest
 from tests.support.run import factory

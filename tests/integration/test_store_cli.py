@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.storage.base import blob_key
+from factory.store.backends.base import blob_key
 from tests.support.bundles import make_bundle
 from tests.support.run import factory
 from tests.support.s3servers import S3Server, moto_server
@@ -95,8 +95,8 @@ def test_a_publisher_killed_with_sigkill_is_finished_by_running_it_again(
     import subprocess
     import time
 
-    from factory.storage import open_store
-    from factory.store_index import read_index
+    from factory.store.backends import open_store
+    from factory.store.index import read_index
     from tests.support.run import FACTORY
 
     bucket = f"kill-{uuid.uuid4().hex[:10]}"

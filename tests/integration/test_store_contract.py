@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from factory.errors import FactoryError, IntegrityError
-from factory.publish import publish
-from factory.pull import pull
-from factory.storage import Store, open_store
-from factory.storage.base import PreconditionFailed, StoreAccessError, StoreError, blob_key
-from factory.store_index import read_index
+from factory.store.backends import Store, open_store
+from factory.store.backends.base import PreconditionFailed, StoreAccessError, StoreError, blob_key
+from factory.store.index import read_index
+from factory.store.publish import publish
+from factory.store.pull import pull
 from tests.support.bundles import make_bundle
 from tests.support.s3servers import S3Server, moto_server, rgw_server
 
@@ -369,7 +369,7 @@ class Reads:
 def test_an_index_record_pointing_outside_the_layout_is_refused_before_any_read(
     store: Store, tmp_path: Path, key: str
 ) -> None:
-    from factory.documents import DocumentError
+    from factory.store.documents import DocumentError
 
     publish(store, [make_bundle(tmp_path / "dist")])
     (tmp_path / "x.json").write_text("{}")  # what a local store would read for ../x.json
@@ -396,7 +396,7 @@ def test_every_backend_refuses_a_key_outside_its_layout_before_any_io(store: Sto
 
 
 def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: Store, tmp_path: Path) -> None:
-    from factory.housekeeping import gc, yank
+    from factory.store.housekeeping import gc, yank
 
     publish(store, [make_bundle(tmp_path / "v1", version="1.0.0", seed=1)])
     publish(store, [make_bundle(tmp_path / "v2", version="1.1.0", seed=2)])
@@ -426,7 +426,7 @@ def test_yank_moves_latest_back_and_gc_removes_only_unreferenced_blobs(store: St
 def test_gc_delete_keeps_the_blobs_of_a_publish_still_running(store: Store, tmp_path: Path) -> None:
     """A publish uploads blobs before the manifest that references them: until then they
     are unreferenced, and only their age tells gc to leave them alone."""
-    from factory.housekeeping import gc
+    from factory.store.housekeeping import gc
 
     publish(store, [make_bundle(tmp_path / "done", version="1.0.0", seed=1)])
     running = make_bundle(tmp_path / "running", version="1.1.0", seed=2, megabytes=0.1)
@@ -462,7 +462,7 @@ def test_wrong_credentials_on_rgw_are_a_clear_access_error_without_retries(
     for key, value in server.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    from factory.storage.s3 import S3Store
+    from factory.store.backends.s3 import S3Store
 
     store = S3Store("any-bucket", "p")
     with pytest.raises(StoreAccessError) as caught:
@@ -477,7 +477,7 @@ def test_a_full_local_disk_and_a_cancel_pass_through_every_backend_unchanged(sto
     """The caller must tell its own disk (or its own cancel) from a store failure."""
     import errno
 
-    from factory.storage.base import LocalWriteError, TransferCancelled
+    from factory.store.backends.base import LocalWriteError, TransferCancelled
 
     digest, path = _blob(tmp_path, b"z" * 100_000)
     store.put_blob(digest, path)

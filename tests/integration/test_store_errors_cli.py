@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from factory.storage.base import blob_key
+from factory.store.backends.base import blob_key
 from tests.support.bundles import make_bundle
 from tests.support.run import factory
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from factory.bundle import bundle_manifest, describe, write_manifest
+from factory.store.bundle_folder import bundle_manifest, describe, write_manifest
 
 
 def make_params(folder: Path, *, seed: int = 0, megabytes: float = 1.0) -> None:

@@ -2,7 +2,7 @@
 conversion. A tiny RWKV-5.2 and RWKV-6 model is made in the layout the reference
 package loads directly (the original `.pth` names), run by the reference as it is;
 then written in the Hugging Face layout (with a table of this file's own, not the
-factory's) and run through factory/reference_script.py. The logits must be equal.
+factory's) and run through factory/in_toolchain/reference_script.py. The logits must be equal.
 
     python reference_roundtrip.py FACTORY_DIR WORK_DIR
 Prints `ROUNDTRIP {json}` with the largest difference per version.

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from factory.engine import docker_client
 from factory.runners import Step
 from factory.runners.container import ContainerRunner
+from factory.runners.engine import docker_client
 
 
 def main() -> int:

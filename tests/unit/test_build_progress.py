@@ -7,9 +7,9 @@ import io
 
 from rich.console import Console
 
+from factory.build.executor import Outcome
 from factory.build.progress import StepProgress, elapsed
-from factory.executor import Outcome
-from factory.plan import Node
+from factory.plan.graph import Node
 
 
 class Clock:

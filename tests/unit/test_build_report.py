@@ -7,12 +7,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from factory.build_report import gate_column, read_gates, render_summary
-from factory.bundle import bundle_manifest, write_manifest
-from factory.executor import Outcome
-from factory.lock import Lock
-from factory.manifest import load_manifest
-from factory.plan import plan
+from factory.build.executor import Outcome
+from factory.build.report import gate_column, read_gates, render_summary
+from factory.manifest.load import load_manifest
+from factory.manifest.lock import Lock
+from factory.plan.graph import plan
+from factory.store.bundle_folder import bundle_manifest, write_manifest
 from tests.conftest import WORLD
 
 

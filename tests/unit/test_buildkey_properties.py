@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factory import buildkey
-from factory.lock import Lock
 from factory.manifest.load import validate_manifest
-from factory.plan import BuildGraph, plan
-from factory.yamlfile import Located
+from factory.manifest.lock import Lock
+from factory.manifest.yamlfile import Located
+from factory.plan.graph import BuildGraph, plan
 from tests.conftest import WORLD
 
 BASE: dict[str, Any] = yaml.safe_load(WORLD.read_text())

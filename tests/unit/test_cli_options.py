@@ -18,10 +18,10 @@ import yaml
 from typer.testing import CliRunner
 
 from factory.cli import app
-from factory.housekeeping import verify_store
-from factory.publish import publish
-from factory.storage import open_store
-from factory.storage.local import LocalStore
+from factory.store.backends import open_store
+from factory.store.backends.local import LocalStore
+from factory.store.housekeeping import verify_store
+from factory.store.publish import publish
 from tests.conftest import WORLD
 from tests.support.bundles import make_bundle
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from factory.lock import Lock
-from factory.manifest import load_manifest
-from factory.plan import plan
+from factory.manifest.load import load_manifest
+from factory.manifest.lock import Lock
+from factory.plan.graph import plan
 from factory.toolchains import FLOWS
 from factory.toolchains.base import MODEL_ROOT
 from factory.toolchains.contract import contract_for, current_contract, legacy_contract
@@ -249,7 +249,7 @@ def test_the_current_standin_indexes_a_lone_safetensors_in_the_source_as_upstrea
 def test_the_current_standin_fails_on_a_read_only_source_unless_fetch_made_the_index(
     standin: dict[str, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from factory.fetch import index_single_safetensors
+    from factory.build.fetch import index_single_safetensors
 
     contract = standin["_contract"].load(CURRENT_PIN)
     source = _lone_safetensors(tmp_path / "model")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from factory.errors import IntegrityError
-from factory.storage.base import DigestReader
+from factory.store.backends.base import DigestReader
 
 
 def _file(tmp_path: Path, data: bytes) -> Path:

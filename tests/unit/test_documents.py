@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.bundle import bundle_manifest, write_manifest
-from factory.documents import (
+from factory.store.bundle_folder import bundle_manifest, write_manifest
+from factory.store.documents import (
     BundleFile,
     BundleManifest,
     DocumentError,
@@ -165,7 +165,7 @@ def test_store_keys_that_could_leave_the_layout_are_always_refused() -> None:
     from hypothesis import strategies as st
 
     from factory.errors import IntegrityError
-    from factory.storage.base import check_key
+    from factory.store.backends.base import check_key
 
     segment = st.text(alphabet="ab.-_/\\\x00 ", min_size=0, max_size=6)
     plain = st.from_regex(r"[ab_][ab._+-]{0,5}", fullmatch=True)

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from factory.build.executor import Executor, NodeCache, NodeHandler
 from factory.errors import FactoryError
-from factory.executor import Executor, NodeCache, NodeHandler
-from factory.lock import Lock
-from factory.manifest import load_manifest
-from factory.plan import BuildGraph, Node
-from factory.plan import plan as make_plan
+from factory.manifest.load import load_manifest
+from factory.manifest.lock import Lock
+from factory.plan.graph import BuildGraph, Node
+from factory.plan.graph import plan as make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from factory.image_plan import METAL_SHARED, PIN_ARGS, plan_image, plan_metal_prefix
-from factory.lock import Lock
-from factory.manifest import load_manifest
-from factory.plan import plan
+from factory.manifest.load import load_manifest
+from factory.manifest.lock import Lock
+from factory.plan.graph import plan
 from factory.toolchains.contract import contract_for
+from factory.toolchains.images.plan import METAL_SHARED, PIN_ARGS, plan_image, plan_metal_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 CUDA = REPO / "images" / "cuda"

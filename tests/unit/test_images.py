@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from factory.image_plan import PIN_ARGS, TRANSPORT_ARGS, plan_image
-from factory.images import BuildExtras, context_tar
-from factory.lock import Lock
-from factory.manifest import load_manifest
+from factory.manifest.load import load_manifest
+from factory.manifest.lock import Lock
+from factory.toolchains.images.builder import BuildExtras, context_tar
+from factory.toolchains.images.plan import PIN_ARGS, TRANSPORT_ARGS, plan_image
 from tests.support.docker import conformance_context, toolchain_manifest
 from tests.support.run import factory
 

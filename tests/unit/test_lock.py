@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from factory.errors import InputError, NetworkError
-from factory.lock import Lock, floating_refs, missing_entries, read_lock, resolve_lock, write_lock
-from factory.manifest import load_manifest
+from factory.manifest.load import load_manifest
+from factory.manifest.lock import Lock, floating_refs, missing_entries, read_lock, resolve_lock, write_lock
 from tests.conftest import WORLD
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from factory.errors import InputError
-from factory.manifest import load_manifest
+from factory.manifest.load import load_manifest
 from tests.conftest import WORLD
 
 Edit = Callable[[dict[str, Any]], None]
@@ -229,7 +229,7 @@ def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
 def test_include_readmits_excluded_cells(
     world_data: dict[str, Any], write_manifest: Callable[[dict[str, Any]], Path]
 ) -> None:
-    from factory.matrix import expand_cells
+    from factory.manifest.matrix import expand_cells
 
     cells = {c.id for c in expand_cells(load_manifest(write_manifest(world_data)).manifest)}
     assert "rwkv-4-world-1b5/q4f32_1/cuda-sm80" in cells

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.image_plan import METAL_ARGS, plan_metal_prefix
-from factory.manifest import load_manifest
+from factory.manifest.load import load_manifest
+from factory.toolchains.images.plan import METAL_ARGS, plan_metal_prefix
 from tests.support.run import factory
 
 REPO = Path(__file__).resolve().parents[2]

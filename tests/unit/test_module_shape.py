@@ -30,7 +30,7 @@ def _imported_names(module: Path) -> set[str]:
 @pytest.mark.parametrize("module", CLI_MODULES, ids=lambda p: p.name)
 def test_the_cli_leaves_store_policy_and_loading_to_the_factory(module: Path) -> None:
     """Which store a command uses, and how a manifest is read with its lock, are decided
-    once (store_choice, locked); a command module that opens either itself has grown policy."""
+    once (store/choice.py, manifest/locked.py); a command module that opens either itself has grown policy."""
     decisions = {"open_store", "load_manifest", "read_lock", "lock_path_for", "blob_cache", "prefix_root", "Console"}
     policy = decisions & _imported_names(module)
     allowed = {"render.py": {"Console"}}.get(module.name, set())

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from factory.errors import UsageError
-from factory.lock import Lock
-from factory.manifest import load_manifest
-from factory.plan import BuildGraph, plan
-from factory.plan_views import github_matrix, render_json, render_table
+from factory.manifest.load import load_manifest
+from factory.manifest.lock import Lock
+from factory.plan.graph import BuildGraph, plan
+from factory.plan.views import github_matrix, render_json, render_table
 from tests.conftest import REPO, WORLD
 
 GOLDEN = REPO / "tests" / "golden" / "world.plan.json"
@@ -241,7 +241,7 @@ def test_without_host_targets_the_metal_runner_is_not_an_input(
 
 
 def test_image_content_hash_is_what_the_image_tag_hashes_besides_the_base(world_copy: Path) -> None:
-    from factory.image_plan import image_content_hash, plan_image
+    from factory.toolchains.images.plan import image_content_hash, plan_image
 
     loaded = load_manifest(world_copy)
     lock = Lock(images={t.base_image: "sha256:" + "c" * 64 for t in loaded.manifest.toolchains.values()})

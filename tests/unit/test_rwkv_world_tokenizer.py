@@ -8,9 +8,9 @@ import msgpack
 import pytest
 from typer.testing import CliRunner
 
-from factory import rwkv_world_tokenizer as tok
 from factory.cli import app
 from factory.errors import InputError
+from factory.tokenizer import rwkv_world as tok
 
 runner = CliRunner()
 UPSTREAM = tok.upstream_vocab_path()

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from factory import gates, smoke_script
+from factory.build import gates
+from factory.in_toolchain import smoke_script
 
 
 def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], result: dict[str, Any]) -> str:

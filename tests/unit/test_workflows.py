@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from factory.lock import Lock
-from factory.manifest import load_manifest
-from factory.plan import plan
-from factory.plan_views import github_matrix
+from factory.manifest.load import load_manifest
+from factory.manifest.lock import Lock
+from factory.plan.graph import plan
+from factory.plan.views import github_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

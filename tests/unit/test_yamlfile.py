@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from factory.errors import InputError
-from factory.yamlfile import dotted, parse_yaml
+from factory.manifest.yamlfile import dotted, parse_yaml
 
 
 def test_lines_are_recorded_for_keys_and_items() -> None:

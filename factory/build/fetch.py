@@ -1,0 +1,94 @@
+"""Fetching a model snapshot from the Hugging Face hub at its locked commit.
+
+huggingface_hub does the work: HF_ENDPOINT (mirrors), HF_TOKEN and the local
+cache (HF_HOME / HF_HUB_CACHE) are honoured as everywhere else, and its
+progress bars show. The snapshot is then linked (or copied) out of the cache
+into a plain folder, since cache entries are symlinks that a container mount
+would not follow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from factory.errors import InputError, NetworkError, Problem
+from factory.manifest.model import WeightFormat
+
+# What a conversion reads: the config and one weight format (safetensors preferred).
+_CONFIG = ["config.json", "generation_config.json"]
+_SAFETENSORS = ["*.safetensors", "*.safetensors.index.json"]
+_TORCH = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+
+
+_PATTERNS: dict[WeightFormat, list[str]] = {"safetensors": _SAFETENSORS, "pytorch": _TORCH}
+
+
+def choose_files(repo_files: list[str], weight_format: WeightFormat) -> list[str] | None:
+    """PURE: the patterns to download for `weight_format`, or None if the repo has no such weights."""
+    weights = _PATTERNS[weight_format][0]
+    if not any(fnmatchcase(f, weights) for f in repo_files):
+        return None
+    return [*_CONFIG, *_PATTERNS[weight_format]]
+
+
+def fetch_snapshot(repo: str, commit: str, dest: Path, weight_format: WeightFormat, field: str = "hf.format") -> None:
+    """Download the files a conversion needs into `dest` (a new folder)."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        files = HfApi().list_repo_files(repo, revision=commit)
+        if "config.json" not in files:
+            raise InputError(
+                [Problem(file=repo, field="hf.repo", message=f"{commit[:12]} has no config.json",
+                         fix="name a Hugging Face model repo in transformers layout")]
+            )  # fmt: skip
+        patterns = choose_files(files, weight_format)
+        if patterns is None:
+            other: WeightFormat = "pytorch" if weight_format == "safetensors" else "safetensors"
+            has_other = choose_files(files, other) is not None
+            raise InputError(
+                [Problem(file=repo, field=field, message=f"{commit[:12]} has no {weight_format} weights",
+                         fix=f"set {field}: {other}" if has_other else "this repo has no weights the flows read")]
+            )  # fmt: skip
+        snapshot = Path(snapshot_download(repo, revision=commit, allow_patterns=patterns))
+    except RepositoryNotFoundError:
+        raise NetworkError(f"model repo {repo} not found (or private without HF_TOKEN)") from None
+    except RevisionNotFoundError:
+        raise NetworkError(f"commit {commit} not found in {repo}", hint="run `factory lock --upgrade`") from None
+    except (HfHubHTTPError, HTTPError, OSError) as exc:
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        raise NetworkError(f"downloading {repo} from {endpoint} failed ({type(exc).__name__}: {exc})") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in sorted(snapshot.rglob("*")):
+        if path.is_dir():
+            continue
+        target = dest / path.relative_to(snapshot)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        real = path.resolve()
+        try:
+            os.link(real, target)
+        except OSError:
+            shutil.copyfile(real, target)
+    index_single_safetensors(dest)
+
+
+def index_single_safetensors(folder: Path) -> None:
+    """Write model.safetensors.index.json beside a lone model.safetensors.
+
+    mlc-llm's convert_weight (support/auto_weight.py, _check_safetensor) writes this
+    index into the source folder itself when it is missing; the steps see the model
+    read-only, so it is made here, from the file's own header (no tensor is read)."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if not single.is_file() or index.exists():
+        return
+    with single.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    weight_map = {name: single.name for name in sorted(header) if name != "__metadata__"}
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2) + "\n")

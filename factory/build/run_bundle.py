@@ -1,0 +1,129 @@
+"""`factory run BUNDLE`: a CPU bundle, built or pulled, runs a prompt through TVM's
+Relax VM (factory/in_toolchain/vm_script.py), in its toolchain's image when the engine has it,
+else with this process's own TVM (`--on-host`).
+
+The prompt is put into the bundle's conversation template (mlc-chat-config.json) the
+way the template says, unless `--raw`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from factory.build import gates
+from factory.errors import FactoryError, InputError, Problem
+from factory.in_toolchain import SCRIPTS_DIR
+from factory.process import run as run_process
+from factory.runners import Mount, Step
+from factory.store.bundle_folder import CHAT_CONFIG, read_manifest
+from factory.store.documents import BUNDLE_MANIFEST, BundleManifest
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest:
+    bundle: Path
+    prompt: str
+    tokens: int = 16
+    raw: bool = False
+    on_host: bool = False
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    figures: gates.SmokeFigures
+    verdict: gates.GateResult
+
+
+def _problem(path: Path, field: str, message: str, fix: str) -> InputError:
+    return InputError([Problem(file=str(path), field=field, message=message, fix=fix)])
+
+
+def _layout(bundle: Path) -> tuple[BundleManifest, str, str]:
+    """(manifest, params dir relative to the bundle, library file name)."""
+    path = bundle / BUNDLE_MANIFEST
+    if not path.is_file():
+        raise _problem(path, "", "not a factory bundle (no factory-bundle.json)", "give a folder `factory pull` made")
+    manifest = read_manifest(bundle, fix="pull or build the bundle again")
+    files = {f.role: f.path for f in manifest.files if f.role in {"chat-config", "library"}}
+    device = manifest.compatibility.device
+    kind = json.loads(device).get("kind") if device.startswith("{") else device.split(":", 1)[0]
+    if kind != "llvm":
+        raise _problem(
+            path, "compatibility.device", f"a {kind} bundle: factory run runs CPU (llvm) bundles",
+            f"run it with its runtime: {manifest.run}",
+        )  # fmt: skip
+    if "chat-config" not in files or "library" not in files:
+        raise _problem(path, "files", "lists no chat config or no library", "pull or build the bundle again")
+    return manifest, str(Path(files["chat-config"]).parent), files["library"]
+
+
+def templated(prompt: str, config: dict[str, Any]) -> str:
+    """PURE: one user turn in the conversation template, ending where the assistant speaks."""
+    template = config.get("conv_template") or {}
+    roles = template.get("roles") or {"user": "User", "assistant": "Assistant"}
+    seps = template.get("seps") or ["\n\n"]
+    sep = template.get("role_content_sep", ": ")
+    empty = str(template.get("role_empty_sep", ": ")).rstrip()
+    return f"{roles['user']}{sep}{prompt}{seps[0]}{roles['assistant']}{empty}"
+
+
+def run_bundle(request: RunRequest, on_line: Any = None) -> RunResult:
+    bundle = request.bundle.resolve()
+    manifest, params_dir, library = _layout(bundle)
+    params = bundle / params_dir
+    config = json.loads((params / CHAT_CONFIG).read_text())
+    prompt = request.prompt if request.raw else templated(request.prompt, config)
+    script = SCRIPTS_DIR / "vm_script.py"
+    lines: list[str] = []
+
+    def keep(line: str) -> None:
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+
+    if request.on_host:
+        argv = (sys.executable, str(script), "run", str(params), str(bundle / library), prompt, str(request.tokens))
+        code = run_process(argv, on_line=keep, check=False).exit_code
+    else:
+        image = request.image or manifest.provenance.get("image")
+        if not image:
+            raise _problem(
+                bundle / BUNDLE_MANIFEST, "provenance.image", "names no toolchain image",
+                "pass --image REF, or --on-host to use this machine's TVM",
+            )  # fmt: skip
+        code = _in_container(image, bundle, params_dir, library, prompt, request.tokens, script, keep)
+    figures = gates.parse_smoke(lines)
+    if figures is None:
+        raise FactoryError(
+            f"the bundle did not run (exit {code}): {lines[-1] if lines else 'no output'}",
+            hint="see the output above; --on-host uses this machine's TVM instead of the toolchain image",
+        )
+    return RunResult(figures, gates.judge_smoke(figures, hint="the bundle's logits are not usable; rebuild it"))
+
+
+def _in_container(
+    image: str, bundle: Path, params_dir: str, library: str, prompt: str, tokens: int, script: Path, keep: Any
+) -> int:
+    from factory.runners.container import ContainerRunner
+    from factory.runners.engine import docker_client
+    from factory.toolchains.images.builder import local_image_id
+
+    client = docker_client()
+    if local_image_id(client, image) is None:
+        raise FactoryError(
+            f"the toolchain image {image} is not in this engine",
+            hint="build it with `factory images build -m MANIFEST`, pull it, or pass --on-host",
+        )
+    params = f"/bundle/{params_dir}".rstrip("/.") if params_dir not in ("", ".") else "/bundle"
+    step = Step(
+        name=f"run {bundle.name}",
+        image=image,
+        argv=("python", "/factory/vm_script.py", "run", params, f"/bundle/{library}", prompt, str(tokens)),
+        mounts=(Mount(source=bundle, target="/bundle"), Mount(source=script, target="/factory/vm_script.py")),
+    )
+    return ContainerRunner(client).run(step, keep).exit_code

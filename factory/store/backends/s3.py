@@ -1,0 +1,231 @@
+"""S3-compatible storage through boto3: AWS S3, R2, MinIO, Ceph RGW.
+
+The only module that imports boto3. The endpoint comes from --endpoint-url or
+the standard AWS_ENDPOINT_URL, credentials from boto3's own chain; neither
+credentials nor signed URLs are ever logged. Blobs are sent with SHA-256
+checksums the server verifies (per part for multipart uploads); documents use
+conditional writes (If-Match / If-None-Match).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from factory.errors import IntegrityError
+from factory.store.backends.base import (
+    DigestReader,
+    Document,
+    Hasher,
+    LocalWriteError,
+    PreconditionFailed,
+    Progress,
+    StoreAccessError,
+    StoredObject,
+    StoreError,
+    TransferCancelled,
+    append_blocks,
+    blob_key,
+    check_key,
+)
+
+_ACCESS_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken", "ExpiredToken"}
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+PART_SIZE = 32 * 1024 * 1024
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(
+            # Standard mode retries throttling and 5xx, never 4xx: refused credentials fail at once.
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=120,
+            max_pool_connections=32,
+            s3={"addressing_style": "path"} if endpoint else {},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+        self.requests_sent = 0
+        self.client.meta.events.register("before-send.s3", self._count)
+
+    def _count(self, **_kwargs: Any) -> None:
+        self.requests_sent += 1
+
+    def _key(self, key: str, *, prefix: bool = False) -> str:
+        return self.prefix + check_key(key, prefix=prefix)
+
+    def _fail(self, exc: Exception, what: str) -> StoreError:
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+        if isinstance(exc, NoCredentialsError):
+            return StoreAccessError(
+                f"{self.url}: no S3 credentials found while {what}",
+                hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE (boto3's standard chain)",
+            )
+        if isinstance(exc, EndpointConnectionError):
+            return StoreError(
+                f"{self.url}: cannot reach the S3 endpoint while {what} ({exc})",
+                hint="check --endpoint-url / AWS_ENDPOINT_URL and the network",
+            )
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _ACCESS_CODES:
+                return StoreAccessError(
+                    f"{self.url}: the server refused our credentials ({code}) while {what}",
+                    hint="check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket policy",
+                )
+            if code == "NoSuchBucket":
+                return StoreError(f"{self.url}: bucket {self.bucket} does not exist", hint="create it first")
+            return StoreError(f"{self.url}: {what} failed ({code})")
+        return StoreError(f"{self.url}: {what} failed ({type(exc).__name__}: {exc})")
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        try:
+            result: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=full)
+            return result
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise self._fail(exc, f"checking {key}") from None
+        except Exception as exc:
+            raise self._fail(exc, f"checking {key}") from None
+
+    def has_blob(self, digest: str) -> bool:
+        return self._head(blob_key(digest)) is not None
+
+    def blob_size(self, digest: str) -> int | None:
+        head = self._head(blob_key(digest))
+        return None if head is None else int(head["ContentLength"])
+
+    def missing_blobs(self, digests: set[str]) -> set[str]:
+        present = {key.rsplit("/", 2)[-2] + key.rsplit("/", 1)[-1] for key in self.list_keys("blobs/sha256/")}
+        return {d for d in digests if d not in present}
+
+    def put_blob(self, digest: str, path: Path, progress: Progress | None = None) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        key = self._key(blob_key(digest))
+        try:
+            with DigestReader(path, digest) as reader:
+                if reader.size < MULTIPART_THRESHOLD:
+                    # Small blobs: one local pass gives both digests, then one PUT that carries
+                    # SHA-256 for servers that check it (AWS, R2) and MD5 for those that only
+                    # check that (Ceph RGW before Squid).
+                    md5 = hashlib.md5(usedforsecurity=False)
+                    while block := reader.read(1 << 22):
+                        md5.update(block)
+                    reader.verify()
+                    reader.seek(0)
+                    self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=reader,
+                        ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
+                        ContentMD5=base64.b64encode(md5.digest()).decode(),
+                    )
+                    if progress:
+                        progress(reader.size)
+                    return
+                # Large blobs: s3transfer reads a file object's parts in order, so the reader
+                # hashes the blob while it is read for sending and refuses the last part of a
+                # file that does not match (the multipart upload is then aborted). Each part is
+                # SigV4-signed with its SHA-256, which every S3 server checks; an extra
+                # checksum header per part would hash every byte a third time for no more safety.
+                transfer = TransferConfig(
+                    multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE, max_concurrency=4
+                )
+                transfer.max_in_memory_upload_chunks = 4  # parts are read into memory: bound it
+                self.client.upload_fileobj(
+                    reader, self.bucket, key, ExtraArgs={"Metadata": {"sha256": digest}}, Config=transfer,
+                    Callback=progress,
+                )  # fmt: skip
+        except (IntegrityError, TransferCancelled):
+            raise  # the local file, or the caller stopping us: not the store's failure
+        except Exception as exc:
+            raise self._fail(exc, f"uploading {path.name}") from None
+
+    def get_blob(self, digest: str, dest: Path, progress: Progress | None = None, hasher: Hasher | None = None) -> None:
+        offset = dest.stat().st_size if dest.exists() else 0
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(blob_key(digest))}
+        if offset:
+            args["Range"] = f"bytes={offset}-"
+        try:
+            response = self.client.get_object(**args)
+            append_blocks(response["Body"].iter_chunks(1 << 22), dest, progress, hasher)
+        except (LocalWriteError, TransferCancelled):
+            raise  # this machine's disk, or the caller stopping us: not the store's failure
+        except Exception as exc:
+            raise self._fail(exc, f"downloading blob {digest[:12]}") from None
+
+    def get_doc(self, key: str) -> Document | None:
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=full)
+            return Document(response["Body"].read(), str(response["ETag"]).strip('"'))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
+                return None
+            raise self._fail(exc, f"reading {key}") from None
+        except Exception as exc:
+            raise self._fail(exc, f"reading {key}") from None
+
+    def put_doc(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        from botocore.exceptions import ClientError
+
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        # The catalog's page is served by a bucket's static website: it needs its HTML type.
+        args["ContentType"] = "text/html; charset=utf-8" if key.endswith(".html") else "application/json"
+        if if_none_match:
+            args["IfNoneMatch"] = "*"
+        if if_match is not None:
+            args["IfMatch"] = if_match  # unquoted: Ceph RGW compares it verbatim
+        try:
+            response = self.client.put_object(**args)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _PRECONDITION_CODES:
+                raise PreconditionFailed(key) from None
+            raise self._fail(exc, f"writing {key}") from None
+        except Exception as exc:
+            raise self._fail(exc, f"writing {key}") from None
+        return str(response["ETag"]).strip('"')
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        for stored in self.list_objects(prefix):
+            yield stored.key
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        full = self._key(prefix, prefix=True)
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = str(item["Key"])[len(self.prefix) :]
+                    yield StoredObject(key, int(item["Size"]), item["LastModified"].timestamp())
+        except Exception as exc:
+            raise self._fail(exc, f"listing {prefix}") from None
+
+    def delete(self, key: str) -> None:
+        full = self._key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=full)
+        except Exception as exc:
+            raise self._fail(exc, f"deleting {key}") from None
