@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from factory.errors import FactoryError
 from factory.runners import Mount, Step, step_environment
 from factory.runners.container import container_config
 from factory.runners.host import READY_MARK, HostRunner
+
+REPO = Path(__file__).resolve().parents[2]
 
 HOST_ENV = {"HF_TOKEN": "hf_x", "AWS_SECRET_ACCESS_KEY": "s", "MLC_MULTI_ARCH": "80,90a", "PATH": "/usr/bin"}
 
@@ -127,3 +131,22 @@ def test_fetch_prefers_safetensors() -> None:
     torch = choose_files(both, "pytorch")
     assert torch is not None and "pytorch_model*.bin" in torch and "*.safetensors" not in torch
     assert choose_files(["config.json", "pytorch_model.bin"], "safetensors") is None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_main_thread_step_through_its_stop_function(signum: int) -> None:
+    """`interruptible` keeps signals out of the step: the main thread takes them and calls the
+    stops the step registered, so a lock the step held is released by the step itself."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.interruptible_child"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signum)
+    out = proc.communicate(timeout=60)[0]
+    assert out.strip() == f"stopped by the main thread; signal {signum}; lock free: True"
+    assert proc.returncode == 128 + signum
