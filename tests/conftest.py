@@ -15,6 +15,17 @@ REPO = Path(__file__).resolve().parent.parent
 WORLD = REPO / "manifests" / "world.yaml"
 
 
+def copy_patches(data: dict[str, Any], root: Path) -> None:
+    """Copy the repository's patch files a manifest names into `root`, so a copy of a
+    shipped manifest whose root is moved still finds them."""
+    for toolchain in data.get("toolchains", {}).values():
+        for patch in toolchain.get("patches", []):
+            source, dest = REPO / patch["path"], root / patch["path"]
+            if source.is_file() and not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(source.read_bytes())
+
+
 @pytest.fixture
 def world_data() -> dict[str, Any]:
     """The shipped manifest as plain data, for tests that edit a copy."""
@@ -29,6 +40,7 @@ def write_manifest(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
 
     def write(data: dict[str, Any], name: str = "m.yaml") -> Path:
         data = {**data, "root": "."}
+        copy_patches(data, tmp_path)
         path = tmp_path / name
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path

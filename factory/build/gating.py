@@ -165,6 +165,7 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / "tokens.json").write_text(json.dumps(tokens))
+    prefill = min(parity.PARITY_PREFILL, len(tokens))
     extra = (ctx.model_mount(c.model), Mount(source=work, target="/parity", read_only=False))
     device = "cuda" if target.device_kind == "cuda" else "cpu"
     params_in = f"/bundle/{c.params_dir}" if c.params_dir else "/bundle"
@@ -172,7 +173,8 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
         ("reference", ("/factory/reference_script.py", f"{MODEL_ROOT}/{c.model}",
                        "/parity/tokens.json", "/parity/reference.npy"), False),
         ("bundle", ("/factory/vm_script.py", "logits", params_in, f"/bundle/{c.library}",
-                    "/parity/tokens.json", "/parity/bundle.npy", device), device == "cuda"),
+                    "/parity/tokens.json", "/parity/bundle.npy", device, str(prefill)),
+         device == "cuda"),
     )  # fmt: skip
     for label, argv, gpu in runs:
         code, lines = c.run(ctx, f"parity {label} {c.library}", argv, gpu=gpu, extra=extra)
@@ -184,8 +186,13 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     import numpy as np
 
     _, bound = parity.threshold_for(c.quant)
-    figures = parity.compare(np.load(work / "reference.npy"), np.load(work / "bundle.npy"), kl_bound=bound.kl_max)
-    passed, problems, details = parity.verdict(figures, c.quant)
+    reference = np.load(work / "reference.npy")
+    figures = parity.compare(reference, np.load(work / "bundle.npy"), kl_bound=bound.kl_max)
+    start = prefill - 1
+    after_prefill = parity.compare(
+        reference[start:], np.load(work / "bundle-prefill.npy"), kl_bound=bound.kl_max, first_position=start
+    )
+    passed, problems, details = parity.verdict(figures, c.quant, after_prefill)
     if not passed:
         hint = "the bundle does not compute what the checkpoint computes; check the params and the patches"
         return gates.GateResult("parity", "failed", tuple(problems), hint, details)
@@ -196,7 +203,9 @@ def gate_summary(result: gates.GateResult) -> str:
     """One gate in the build summary, with its figures where it has some."""
     details = result.details
     if result.gate == "parity" and result.status == "passed":
-        return f"parity passed (KL mean {details['kl_mean']:.2g}, top-1 {details['top1']:.2f})"
+        prefill = details.get("prefill")
+        after = f"; after prefill {prefill['kl_mean']:.2g}" if isinstance(prefill, dict) else ""
+        return f"parity passed (KL mean {details['kl_mean']:.2g}, top-1 {details['top1']:.2f}{after})"
     if result.gate == "smoke" and result.status == "passed" and details.get("decode_tok_s"):
         return f"smoke passed ({details['prefill_tok_s']} / {details['decode_tok_s']} tok/s)"
     return f"{result.gate} {result.status}"

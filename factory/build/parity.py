@@ -20,6 +20,10 @@ PARITY_TEXT = (
     "Assistant: def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # 🚀 Größe, naïve, Ωμέγα\n\n"
 )
 PARITY_TOKENS = 24
+# The same tokens through the prefill path too: the first PARITY_PREFILL in one prefill
+# call (the way a prompt reaches the model), then the rest decoded one at a time;
+# compared from the prefill's last position on.
+PARITY_PREFILL = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,10 +39,12 @@ class Threshold:
 # - Unquantized fp16/bf16 (q0f16, q0bf16): activations and weights rounded to 16 bits.
 # - 4-bit groups (q4*_1, q4*_0, q3*): the weights themselves change. llama.cpp reports
 #   mean KL around 0.05-0.1 for 4-bit group quantization of 7B models; the bounds leave
-#   room for that on real checkpoints. On the tests' tiny models, whose matrices 4-bit
-#   groups represent exactly, q4f16_1 measures a KL mean near 6e-4 and q4f32_1 near 1e-5
-#   (closing note of issue 14), so the bounds are far above what a sound bundle shows and
-#   far below a broken one (two layers swapped: KL mean above 1).
+#   room for that on real checkpoints, and stay far below a broken bundle (two layers
+#   swapped: KL mean above 1).
+# These are the bounds for real checkpoints. A fixture built so that quantization keeps
+# it exactly is held to much tighter ones by its tests (tests/integration/test_mlc_e2e.py,
+# EXACT): q4f32_1 measures KL mean about 1e-11 there with lossless float32 params, and
+# q4f16_1 about 6e-4.
 THRESHOLDS: dict[str, Threshold] = {
     "f32": Threshold(kl_mean=1e-4, kl_max=1e-3, top1=1.0, reason="unquantized fp32 must agree almost exactly"),
     "f16": Threshold(kl_mean=5e-3, kl_max=5e-2, top1=0.95, reason="fp16 weights and activations round"),
@@ -64,13 +70,16 @@ class ParityFigures:
     max_abs_dlogit: float
     first_divergence: int | None
     """The first position whose top token differs or whose KL exceeds the max bound."""
+    first_position: int = 0
+    """The position of the first row compared (the prefill path starts after its prefill)."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def compare(reference: Any, bundle: Any, *, kl_bound: float) -> ParityFigures:
-    """PURE: figures for two [positions, vocab] logit arrays (numpy)."""
+def compare(reference: Any, bundle: Any, *, kl_bound: float, first_position: int = 0) -> ParityFigures:
+    """PURE: figures for two [positions, vocab] logit arrays (numpy) whose first row is
+    the distribution at `first_position`."""
     import numpy as np
 
     ref = np.asarray(reference, dtype="float64")
@@ -92,13 +101,12 @@ def compare(reference: Any, bundle: Any, *, kl_bound: float) -> ParityFigures:
         kl_max=float(kl.max()),
         top1=float(same_top.mean()),
         max_abs_dlogit=float(np.abs(ref - got).max()),
-        first_divergence=int(diverged[0]) if diverged.size else None,
+        first_divergence=first_position + int(diverged[0]) if diverged.size else None,
+        first_position=first_position,
     )
 
 
-def verdict(figures: ParityFigures, quantization: str) -> tuple[bool, list[str], dict[str, Any]]:
-    """PURE: (passed, problems, details) of figures against the quantization's bounds."""
-    key, bound = threshold_for(quantization)
+def _problems(figures: ParityFigures, bound: Threshold) -> list[str]:
     problems = []
     if not figures.kl_mean <= bound.kl_mean:
         problems.append(f"mean KL {figures.kl_mean:.3g} > {bound.kl_mean:g}")
@@ -107,6 +115,20 @@ def verdict(figures: ParityFigures, quantization: str) -> tuple[bool, list[str],
     if not figures.top1 >= bound.top1:
         problems.append(f"top-1 agreement {figures.top1:.3f} < {bound.top1:g}")
     if problems and figures.first_divergence is not None:
-        problems.append(f"first diverging position: {figures.first_divergence} of {figures.positions}")
+        last = figures.first_position + figures.positions - 1
+        problems.append(f"first diverging position: {figures.first_divergence} of {last + 1}")
+    return problems
+
+
+def verdict(
+    figures: ParityFigures, quantization: str, prefill: ParityFigures | None = None
+) -> tuple[bool, list[str], dict[str, Any]]:
+    """PURE: (passed, problems, details) of the token-by-token figures, and of the prefill
+    path's where it ran, against the quantization's bounds."""
+    key, bound = threshold_for(quantization)
+    problems = _problems(figures, bound)
     details = {**figures.as_json(), "threshold": {"class": key, **asdict(bound)}}
+    if prefill is not None:
+        problems += [f"after a prefill of {prefill.first_position + 1} tokens: {p}" for p in _problems(prefill, bound)]
+        details["prefill"] = prefill.as_json()
     return not problems, problems, details

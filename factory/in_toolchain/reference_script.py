@@ -71,15 +71,19 @@ def _hf_tensors(folder: Path) -> dict[str, Any]:
     return tensors
 
 
-def run(model_dir: str, tokens_json: str, out_npy: str) -> None:
+def reference_weights(model_dir: str) -> dict[str, Any]:
+    """The checkpoint's tensors under the reference's names, in float32."""
+    return {reference_name(k): v.float() for k, v in _hf_tensors(Path(model_dir)).items()}
+
+
+def reference_logits(weights: dict[str, Any], tokens: list[int]) -> tuple[Any, float]:
+    """(float32 [T, vocab] logits after each token, the version the reference detected)."""
     os.environ.setdefault("RWKV_JIT_ON", "0")
     os.environ.setdefault("RWKV_CUDA_ON", "0")
     import numpy as np
     import torch
     from rwkv.model import RWKV
 
-    tokens = [int(t) for t in json.loads(Path(tokens_json).read_text())]
-    weights = {reference_name(k): v.float() for k, v in _hf_tensors(Path(model_dir)).items()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference"
         torch.save(weights, f"{path}.pth")
@@ -89,8 +93,16 @@ def run(model_dir: str, tokens_json: str, out_npy: str) -> None:
     for token in tokens:
         logits, state = model.forward([token], state)
         rows.append(logits.float().numpy())
-    np.save(out_npy, np.stack(rows).astype("float32"))
-    print(MARK + json.dumps({"version": float(model.version), "positions": len(rows)}), flush=True)
+    return np.stack(rows).astype("float32"), float(model.version)
+
+
+def run(model_dir: str, tokens_json: str, out_npy: str) -> None:
+    import numpy as np
+
+    tokens = [int(t) for t in json.loads(Path(tokens_json).read_text())]
+    logits, version = reference_logits(reference_weights(model_dir), tokens)
+    np.save(out_npy, logits)
+    print(MARK + json.dumps({"version": version, "positions": len(logits)}), flush=True)
 
 
 if __name__ == "__main__":

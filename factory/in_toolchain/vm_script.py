@@ -4,9 +4,13 @@ compiled bundle through TVM's Relax VM on the CPU, without mlc-llm's native runt
     python vm_script.py library LIBRARY
         prints `FACTORY-LIBRARY {json}`: the library's `_metadata`, which of the
         functions the runtime calls it exports, and the kinds of device modules it carries.
-    python vm_script.py logits PARAMS_DIR LIBRARY TOKENS_JSON OUT_NPY [DEVICE]
+    python vm_script.py logits PARAMS_DIR LIBRARY TOKENS_JSON OUT_NPY [DEVICE [PREFILL]]
         feeds the token ids one at a time and saves the logits after each as float32
-        [T, vocab] (the parity gate's input); DEVICE is cpu (default) or cuda.
+        [T, vocab] (the parity gate's input); DEVICE is cpu (default) or cuda. With
+        PREFILL (P, 2 or more), a fresh sequence then prefills the first P ids in one
+        call and decodes the rest one at a time: the logits after the prefill and after
+        each decode step, [T - P + 1, vocab] for positions P-1..T-1, go to
+        OUT_NPY's name with `-prefill` before `.npy`.
     python vm_script.py run PARAMS_DIR LIBRARY PROMPT TOKENS
         encodes PROMPT with the bundle's own `tokenizer_model`, prefills, greedily
         decodes TOKENS tokens and prints `FACTORY-SMOKE {json}`: the decoded text,
@@ -120,11 +124,15 @@ class Session:
         metadata = json.loads(str(self.vm["_metadata"]()))
         self.params = [tensors[p["name"]] for p in metadata["params"]]
         self.vocab = int(config["vocab_size"])
-        shape = tvm.runtime.ShapeTuple
-        self.state = self.vm["create_rnn_state"](shape([1]), shape([1]))
         self._add = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
         self._begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
         self._end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
+        self.restart()
+
+    def restart(self) -> None:
+        """A fresh sequence: a new RNN state, nothing fed yet."""
+        shape = self.tvm.runtime.ShapeTuple
+        self.state = self.vm["create_rnn_state"](shape([1]), shape([1]))
         self._add(self.state, 0)
 
     def forward(self, ids: list[int]) -> Any:
@@ -189,14 +197,31 @@ def run(params_dir: str, library_path: str, prompt: str, tokens: int) -> None:
     )
 
 
-def logits(params_dir: str, library_path: str, tokens_json: str, out_npy: str, device: str = "cpu") -> None:
+def logits(
+    params_dir: str, library_path: str, tokens_json: str, out_npy: str, device: str = "cpu", prefill: str = "0"
+) -> None:
     import numpy as np
 
     tokens = [int(t) for t in json.loads(Path(tokens_json).read_text())]
     session = Session(Path(params_dir), library_path, device)
     rows = [session.forward([token]) for token in tokens]
     np.save(out_npy, np.stack(rows).astype("float32"))
-    _emit(LOGITS_MARK, {"positions": len(rows), "vocab_size": session.vocab, "device": device})
+    figures: dict[str, Any] = {"positions": len(rows), "vocab_size": session.vocab, "device": device}
+    count = int(prefill)
+    if count:
+        if not 2 <= count <= len(tokens):
+            sys.exit(f"PREFILL must be between 2 and the {len(tokens)} tokens, not {count}")
+        session.restart()
+        after = [session.forward(tokens[:count])]
+        after += [session.forward([token]) for token in tokens[count:]]
+        np.save(prefill_path(out_npy), np.stack(after).astype("float32"))
+        figures["prefill"] = count
+    _emit(LOGITS_MARK, figures)
+
+
+def prefill_path(out_npy: str) -> str:
+    """Where `logits` saves the prefill path's rows, beside OUT_NPY."""
+    return out_npy[: -len(".npy")] + "-prefill.npy" if out_npy.endswith(".npy") else out_npy + "-prefill"
 
 
 def _rate(count: int, seconds: float) -> float | None:
@@ -210,7 +235,7 @@ def main(argv: list[str]) -> None:
         library(argv[1])
     elif argv[:1] == ["run"] and len(argv) == 5:
         run(argv[1], argv[2], argv[3], int(argv[4]))
-    elif argv[:1] == ["logits"] and len(argv) in (5, 6):
+    elif argv[:1] == ["logits"] and len(argv) in (5, 6, 7):
         logits(*argv[1:])
     else:
         sys.exit(__doc__)

@@ -220,6 +220,8 @@ class LegacyContract(_Frozen):
     targets: LegacyTargets
     cuda: LegacyCuda
     params_index: NamedFact
+    float32_params: NamedFact
+    """How the params writer encodes float32 tensors: "raw", or "f32-to-bf16" (lossy)."""
     runtime_requires: RuntimeRequires
     tvm_cmake: TvmCmake
     tvm_python: TvmPython
@@ -271,6 +273,8 @@ class CurrentContract(_Frozen):
     conv_templates: ConvTemplates
     targets: CurrentTargets
     params_index: NamedFact
+    float32_params: NamedFact
+    """How convert_weight encodes float32 tensors: "raw", or "f32-to-bf16" (lossy)."""
     tvm_cmake: TvmCmake
     tvm_python: TvmPython
     tokenizers_cpp: TokenizersCpp

@@ -84,6 +84,8 @@ def write_tiny_rwkv(folder: Path, **kwargs: bool | int) -> Path:
 # read (their parameter names with `model.` spelled `rwkv.`). One head of 64.
 HEAD_SIZE, INTERMEDIATE_V5 = 64, 224
 V6_MIX_RANK, V6_DECAY_RANK = 32, 64
+RECEPTANCE_STD = 0.2 / 64
+LORA_STD = 0.15
 
 
 def tiny_rwkv_v5_v6_files(
@@ -134,14 +136,17 @@ def tiny_rwkv_v5_v6_files(
         else:
             for name in ("x", "w", "k", "v", "r", "g"):
                 tensors[f"{a}.time_maa_{name}"] = mix(1, 1, HIDDEN)
-            tensors[f"{a}.time_maa_w1"] = rand(HIDDEN, V6_MIX_RANK * 5, scale=0.05)
-            tensors[f"{a}.time_maa_w2"] = rand(5, V6_MIX_RANK, HIDDEN, scale=0.05)
-            tensors[f"{a}.time_decay_w1"] = rand(HIDDEN, V6_DECAY_RANK, scale=0.05)
-            tensors[f"{a}.time_decay_w2"] = rand(V6_DECAY_RANK, HIDDEN, scale=0.05)
+            tensors[f"{a}.time_maa_w1"] = rand(HIDDEN, V6_MIX_RANK * 5, scale=LORA_STD)
+            tensors[f"{a}.time_maa_w2"] = rand(5, V6_MIX_RANK, HIDDEN, scale=LORA_STD)
+            tensors[f"{a}.time_decay_w1"] = rand(HIDDEN, V6_DECAY_RANK, scale=LORA_STD)
+            tensors[f"{a}.time_decay_w2"] = rand(V6_DECAY_RANK, HIDDEN, scale=LORA_STD)
             tensors[f"{a}.time_decay"] = rand(1, 1, HIDDEN, scale=0.5) - 1.0
         tensors[f"{a}.time_faaaa"] = rand(heads, HEAD_SIZE, scale=0.5)
-        for name in ("key", "value", "receptance", "gate", "output"):
+        for name in ("key", "value", "gate", "output"):
             tensors[f"{a}.{name}.weight"] = grouped(HIDDEN, HIDDEN, 0.2)
+        # A quiet receptance keeps each head's wkv output small, so ln_x's group norm
+        # depends on its eps (the reference's 64e-5 against a default 1e-5).
+        tensors[f"{a}.receptance.weight"] = grouped(HIDDEN, HIDDEN, RECEPTANCE_STD)
         tensors[f"{a}.ln_x.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
         tensors[f"{a}.ln_x.bias"] = rand(HIDDEN, scale=0.1)
         f = f"{b}.feed_forward"

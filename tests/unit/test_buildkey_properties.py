@@ -20,7 +20,7 @@ from factory.plan.graph import BuildGraph, plan
 from tests.conftest import WORLD
 
 BASE: dict[str, Any] = yaml.safe_load(WORLD.read_text())
-HERE = Path("/nonexistent/m.yaml")  # anchors root; the world manifest names no files
+HERE = WORLD  # anchors root: the world manifest names its patch files
 LOCK = Lock(
     hf={f"{m['hf']['repo']}@main": f"{i + 1:040x}" for i, m in enumerate(BASE["models"])},
     images={t["base_image"]: "sha256:" + "b" * 64 for t in BASE["toolchains"].values()},
@@ -195,6 +195,7 @@ def test_keys_change_with_patch_contents(tmp_path: Path) -> None:
     data = copy.deepcopy(BASE)
     data["root"] = "."
     data["toolchains"]["legacy-2024.03"]["patches"] = [{"path": "p.patch"}]
+    data["toolchains"]["current-v0.20.0"].pop("patches")  # its files live in the repository
     results = []
     for body in ("one\n", "two\n"):
         patch.write_text(body)

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from factory.cli import app
-from tests.conftest import REPO, WORLD
+from tests.conftest import REPO, WORLD, copy_patches
 
 runner = CliRunner()
 
@@ -63,6 +64,7 @@ def test_empty_selection_exits_2() -> None:
 def test_locked_plan_fails_without_a_lock(tmp_path: Path) -> None:
     manifest = tmp_path / "world.yaml"
     manifest.write_text(WORLD.read_text().replace("root: ..", "root: ."))
+    copy_patches(yaml.safe_load(WORLD.read_text()), tmp_path)
     result = runner.invoke(app, ["plan", "-m", str(manifest), "--locked"])
     assert result.exit_code == 2
     assert "hf RWKV/rwkv-4-world-1b5@main: no lock entry" in result.stderr

@@ -22,7 +22,7 @@ from factory.store.backends import open_store
 from factory.store.backends.local import LocalStore
 from factory.store.housekeeping import verify_store
 from factory.store.publish import publish
-from tests.conftest import WORLD
+from tests.conftest import WORLD, copy_patches
 from tests.support.bundles import make_bundle
 
 runner = CliRunner()
@@ -35,6 +35,7 @@ def project(tmp_path: Path) -> Path:
     data: dict[str, Any] = yaml.safe_load(WORLD.read_text())
     data["root"] = "."
     data["store"] = "the-store"
+    copy_patches(data, tmp_path)
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     bundle = make_bundle(tmp_path / "dist", version="1.0.0")
     publish(open_store(str(tmp_path / "the-store")), [bundle])

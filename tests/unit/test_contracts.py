@@ -272,3 +272,24 @@ def test_the_current_standin_fails_on_a_read_only_source_unless_fetch_made_the_i
     monkeypatch.setattr(Path, "open", read_only)
     standin["__main__"]._convert_weight(contract, _convert_argv(source, tmp_path / "out-2"))
     assert (tmp_path / "out-2" / "tensor-cache.json").is_file()
+
+
+@pytest.mark.parametrize("manifest", ["world.yaml", "wheel.yaml"])
+def test_every_toolchain_stores_float32_params_losslessly(manifest: str) -> None:
+    """A pin whose convert_weight writes float32 params as bfloat16 (recorded in its
+    contract; the wheel's 79d603f0 has no contract and does the same at
+    interface/convert_weight.py:194) must carry the factory's patch that writes them raw."""
+    loaded = load_manifest(REPO / "manifests" / manifest)
+    for name, toolchain in loaded.manifest.toolchains.items():
+        contract = contract_for(toolchain.mlc_llm.commit)
+        if contract is not None and contract.float32_params.name == "raw":
+            continue
+        patches = "".join((REPO / p.path).read_text() for p in toolchain.patches if p.applies_to == "mlc-llm")
+        assert '-        encode_format="f32-to-bf16",' in patches, name
+        assert '+        encode_format="raw",' in patches, name
+        assert "interface/convert_weight.py" in patches, name
+
+
+def test_the_float32_encoding_is_recorded_for_each_pin() -> None:
+    assert legacy_contract(LEGACY_PIN).float32_params.name == "raw"
+    assert current_contract(CURRENT_PIN).float32_params.name == "f32-to-bf16"

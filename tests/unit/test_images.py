@@ -224,8 +224,8 @@ def test_the_wheel_toolchain_renders_its_wheel_pin_and_takes_mlc_llm_as_a_source
     assert plan.build_args["TVM_REPO"] == plan.build_args["TVM_COMMIT"] == ""
     assert plan.mlc_llm_source is not None and plan.mlc_llm_source.commit.startswith("79d603f0")
     # Every patch is staged in manifest order and named by content in the labels (and so in the tag).
-    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == ["00", "01", "02", "03", "04", "05"]
-    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 6
+    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == ["00", "01", "02", "03", "04", "05", "06", "07"]
+    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 8
     requirements = (REPO / "images" / "wheel" / "requirements.lock").read_text()
     assert "apache-tvm==0.26.0 \\\n    --hash=sha256:" in requirements
 

@@ -1,0 +1,62 @@
+"""The parity gate's arithmetic: figures, bounds, and the prefill path's own verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from factory.build.parity import compare, threshold_for, verdict
+
+
+def _logits(rows: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, 50)).astype("float32") * 4
+
+
+def test_identical_logits_agree_exactly() -> None:
+    ref = _logits(6)
+    figures = compare(ref, ref.copy(), kl_bound=1e-3)
+    assert figures.kl_mean == 0.0 and figures.kl_max == 0.0 and figures.top1 == 1.0
+    assert figures.first_divergence is None and figures.positions == 6
+
+
+def test_a_changed_top_token_is_the_first_divergence_counted_from_the_first_position() -> None:
+    ref = _logits(5)
+    got = ref.copy()
+    got[3] = -got[3]  # another top token at row 3
+    figures = compare(ref, got, kl_bound=10.0, first_position=15)
+    assert figures.first_divergence == 18 and figures.first_position == 15
+    assert figures.top1 == 0.8 and figures.kl_max > 0
+
+
+def test_the_prefill_path_is_judged_on_its_own() -> None:
+    ref = _logits(24)
+    _, bound = threshold_for("q4f32_1")
+    token_by_token = compare(ref, ref, kl_bound=bound.kl_max)
+    drifted = ref[15:].copy()
+    drifted[0] = drifted[0][::-1]  # the distribution right after the prefill is wrong
+    after_prefill = compare(ref[15:], drifted, kl_bound=bound.kl_max, first_position=15)
+    passed, problems, details = verdict(token_by_token, "q4f32_1", after_prefill)
+    assert not passed
+    assert all(p.startswith("after a prefill of 16 tokens: ") for p in problems)
+    assert "after a prefill of 16 tokens: first diverging position: 15 of 24" in problems
+    assert details["kl_mean"] == 0.0 and details["prefill"]["first_position"] == 15
+    assert details["threshold"]["class"] == "q4"
+
+
+def test_both_paths_within_bounds_pass() -> None:
+    ref = _logits(24)
+    passed, problems, details = verdict(
+        compare(ref, ref, kl_bound=1.0), "q0f32", compare(ref[15:], ref[15:], kl_bound=1.0, first_position=15)
+    )
+    assert passed and problems == [] and details["threshold"]["class"] == "f32"
+
+
+def test_the_summary_names_both_paths() -> None:
+    from factory.build.gates import GateResult
+    from factory.build.gating import gate_summary
+
+    ref = _logits(24)
+    _, _, details = verdict(
+        compare(ref, ref, kl_bound=1.0), "q4f32_1", compare(ref[15:], ref[15:], kl_bound=1.0, first_position=15)
+    )
+    line = gate_summary(GateResult("parity", "passed", details=details))
+    assert line == "parity passed (KL mean 0, top-1 1.00; after prefill 0)"
