@@ -34,6 +34,7 @@ def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> st
         params_index=str(node.attrs["params_index"]),
         library=str(compile_node.attrs["library"]),
         target=target,
+        kernel_check=ctx.cache.meta(compile_node).get("kernel_check"),
     )
     bundles.assemble(
         candidate.folder,

@@ -108,6 +108,10 @@ class Toolchains:
         return HostRunner(prefix_root() / prefix.hash, cancel=self.cancel), "", f"metal-prefix:{prefix.hash}"
 
 
+# Where a Vulkan run sees the work folder's Mesa shader cache.
+MESA_CACHE = "/mesa-cache"
+
+
 class BuildContext:
     """One build's shared state; the step functions take it as their first argument."""
 
@@ -189,6 +193,13 @@ class BuildContext:
     ) -> tuple[int, list[str]]:
         """Run a factory script against a bundle inside the model's toolchain, on the target's runner."""
         runner, image, _ = self.toolchains.runner(target.runner, self.models[model_name].toolchain)
+        env: dict[str, str] = {}
+        if target.device_kind == "vulkan":
+            # Mesa compiles each shader once and caches it: in the work folder, not in a home.
+            cache = self.settings.work / "mesa-shader-cache"
+            cache.mkdir(parents=True, exist_ok=True)
+            extra = (*extra, Mount(source=cache, target=MESA_CACHE, read_only=False))
+            env["MESA_SHADER_CACHE_DIR"] = MESA_CACHE
         step = Step(
             name=name,
             image=image,
@@ -198,6 +209,7 @@ class BuildContext:
                 Mount(source=SCRIPTS_DIR, target="/factory"),
                 *extra,
             ),
+            env=env,
             needs_gpu=gpu,
         )
         lines: list[str] = []

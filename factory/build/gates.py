@@ -282,6 +282,7 @@ class SmokeFigures:
     vocab_size: int | None = None
     runtime: str = ""
     generated_tokens: tuple[int, ...] = ()
+    device: str = ""
 
 
 def judge_smoke(figures: SmokeFigures, *, hint: str) -> GateResult:
@@ -289,6 +290,8 @@ def judge_smoke(figures: SmokeFigures, *, hint: str) -> GateResult:
     details: dict[str, Any] = {"prefill_tok_s": figures.prefill_tok_s, "decode_tok_s": figures.decode_tok_s}
     if figures.runtime:
         details["runtime"] = figures.runtime
+    if figures.device:
+        details["device"] = figures.device
     if figures.logits_shape is not None and figures.vocab_size is not None:
         details["logits_shape"] = list(figures.logits_shape)
         if list(figures.logits_shape) != [figures.vocab_size]:
@@ -360,6 +363,7 @@ def _smoke_figures(text: str) -> SmokeFigures:
         vocab_size=int(vocab) if isinstance(vocab, int) else None,
         runtime=str(data.get("runtime") or ""),
         generated_tokens=tuple(int(x) for x in data.get("generated_tokens") or ()),
+        device=str(data.get("device") or ""),
     )
 
 

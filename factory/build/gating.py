@@ -8,21 +8,26 @@ import json
 import platform
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from factory.build import gates
+from factory.build import gates, kernels
 from factory.build.context import BuildContext
 from factory.manifest.model import Target
 from factory.runners import Mount
 from factory.store import bundle_folder as bundles
-from factory.toolchains.base import MODEL_ROOT
+from factory.toolchains.base import MODEL_ROOT, needs_kernel_check
 
 # The smoke run of CPU bundles: a fixed prompt in the conversation template's own
 # shape (the Relax VM runner adds no roles), and a few greedy tokens.
 SMOKE_PROMPT = "User: Tell me about the RWKV language model in one sentence.\n\nAssistant:"
 SMOKE_TOKENS = 8
+# The Relax VM runner's device per target kind (factory/in_toolchain/vm_script.py).
+VM_DEVICES = {"llvm": "cpu", "cuda": "cuda", "vulkan": "vulkan"}
+# Kinds whose runs need the host's GPU passed into the container. Vulkan runs on the
+# driver the toolchain image carries (Mesa's lavapipe, on the CPU).
+GPU_PASSTHROUGH = frozenset({"cuda", "metal"})
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 
 
@@ -39,6 +44,8 @@ class Candidate:
     params_index: str
     library: str
     target: Target
+    # The compile step's kernel check (GPU targets), None where there was none.
+    kernel_check: dict[str, Any] | None = None
 
     @property
     def params(self) -> Path:
@@ -97,6 +104,8 @@ def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gat
     library = c.folder / c.library
     if c.target.device_kind == "cuda" and (problem := gates.cuda_code_problem(library)):
         return gates.GateResult("library", "failed", (problem,), "rebuild in a toolchain whose TVM can run nvcc")
+    if needs_kernel_check(c.target) and (refused := kernels.judge_kernels(c.library, c.kernel_check)):
+        return refused
     argv = ("/factory/vm_script.py", "library", f"/bundle/{c.library}")
     code, lines = c.run(ctx, f"library {c.library}", argv, gpu=False)
     probe = gates.parse_library(lines)
@@ -106,8 +115,9 @@ def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gat
             tail = tuple(lines[-8:])
             return gates.GateResult("library", "failed", (reason, *tail), "a CPU library must load on a CPU")
         # A GPU library may need the device's driver just to load; that is not a verdict.
-        return gates.not_run("library", reason)
-    return gates.judge_library(
+        skipped = gates.not_run("library", reason)
+        return replace(skipped, details={**skipped.details, **kernels.kernel_details(c.kernel_check)})
+    judged = gates.judge_library(
         c.library,
         probe.get("metadata", {}),
         chat_config=config,
@@ -116,6 +126,9 @@ def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gat
         functions=probe.get("functions"),
         flow=ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow,
     )
+    if judged.failed or not needs_kernel_check(c.target):
+        return judged
+    return replace(judged, details={**judged.details, **kernels.kernel_details(c.kernel_check)})
 
 
 def smoke_gate(ctx: BuildContext, c: Candidate, hint: str) -> gates.GateResult:
@@ -123,12 +136,16 @@ def smoke_gate(ctx: BuildContext, c: Candidate, hint: str) -> gates.GateResult:
     CPU bundles through TVM's Relax VM, GPU bundles through mlc-llm's runtime."""
     params = f"/bundle/{c.params_dir}" if c.params_dir else "/bundle"
     library = f"/bundle/{c.library}"
-    if c.target.device_kind == "llvm":
-        argv: tuple[str, ...] = ("/factory/vm_script.py", "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS))
+    kind = c.target.device_kind
+    toolchain = ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain]
+    if kind in VM_DEVICES and (kind != "cuda" or toolchain.is_wheel):
+        # The Relax VM runner: CPU and Vulkan bundles, and CUDA ones of a toolchain
+        # without mlc-llm's native runtime (the wheel toolchain).
+        vm = ("/factory/vm_script.py", "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS), VM_DEVICES[kind])
+        argv: tuple[str, ...] = vm
     else:
-        flow = ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow
-        argv = ("/factory/smoke_script.py", flow, params, library, c.target.device_kind)
-    code, lines = c.run(ctx, f"smoke {c.library}", argv, gpu=c.target.device_kind != "llvm")
+        argv = ("/factory/smoke_script.py", toolchain.flow, params, library, kind)
+    code, lines = c.run(ctx, f"smoke {c.library}", argv, gpu=kind in GPU_PASSTHROUGH)
     figures = gates.parse_smoke(lines)
     if code != 0 or figures is None:
         return gates.GateResult("smoke", "failed", (f"the smoke run exited with {code}", *lines[-10:]), hint)
@@ -142,7 +159,7 @@ def _parity_blocker(ctx: BuildContext, c: Candidate) -> str | None:
         return "not asked for (--smoke)"
     if ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow == "legacy":
         return "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
-    if target.device_kind not in ("llvm", "cuda"):
+    if target.device_kind not in VM_DEVICES:
         return f"the Relax VM runner does not drive {target.device_kind} devices"
     if not has_device(target):
         return f"no {target.device_kind} device on this host: {device_reason(target)}"
@@ -167,14 +184,14 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     (work / "tokens.json").write_text(json.dumps(tokens))
     prefill = min(parity.PARITY_PREFILL, len(tokens))
     extra = (ctx.model_mount(c.model), Mount(source=work, target="/parity", read_only=False))
-    device = "cuda" if target.device_kind == "cuda" else "cpu"
+    device = VM_DEVICES[target.device_kind]
     params_in = f"/bundle/{c.params_dir}" if c.params_dir else "/bundle"
     runs = (
         ("reference", ("/factory/reference_script.py", f"{MODEL_ROOT}/{c.model}",
                        "/parity/tokens.json", "/parity/reference.npy"), False),
         ("bundle", ("/factory/vm_script.py", "logits", params_in, f"/bundle/{c.library}",
                     "/parity/tokens.json", "/parity/bundle.npy", device, str(prefill)),
-         device == "cuda"),
+         target.device_kind in GPU_PASSTHROUGH),
     )  # fmt: skip
     for label, argv, gpu in runs:
         code, lines = c.run(ctx, f"parity {label} {c.library}", argv, gpu=gpu, extra=extra)
@@ -220,6 +237,9 @@ def has_device(target: Target) -> bool:
     if kind == "llvm":
         host_os = {"linux": "linux", "darwin": "macos"}.get(sys.platform)
         return host_os == target.os and _HOST_ARCH.get(platform.machine().lower()) == target.arch
+    if kind == "vulkan":
+        # A Vulkan toolchain image carries Mesa's lavapipe: a device wherever it runs.
+        return target.runner == "container"
     return False
 
 
@@ -231,4 +251,6 @@ def device_reason(target: Target) -> str:
         return "not an Apple Silicon Mac"
     if kind == "llvm":
         return f"this host is {sys.platform}/{platform.machine()}, the library is for {target.os}/{target.arch}"
+    if kind == "vulkan":
+        return "Vulkan bundles are gated in their toolchain image (lavapipe); this target's runner is not a container"
     return f"smoke runs are not supported for {kind}"

@@ -1,6 +1,8 @@
-"""`factory run BUNDLE`: a CPU bundle, built or pulled, runs a prompt through TVM's
-Relax VM (factory/in_toolchain/vm_script.py), in its toolchain's image when the engine has it,
-else with this process's own TVM (`--on-host`).
+"""`factory run BUNDLE`: a CPU, Vulkan or CUDA bundle, built or pulled, runs a prompt
+through TVM's Relax VM (factory/in_toolchain/vm_script.py), in its toolchain's image when
+the engine has it, else with this process's own TVM (`--on-host`). In the image a Vulkan
+bundle runs on the driver the image carries (Mesa's lavapipe, on the CPU); a CUDA bundle
+gets the host's NVIDIA GPU. On the host each needs that TVM runtime and a driver.
 
 The prompt is put into the bundle's conversation template (mlc-chat-config.json) the
 way the template says, unless `--raw`.
@@ -43,8 +45,12 @@ def _problem(path: Path, field: str, message: str, fix: str) -> InputError:
     return InputError([Problem(file=str(path), field=field, message=message, fix=fix)])
 
 
-def _layout(bundle: Path) -> tuple[BundleManifest, str, str]:
-    """(manifest, params dir relative to the bundle, library file name)."""
+# The Relax VM runner's device for each kind of library it drives.
+_VM_DEVICES = {"llvm": "cpu", "vulkan": "vulkan", "cuda": "cuda"}
+
+
+def _layout(bundle: Path) -> tuple[BundleManifest, str, str, str]:
+    """(manifest, params dir relative to the bundle, library file name, runner device)."""
     path = bundle / BUNDLE_MANIFEST
     if not path.is_file():
         raise _problem(path, "", "not a factory bundle (no factory-bundle.json)", "give a folder `factory pull` made")
@@ -52,14 +58,19 @@ def _layout(bundle: Path) -> tuple[BundleManifest, str, str]:
     files = {f.role: f.path for f in manifest.files if f.role in {"chat-config", "library"}}
     device = manifest.compatibility.device
     kind = json.loads(device).get("kind") if device.startswith("{") else device.split(":", 1)[0]
-    if kind != "llvm":
+    if kind not in _VM_DEVICES:
         raise _problem(
-            path, "compatibility.device", f"a {kind} bundle: factory run runs CPU (llvm) bundles",
+            path, "compatibility.device", f"a {kind} bundle: factory run runs CPU, Vulkan and CUDA bundles",
             f"run it with its runtime: {manifest.run}",
+        )  # fmt: skip
+    if kind != "llvm" and manifest.compatibility.flow != "current":
+        raise _problem(
+            path, "compatibility.flow", f"a {manifest.compatibility.flow}-flow {kind} bundle has no RNN-state "
+            "functions the Relax VM runner drives", f"run it with its runtime: {manifest.run}",
         )  # fmt: skip
     if "chat-config" not in files or "library" not in files:
         raise _problem(path, "files", "lists no chat config or no library", "pull or build the bundle again")
-    return manifest, str(Path(files["chat-config"]).parent), files["library"]
+    return manifest, str(Path(files["chat-config"]).parent), files["library"], _VM_DEVICES[kind]
 
 
 def templated(prompt: str, config: dict[str, Any]) -> str:
@@ -74,7 +85,7 @@ def templated(prompt: str, config: dict[str, Any]) -> str:
 
 def run_bundle(request: RunRequest, on_line: Any = None) -> RunResult:
     bundle = request.bundle.resolve()
-    manifest, params_dir, library = _layout(bundle)
+    manifest, params_dir, library, device = _layout(bundle)
     params = bundle / params_dir
     config = json.loads((params / CHAT_CONFIG).read_text())
     prompt = request.prompt if request.raw else templated(request.prompt, config)
@@ -87,7 +98,9 @@ def run_bundle(request: RunRequest, on_line: Any = None) -> RunResult:
             on_line(line)
 
     if request.on_host:
-        argv = (sys.executable, str(script), "run", str(params), str(bundle / library), prompt, str(request.tokens))
+        argv = (
+            sys.executable, str(script), "run", str(params), str(bundle / library), prompt, str(request.tokens), device,
+        )  # fmt: skip
         code = run_process(argv, on_line=keep, check=False).exit_code
     else:
         image = request.image or manifest.provenance.get("image")
@@ -96,7 +109,7 @@ def run_bundle(request: RunRequest, on_line: Any = None) -> RunResult:
                 bundle / BUNDLE_MANIFEST, "provenance.image", "names no toolchain image",
                 "pass --image REF, or --on-host to use this machine's TVM",
             )  # fmt: skip
-        code = _in_container(image, bundle, params_dir, library, prompt, request.tokens, script, keep)
+        code = _in_container(image, bundle, params_dir, library, prompt, request.tokens, device, script, keep)
     figures = gates.parse_smoke(lines)
     if figures is None:
         raise FactoryError(
@@ -107,8 +120,9 @@ def run_bundle(request: RunRequest, on_line: Any = None) -> RunResult:
 
 
 def _in_container(
-    image: str, bundle: Path, params_dir: str, library: str, prompt: str, tokens: int, script: Path, keep: Any
-) -> int:
+    image: str, bundle: Path, params_dir: str, library: str, prompt: str, tokens: int, device: str, script: Path,
+    keep: Any,
+) -> int:  # fmt: skip
     from factory.runners.container import ContainerRunner
     from factory.runners.engine import docker_client
     from factory.toolchains.images.builder import local_image_id
@@ -123,7 +137,8 @@ def _in_container(
     step = Step(
         name=f"run {bundle.name}",
         image=image,
-        argv=("python", "/factory/vm_script.py", "run", params, f"/bundle/{library}", prompt, str(tokens)),
+        argv=("python", "/factory/vm_script.py", "run", params, f"/bundle/{library}", prompt, str(tokens), device),
         mounts=(Mount(source=bundle, target="/bundle"), Mount(source=script, target="/factory/vm_script.py")),
+        needs_gpu=device == "cuda",
     )
     return ContainerRunner(client).run(step, keep).exit_code

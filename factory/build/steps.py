@@ -11,16 +11,25 @@ and records what a later step or the bundle's provenance needs in `meta`.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from factory.build.context import BuildContext, StepFailed
+from factory.in_toolchain import SCRIPTS_DIR
 from factory.plan.graph import Node
 from factory.runners import Mount
 from factory.store import bundle_folder as bundles
 from factory.toolchains import FLOWS
-from factory.toolchains.base import CONVERTED, SOURCE_FORMATS
+from factory.toolchains.base import (
+    CONVERTED,
+    KERNEL_CHECK_REPORT,
+    SCRIPTS_MOUNT,
+    SOURCE_FORMATS,
+    needs_kernel_check,
+    with_kernel_check,
+)
 
 
 def fetch(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
@@ -72,11 +81,19 @@ def compile(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> s
     target = ctx.loaded.manifest.targets[target_name]
     converted = ctx.cache.path(ctx.dep(node, "convert")) / flow.converted_params(model.name, quant)
     build = ctx.loaded.manifest.toolchains[str(node.attrs["toolchain"])].build
-    steps = flow.compile_steps(model, quant, target_name, target, build)
-    mounts = (ctx.model_mount(model.name), Mount(source=converted, target=CONVERTED))
+    steps = with_kernel_check(flow.compile_steps(model, quant, target_name, target, build), target)
+    mounts = (
+        ctx.model_mount(model.name),
+        Mount(source=converted, target=CONVERTED),
+        Mount(source=SCRIPTS_DIR, target=SCRIPTS_MOUNT),
+    )
     image, image_id = ctx.run_steps(node, steps, str(node.attrs["runner"]), mounts, out)
     library = out / flow.compiled_library(model.name, quant, target_name, target)
     if not library.is_file():
         raise StepFailed(f"{node.id}: the compile steps wrote no {library.relative_to(out)}")
     meta.update(image=image, image_id=image_id, argv=[list(s.argv) for s in steps])
+    if needs_kernel_check(target):
+        # The library gate judges it; a report that is missing is judged there too.
+        report = out / KERNEL_CHECK_REPORT
+        meta["kernel_check"] = json.loads(report.read_text()) if report.is_file() else None
     return library.name

@@ -1,20 +1,22 @@
 """Runs INSIDE a toolchain (its own TVM), not in the factory: looks at and runs a
-compiled bundle through TVM's Relax VM on the CPU, without mlc-llm's native runtime.
+compiled bundle through TVM's Relax VM (CPU, CUDA or Vulkan), without mlc-llm's native runtime.
 
     python vm_script.py library LIBRARY
         prints `FACTORY-LIBRARY {json}`: the library's `_metadata`, which of the
         functions the runtime calls it exports, and the kinds of device modules it carries.
     python vm_script.py logits PARAMS_DIR LIBRARY TOKENS_JSON OUT_NPY [DEVICE [PREFILL]]
         feeds the token ids one at a time and saves the logits after each as float32
-        [T, vocab] (the parity gate's input); DEVICE is cpu (default) or cuda. With
+        [T, vocab] (the parity gate's input); DEVICE is cpu (default), cuda or vulkan. With
         PREFILL (P, 2 or more), a fresh sequence then prefills the first P ids in one
         call and decodes the rest one at a time: the logits after the prefill and after
         each decode step, [T - P + 1, vocab] for positions P-1..T-1, go to
         OUT_NPY's name with `-prefill` before `.npy`.
-    python vm_script.py run PARAMS_DIR LIBRARY PROMPT TOKENS
+    python vm_script.py run PARAMS_DIR LIBRARY PROMPT TOKENS [DEVICE]
         encodes PROMPT with the bundle's own `tokenizer_model`, prefills, greedily
         decodes TOKENS tokens and prints `FACTORY-SMOKE {json}`: the decoded text,
-        prefill/decode tok/s, the logits' shape and whether every logit was finite.
+        prefill/decode tok/s, the logits' shape, whether every logit was finite and
+        the device it ran on. On a GPU the first forward pass (which loads, and on
+        Vulkan compiles, the shaders) is a warm-up, not part of the figures.
 
 Only the standard library, numpy, msgpack and TVM are imported, so it runs in any
 toolchain that has TVM's Python package.
@@ -115,7 +117,7 @@ class Session:
         from tvm.contrib import tvmjs
 
         self.tvm = tvm
-        self.device = tvm.cuda(0) if device == "cuda" else tvm.cpu()
+        self.device = _device(tvm, device)
         module = tvm.runtime.load_module(library_path)
         self.vm = relax.VirtualMachine(module, self.device)
         config = json.loads((params_dir / "mlc-chat-config.json").read_text())
@@ -151,19 +153,41 @@ class Session:
         return logits.numpy().astype("float32").reshape(-1)
 
 
+def _device(tvm: Any, name: str) -> Any:
+    devices = {"cpu": tvm.cpu, "cuda": tvm.cuda, "vulkan": tvm.vulkan}
+    if name not in devices:
+        sys.exit(f"DEVICE must be one of {', '.join(devices)}, not {name!r}")
+    device = devices[name](0)
+    if not device.exist:
+        sys.exit(f"no {name} device here (TVM's {name} runtime or its driver is missing)")
+    return device
+
+
+def device_name(device: Any) -> str:
+    """The driver's name for the device (lavapipe says "llvmpipe (LLVM 15...)")."""
+    try:
+        return str(device.device_name)
+    except (AttributeError, RuntimeError, ValueError):
+        return str(device)
+
+
 def _int32(ids: list[int]) -> Any:
     import numpy as np
 
     return np.asarray(ids, dtype="int32")
 
 
-def run(params_dir: str, library_path: str, prompt: str, tokens: int) -> None:
+def run(params_dir: str, library_path: str, prompt: str, tokens: int, device: str = "cpu") -> None:
     import numpy as np
 
     folder = Path(params_dir)
     tokenizer = Tokenizer(folder / "tokenizer_model")
     ids = tokenizer.encode(prompt)
-    session = Session(folder, library_path)
+    session = Session(folder, library_path, device)
+    if device != "cpu":
+        session.forward(ids)
+        session.forward(ids[:1])
+        session.restart()
     started = time.perf_counter()
     logits = session.forward(ids)
     prefill_s = time.perf_counter() - started
@@ -183,7 +207,8 @@ def run(params_dir: str, library_path: str, prompt: str, tokens: int) -> None:
     _emit(
         SMOKE_MARK,
         {
-            "runtime": "relax-vm-cpu",
+            "runtime": f"relax-vm-{device}",
+            "device": device_name(session.device),
             "prompt_tokens": len(ids),
             "generated_tokens": generated,
             "output": tokenizer.decode(generated),
@@ -233,8 +258,8 @@ def _rate(count: int, seconds: float) -> float | None:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["library"] and len(argv) == 2:
         library(argv[1])
-    elif argv[:1] == ["run"] and len(argv) == 5:
-        run(argv[1], argv[2], argv[3], int(argv[4]))
+    elif argv[:1] == ["run"] and len(argv) in (5, 6):
+        run(argv[1], argv[2], argv[3], int(argv[4]), *argv[5:])
     elif argv[:1] == ["logits"] and len(argv) in (5, 6, 7):
         logits(*argv[1:])
     else:

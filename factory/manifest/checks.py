@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from factory.manifest.matrix import expand_cells, rule_matches
-from factory.manifest.model import NAME_RE, Manifest, Model, Toolchain
+from factory.manifest.model import NAME_RE, Manifest, Model, Toolchain, WheelPin
 from factory.manifest.yamlfile import PathKey
 from factory.toolchains import FLOWS, Unsupported
 
@@ -211,8 +211,9 @@ def _toolchains(m: Manifest, root: Path) -> Iterator[Finding]:
 
 
 # What the apache-tvm wheel from PyPI is built with (FACTS: LLVM and CUDA on; Metal,
-# Vulkan, cuBLAS and CUTLASS off). A wheel toolchain cannot switch more on.
-_WHEEL_LACKS = ("metal", "vulkan", "cublas", "cutlass")
+# Vulkan, cuBLAS and CUTLASS off). A wheel toolchain cannot switch more on, except
+# Vulkan, which its image builds beside the wheel from the wheel's own TVM sources.
+_WHEEL_LACKS = ("metal", "cublas", "cutlass")
 
 
 def _wheel_toolchain(name: str, toolchain: Toolchain) -> Iterator[Finding]:
@@ -221,6 +222,14 @@ def _wheel_toolchain(name: str, toolchain: Toolchain) -> Iterator[Finding]:
             ("toolchains", name, "flow"),
             "a TVM wheel toolchain runs the current flow (mlc-llm's python/ package without libmlc_llm)",
             "set flow: current, or pin tvm to a relax commit for the legacy flow",
+        )
+    tvm = toolchain.tvm
+    if toolchain.build.vulkan and isinstance(tvm, WheelPin) and (tvm.source is None or tvm.ffi_source is None):
+        missing = "source" if tvm.source is None else "ffi_source"
+        yield Finding(
+            ("toolchains", name, "tvm", missing),
+            "build.vulkan on a wheel toolchain builds TVM's Vulkan runtime and codegen from the wheel's sources",
+            "add tvm.source (apache/tvm at the wheel's commit) and tvm.ffi_source (its tvm-ffi submodule commit)",
         )
     for switch in _WHEEL_LACKS:
         if getattr(toolchain.build, switch):

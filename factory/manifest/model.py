@@ -42,6 +42,14 @@ class WheelPin(Frozen):
     wheel: Annotated[StrictStr, Field(pattern=r"^apache-tvm==[0-9][0-9A-Za-z.+-]*$")] = Field(
         description="apache-tvm==VERSION; the image's hashed requirements.lock must pin the same version"
     )
+    source: SourcePin | None = Field(
+        default=None,
+        description="apache/tvm at the commit the wheel was built from: the image builds what the wheel "
+        "leaves out (the Vulkan runtime and codegen) from it. Needed with build.vulkan",
+    )
+    ffi_source: SourcePin | None = Field(
+        default=None, description="apache/tvm-ffi at that commit's 3rdparty/tvm-ffi submodule commit"
+    )
 
     @property
     def version(self) -> str:

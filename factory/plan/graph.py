@@ -25,7 +25,13 @@ from factory.manifest.lock import Lock
 from factory.manifest.matrix import Cell, expand_cells
 from factory.manifest.model import Model, Toolchain
 from factory.toolchains import FLOWS, Unsupported
-from factory.toolchains.base import SOURCE_FORMATS, StepArgv
+from factory.toolchains.base import (
+    SOURCE_FORMATS,
+    StepArgv,
+    kernel_check_digest,
+    needs_kernel_check,
+    with_kernel_check,
+)
 from factory.toolchains.images.plan import image_content_hash, metal_prefix_hash
 
 NodeKind = Literal["fetch", "tokenizer", "convert", "compile", "bundle"]
@@ -168,7 +174,12 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
         library = flow.library_name(cell.model, cell.quant, cell.target, target)
         # The manifest checks already rejected unsupported cells.
         assert not isinstance(argument, Unsupported) and not isinstance(library, Unsupported)
-        target_inputs = {**target.model_dump(mode="json"), "argument": argument, "library": library}
+        target_inputs: dict[str, Any] = {**target.model_dump(mode="json"), "argument": argument, "library": library}
+        if needs_kernel_check(target):
+            target_inputs["kernel_check"] = kernel_check_digest()
+        compile_steps = with_kernel_check(
+            flow.compile_steps(model, cell.quant, cell.target, target, toolchain.build), target
+        )
         compile_ = add(
             _node(
                 "compile",
@@ -193,7 +204,7 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
                     "arch": target.arch,
                     "target_argument": argument,
                     "library": library,
-                    "steps": steps_view(flow.compile_steps(model, cell.quant, cell.target, target, toolchain.build)),
+                    "steps": steps_view(compile_steps),
                 },
             )
         )

@@ -135,8 +135,8 @@ def run_command(flow: str, params_dir: str, library_name: str, device_kind: str)
     """The command that runs a bundle with its generation's runtime; `{bundle}`
     stands for wherever the bundle folder ends up (pull fills it in)."""
     bundle_dir = BUNDLE_PLACEHOLDER
-    if device_kind == "llvm":
-        # CPU bundles run through TVM's Relax VM in their toolchain (factory/in_toolchain/vm_script.py).
+    if device_kind in ("llvm", "vulkan"):
+        # CPU and Vulkan bundles run through TVM's Relax VM in their toolchain (factory/in_toolchain/vm_script.py).
         return f"factory run {bundle_dir} --prompt 'Hello'"
     if flow == "legacy":
         # mlc-llm b44cdc53's runtime package is mlc_chat: `python -m mlc_chat chat MODEL --model-lib-path`.

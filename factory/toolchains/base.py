@@ -8,10 +8,13 @@ questions; later steps (argv rendering, layout lint) ask more of the same module
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Literal, Protocol
 
+from factory.in_toolchain import SCRIPTS_DIR
 from factory.manifest.model import BuildOptions, Model, ModelType, Target, WeightFormat
 
 
@@ -57,6 +60,35 @@ class StepArgv:
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+
+
+# Where a build mounts factory/in_toolchain/ for its steps and gates.
+SCRIPTS_MOUNT = "/factory"
+# What the kernel check (in_toolchain/kernel_check_script.py) writes beside the library.
+KERNEL_CHECK_REPORT = "kernel-check.json"
+_KERNEL_CHECK_SCRIPT = "kernel_check_script.py"
+
+
+def needs_kernel_check(target: Target) -> bool:
+    """Every target whose kernels run on a GPU: its scheduled TIR is checked as it compiles."""
+    return target.device_kind != "llvm"
+
+
+@cache
+def kernel_check_digest() -> str:
+    """The check is part of how a GPU library is built: a changed check compiles again."""
+    return hashlib.sha256((SCRIPTS_DIR / _KERNEL_CHECK_SCRIPT).read_bytes()).hexdigest()
+
+
+def with_kernel_check(steps: tuple[StepArgv, ...], target: Target) -> tuple[StepArgv, ...]:
+    """The flow's compile steps, the `compile` one run through the kernel check on GPU targets."""
+    if not needs_kernel_check(target):
+        return steps
+    script = f"{SCRIPTS_MOUNT}/{_KERNEL_CHECK_SCRIPT}"
+    return tuple(
+        replace(s, argv=("python", script, f"{OUT}/{KERNEL_CHECK_REPORT}", "--", *s.argv)) if s.name == "compile" else s
+        for s in steps
+    )
 
 
 class Flow(Protocol):

@@ -1,13 +1,17 @@
 """The real compiler end to end: mlc-llm 79d603f0 on apache-tvm 0.26 (the wheel
 toolchain, built from manifests/wheel.yaml) converts, configures and compiles tiny
-random RWKV-5 and RWKV-6 checkpoints served by a local hub, for the CPU and for CUDA
-sm_80 (nvcc from PyPI, no GPU); the gates meet real artifacts, CPU bundles run through
-TVM's Relax VM, and a bundle goes through Ceph RGW and runs again after the pull."""
+random RWKV-5 and RWKV-6 checkpoints served by a local hub, for the CPU, for Vulkan
+(TVM's Vulkan runtime and codegen built beside the wheel) and for CUDA sm_80 (nvcc from
+PyPI, no GPU); the gates meet real artifacts, CPU bundles run through TVM's Relax VM,
+Vulkan bundles through the same runner on Mesa's lavapipe, the kernel check refuses a
+CUDA library with host-run kernels, and a bundle goes through Ceph RGW and runs again
+after the pull."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -24,15 +28,16 @@ from tests.support.hub import LocalHub
 from tests.support.run import factory
 from tests.support.s3servers import rgw_server
 from tests.support.tiny_rwkv import tiny_rwkv_v5_v6_files
-from tests.support.wheel import ensure_wheel_wheelhouse, mlc_source_or_fail, wheel_manifest
+from tests.support.wheel import TOOLCHAIN, ensure_wheel_wheelhouse, sources_env, wheel_manifest
 
 pytestmark = [pytest.mark.mlc, pytest.mark.docker, pytest.mark.hub]
 QUANTS = ["q4f16_1", "q4f32_1"]
-TARGETS = ["cpu-x86_64", "cuda-sm80"]
+TARGETS = ["cpu-x86_64", "vulkan-x86_64", "cuda-sm80"]
 MODELS = {"rwkv-5-world-tiny": ("rwkv5", 5), "rwkv-6-world-tiny": ("rwkv6", 6)}
 FATBIN_MAGIC = b"\x50\xed\x55\xba"
 PARITY_SEEN: dict[tuple[str, str], tuple[float, float, float]] = {}
 PARAM_BYTES: dict[tuple[str, str], int] = {}
+SMOKE_SEEN: dict[tuple[str, str, str], tuple[float, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class Built:
     steps: list[str]
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        return factory(*args, env={**self.hub.env(), **(env or {})}, cwd=self.root, timeout=1800)
+        return factory(*args, env={**self.hub.env(), **sources_env(), **(env or {})}, cwd=self.root, timeout=1800)
 
     def bundle(self, model: str, quant: str, target: str) -> Path:
         return self.root / "dist" / f"{model}-{quant}-{target}"
@@ -124,7 +129,7 @@ def _write(root: Path, name: str, data: dict[str, Any], hub: LocalHub) -> Path:
 
 @pytest.fixture(scope="module")
 def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    source = mlc_source_or_fail()
+    sources = sources_env()
     root = tmp_path_factory.mktemp("mlc")
     models = []
     for name, (_, version) in MODELS.items():
@@ -132,11 +137,13 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
         models.append({"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit},
                        "type": f"rwkv{version}-world"})  # fmt: skip
     manifest = _write(root, "wheel.yaml", wheel_manifest(models, QUANTS, TARGETS), local_hub)
+    since = time.time()
     image = factory(
         "images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheel_wheelhouse()), "--offline",
-        "--mlc-llm-source", str(source), cwd=root, timeout=1800,
+        "--mlc-llm-source", sources["FACTORY_MLC_LLM_SOURCE"], env=sources, cwd=root, timeout=1800,
     )  # fmt: skip
     assert image.returncode == 0, image.stderr[-4000:]
+    print(f"mlc e2e: the wheel toolchain image (with Vulkan) took {time.time() - since:.0f} s")
     with StepWatch(docker_client, "-world-tiny/") as watch:
         since = time.time()
         done = factory(
@@ -189,6 +196,11 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
         assert gates["params"]["status"] == "passed" and gates["params"]["tensors"] == len(names)
         assert gates["library"]["status"] == "passed", gates["library"]
         assert {"embed", "prefill", "decode", "create_rnn_state", "_metadata"} <= set(gates["library"]["functions"])
+        if target != "cpu-x86_64":
+            # Every GPU function was checked as it compiled, and none runs on the host
+            # (RWKV-6's LoRA matmuls would without low-batch-gemv-unbound-blocks.patch).
+            kernels = gates["library"]["kernel_check"]
+            assert kernels["gpu_functions"] > 50 and kernels["host_run"] == [], kernels
 
         compat = manifest["compatibility"]
         assert compat["tvm"] == "apache-tvm==0.26.0"
@@ -203,10 +215,19 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
         else:
             smoke = gates["smoke"]
             assert smoke["status"] == "passed", smoke
-            assert smoke["runtime"] == "relax-vm-cpu" and smoke["logits_shape"] == [65536]
+            device = "vulkan" if target == "vulkan-x86_64" else "cpu"
+            assert smoke["runtime"] == f"relax-vm-{device}" and smoke["logits_shape"] == [65536]
             assert smoke["prefill_tok_s"] > 0 and smoke["decode_tok_s"] > 0
             assert len(smoke["generated_tokens"]) == 8
-            assert json.loads(compat["device"])["mcpu"] == "x86-64"  # portable: no host-specific CPU
+            if device == "vulkan":
+                # Mesa's CPU driver in the toolchain image; its shaders cached in the work folder.
+                assert "llvmpipe" in smoke["device"], smoke
+                assert compat["device"] == "vulkan:generic"
+                assert any((built.root / "work" / "mesa-shader-cache").rglob("*"))
+                SMOKE_SEEN[(model, quant, target)] = (smoke["prefill_tok_s"], smoke["decode_tok_s"])
+            else:
+                assert json.loads(compat["device"])["mcpu"] == "x86-64"  # portable: no host-specific CPU
+                SMOKE_SEEN[(model, quant, target)] = (smoke["prefill_tok_s"], smoke["decode_tok_s"])
             parity = gates["parity"]
             assert parity["status"] == "passed", parity
             bound = parity["threshold"]
@@ -222,7 +243,7 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
                 if exact.top1 == 1.0:
                     assert path["first_divergence"] is None, (quant, path)
             for label, path in ((quant, parity), (f"{quant} prefill", prefill)):
-                PARITY_SEEN[(model, label)] = (path["kl_mean"], path["kl_max"], path["max_abs_dlogit"])
+                PARITY_SEEN[(model, f"{label} {target}")] = (path["kl_mean"], path["kl_max"], path["max_abs_dlogit"])
 
 
 def test_an_unquantized_float32_bundle_matches_the_reference_exactly(built: Built) -> None:
@@ -244,6 +265,37 @@ def test_an_unquantized_float32_bundle_matches_the_reference_exactly(built: Buil
         assert path["kl_mean"] <= exact.kl_mean and path["kl_max"] <= exact.kl_max, path
         assert path["top1"] == 1.0 and path["first_divergence"] is None, path
         PARITY_SEEN[(name, label)] = (path["kl_mean"], path["kl_max"], path["max_abs_dlogit"])
+
+
+def test_the_kernel_check_refuses_the_rwkv6_cuda_library_of_the_unpatched_pipeline(built: Built) -> None:
+    """Without low-batch-gemv-unbound-blocks.patch, mlc-llm's LowBatchGemvSpecialize leaves
+    the pad, rfactor and write-back blocks of RWKV-6's plain `x @ W` matmuls (time_maa_w1,
+    time_decay_w1) outside every thread binding. nvcc compiles that library without a word;
+    the library gate refuses it, naming the six functions (the patched build above passes)."""
+    name, version = "rwkv-6-world-tiny", MODELS["rwkv-6-world-tiny"][1]
+    commit = built.hub.commit(f"factory-tests/{name}", tiny_rwkv_v5_v6_files(version))
+    model = {"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit}, "type": f"rwkv{version}-world"}
+    data = wheel_manifest([model], ["q4f32_1"], ["cuda-sm80"], name="unbound")
+    toolchain = data["toolchains"][TOOLCHAIN]
+    # The same toolchain without the fix (and without Vulkan, which this cell does not need).
+    toolchain["patches"] = [
+        p for p in toolchain["patches"] if "low-batch-gemv" not in p["path"] and p.get("applies_to") != "tvm"
+    ]
+    toolchain["build"]["vulkan"] = False
+    manifest = _write(built.root, "unbound.yaml", data, built.hub)
+    image = built.run(
+        "images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheel_wheelhouse()), "--offline"
+    )
+    assert image.returncode == 0, image.stderr[-4000:]
+    done = built.run("build", "-m", str(manifest), "--work", "work", "--out", "dist-unbound")
+    assert done.returncode == 4, done.stderr[-4000:]
+    assert "rejected by the library gate" in done.stderr
+    refused = re.findall(r"(\S+) \(cuda\): blocks outside any thread binding: (.*?); host code touches", done.stderr)
+    functions = sorted(f for f, _ in refused)
+    assert len(functions) == 6, done.stderr[-4000:]
+    assert sum(f.startswith("fused_matmul") and "_tir_tanh" in f for f in functions) == 4, functions
+    assert all("matmul_rf" in blocks for _, blocks in refused), refused
+    assert not (built.root / "dist-unbound" / f"{name}-q4f32_1-cuda-sm80").exists()
 
 
 def test_a_checkpoint_whose_logits_overflow_is_rejected_by_the_smoke_gate(built: Built) -> None:
@@ -292,6 +344,8 @@ def test_build_summary_and_figures_are_reported(built: Built) -> None:
         print(f"parity {model} {quant}: KL mean {mean:.2e} max {worst:.2e} max |dlogit| {dlogit:.2e}")
     for (model, quant), size in sorted(PARAM_BYTES.items()):
         print(f"params {model} {quant}: {size} bytes")
+    for (model, quant, target), (prefill, decode) in sorted(SMOKE_SEEN.items()):
+        print(f"smoke {model} {quant} {target}: prefill {prefill} tok/s, decode {decode} tok/s")
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

@@ -20,9 +20,17 @@ LOCK = REPO / "images" / "wheel" / "requirements.lock"
 WHEELHOUSE = Path(os.environ.get("FACTORY_TEST_WHEEL_WHEELHOUSE", REPO / ".cache" / "wheelhouse-wheel"))
 # PyTorch's CPU build is not on PyPI; machines of this project's kind keep it here.
 LOCAL_WHEELS = Path("/opt/wheels")
-MLC_SOURCE = Path(
-    os.environ.get("FACTORY_MLC_LLM_SOURCE", REPO.parent / "shared" / "third_party" / "mlc-llm-79d603f0-python.tar.gz")
-)
+THIRD_PARTY = REPO.parent / "shared" / "third_party"
+MLC_SOURCE = Path(os.environ.get("FACTORY_MLC_LLM_SOURCE", THIRD_PARTY / "mlc-llm-79d603f0-python.tar.gz"))
+# The wheel's own TVM commit and its tvm-ffi submodule, which the image builds Vulkan from.
+TVM_SOURCES = {
+    "FACTORY_TVM_SOURCE": Path(
+        os.environ.get("FACTORY_TVM_SOURCE", THIRD_PARTY / "apache-tvm-v0.26.0-c7b458e9-src.tar.gz")
+    ),
+    "FACTORY_TVM_FFI_SOURCE": Path(
+        os.environ.get("FACTORY_TVM_FFI_SOURCE", THIRD_PARTY / "apache-tvm-ffi-12dbf053-src.tar.gz")
+    ),
+}
 TOOLCHAIN = "wheel-tvm0.26"
 
 
@@ -39,6 +47,19 @@ def mlc_source_or_fail() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return MLC_SOURCE
+
+
+def sources_env() -> dict[str, str]:
+    """The environment that gives `factory images build` every source archive offline."""
+    env = {"FACTORY_MLC_LLM_SOURCE": str(mlc_source_or_fail())}
+    for name, path in TVM_SOURCES.items():
+        if not path.is_file():
+            message = f"no TVM source archive at {path} (set {name})"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        env[name] = str(path)
+    return env
 
 
 def wheel_manifest(

@@ -221,11 +221,27 @@ def test_the_wheel_toolchain_renders_its_wheel_pin_and_takes_mlc_llm_as_a_source
     loaded = load_manifest(wheel_manifest)
     plan = plan_image(loaded, "wheel-tvm0.26", _lock_for(wheel_manifest))
     assert plan.build_args["TVM_WHEEL"] == "apache-tvm==0.26.0"
-    assert plan.build_args["TVM_REPO"] == plan.build_args["TVM_COMMIT"] == ""
+    # Vulkan is built beside the wheel from the wheel's own TVM commit and its tvm-ffi commit.
+    assert plan.build_args["USE_VULKAN"] == "ON"
+    assert plan.build_args["TVM_REPO"] == "https://github.com/apache/tvm"
+    assert plan.build_args["TVM_COMMIT"].startswith("c7b458e946bc")
+    assert [(kind, pin.commit[:8]) for kind, pin in plan.tvm_sources] == [("tvm", "c7b458e9"), ("tvm-ffi", "12dbf053")]
     assert plan.mlc_llm_source is not None and plan.mlc_llm_source.commit.startswith("79d603f0")
     # Every patch is staged in manifest order and named by content in the labels (and so in the tag).
-    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == ["00", "01", "02", "03", "04", "05", "06", "07"]
-    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 8
+    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == [f"{i:02d}" for i in range(10)]
+    assert plan.patches[-1][0] == "tvm/09-tvm-spirv-bool-buffers.patch"
+    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 10
+
+
+def test_a_wheel_toolchain_with_vulkan_must_name_the_wheels_tvm_sources(tmp_path: Path) -> None:
+    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
+    data["root"] = str(REPO)
+    del data["toolchains"]["wheel-tvm0.26"]["tvm"]["ffi_source"]
+    path = tmp_path / "wheel.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = factory("plan", "-m", str(path))
+    assert done.returncode == 2, done.stderr
+    assert "toolchains.wheel-tvm0.26.tvm.ffi_source" in done.stderr and "build.vulkan" in done.stderr
     requirements = (REPO / "images" / "wheel" / "requirements.lock").read_text()
     assert "apache-tvm==0.26.0 \\\n    --hash=sha256:" in requirements
 

@@ -138,7 +138,9 @@ def test_legacy_cuda_compile_flags_are_in_the_json_plan(graph: BuildGraph) -> No
         if node["kind"] != "compile" or node["flow"] != "legacy" or not node["target"].startswith("cuda-"):
             continue
         (step,) = node["steps"]
-        argv = step["argv"]
+        # GPU compiles run through the kernel check: its report, then the flow's own argv.
+        assert step["argv"][:4] == ["python", "/factory/kernel_check_script.py", "/out/kernel-check.json", "--"]
+        argv = step["argv"][4:]
         assert argv[:3] == ["python", "-m", "mlc_llm.build"]
         tag = {"cuda-sm80": "nvidia/nvidia-a100", "cuda-sm90": "nvidia/nvidia-h100"}[node["target"]]
         assert argv[argv.index("--target") + 1] == tag == node["target_argument"]
@@ -146,8 +148,9 @@ def test_legacy_cuda_compile_flags_are_in_the_json_plan(graph: BuildGraph) -> No
         assert ("--no-cublas" in argv) == (node["quant"] in ("q0f16", "q0f32"))
         seen.add(node["target"])
     assert seen == {"cuda-sm80", "cuda-sm90"}
-    current = next(n for n in nodes.values() if n["kind"] == "compile" and n["flow"] == "current")
-    assert current["steps"][0]["argv"][:2] == ["mlc_llm", "compile"]
+    current = [n for n in nodes.values() if n["kind"] == "compile" and n["flow"] == "current"]
+    assert current and all(n["steps"][0]["argv"][1] == "/factory/kernel_check_script.py" for n in current)
+    assert all(n["steps"][0]["argv"][4:6] == ["mlc_llm", "compile"] for n in current)
 
 
 def test_rwkv5_7b_comes_from_the_eagle_repo(graph: BuildGraph) -> None:

@@ -22,7 +22,7 @@ from factory.errors import InputError, Problem
 from factory.manifest.load import LoadedManifest
 from factory.manifest.lock import Lock
 from factory.manifest.matrix import expand_cells
-from factory.manifest.model import Manifest, SourcePin, Toolchain
+from factory.manifest.model import Manifest, SourcePin, Toolchain, WheelPin
 from factory.toolchains.contract import contract_for
 
 REPOSITORY_PREFIX = "factory-toolchain"
@@ -68,6 +68,8 @@ class ImagePlan:
     base_locked: bool
     mlc_llm_source: SourcePin | None = None
     """Wheel toolchains take mlc-llm as a source archive staged by the factory (the pin)."""
+    tvm_sources: tuple[tuple[str, SourcePin], ...] = ()
+    """(kind, pin) of the TVM sources a wheel toolchain with Vulkan builds from."""
 
     @property
     def ref(self) -> str:
@@ -110,7 +112,8 @@ def build_args(name: str, toolchain: Toolchain, base: str, cuda_archs: str = "")
 
     tok = toolchain.tokenizers_cpp
     tvm = toolchain.tvm
-    source = tvm if isinstance(tvm, SourcePin) else None
+    # A wheel toolchain's TVM commit is the wheel's own, when its sources build Vulkan.
+    source = tvm if isinstance(tvm, SourcePin) else tvm.source if toolchain.build.vulkan else None
     wheel = "" if isinstance(tvm, SourcePin) else tvm.wheel
     return {
         "BASE_IMAGE": base,
@@ -220,7 +223,17 @@ def plan_image(loaded: LoadedManifest, name: str, lock: Lock, *, local_base_id: 
         patches=patches,
         base_locked=digest is not None,
         mlc_llm_source=toolchain.mlc_llm if toolchain.is_wheel else None,
+        tvm_sources=wheel_tvm_sources(toolchain),
     )
+
+
+def wheel_tvm_sources(toolchain: Toolchain) -> tuple[tuple[str, SourcePin], ...]:
+    """The TVM sources a wheel toolchain's image builds Vulkan from (none without Vulkan)."""
+    tvm = toolchain.tvm
+    if not isinstance(tvm, WheelPin) or not toolchain.build.vulkan:
+        return ()
+    pins = (("tvm", tvm.source), ("tvm-ffi", tvm.ffi_source))
+    return tuple((kind, pin) for kind, pin in pins if pin is not None)
 
 
 def image_content(loaded: LoadedManifest, name: str) -> dict[str, Any]:
@@ -242,6 +255,11 @@ def image_content(loaded: LoadedManifest, name: str) -> dict[str, Any]:
         "context": context_digests(context) if context.is_dir() else None,
         "patches": sorted(patch_digests.items()),
         "args": {k: v for k, v in args.items() if k not in {"TOOLCHAIN", "BASE_IMAGE"}},
+        **(
+            {"tvm_sources": [[k, p.model_dump()] for k, p in sources]}
+            if (sources := wheel_tvm_sources(toolchain))
+            else {}
+        ),
     }
 
 

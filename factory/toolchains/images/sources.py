@@ -1,9 +1,13 @@
-"""The mlc-llm source a wheel toolchain image is built from, as one .tar.gz.
+"""The sources a wheel toolchain image is built from, each as one .tar.gz.
 
-A connected builder downloads GitHub's archive of the pinned commit (kept in the
+mlc-llm's `python/` package always; for a wheel toolchain with Vulkan, also apache/tvm
+at the wheel's own commit and its tvm-ffi submodule commit (the wheel ships neither
+the Vulkan runtime nor its codegen, so the image builds them beside it).
+A connected builder downloads GitHub's archive of each pinned commit (kept in the
 cache by commit); an offline or air-gapped one names a local archive or folder
-(`--mlc-llm-source`, or FACTORY_MLC_LLM_SOURCE). Either way the image gets
-factory-extra/sources/mlc-llm.tar.gz with one top folder holding `python/`.
+(`--mlc-llm-source` or FACTORY_MLC_LLM_SOURCE; FACTORY_TVM_SOURCE and
+FACTORY_TVM_FFI_SOURCE). The image gets factory-extra/sources/NAME.tar.gz, each with
+one top folder.
 Like CA certificates and wheelhouses this is transport: the commit, already in
 the image tag and build keys, says which bytes these are, and an archive that
 records a different commit (`git archive` writes it into the tar header) is refused.
@@ -16,34 +20,62 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from factory.errors import InputError, NetworkError, Problem
 from factory.manifest.model import SourcePin
 from factory.paths import cache_home
 
-ENV = "FACTORY_MLC_LLM_SOURCE"
-_FIELD = "--mlc-llm-source"
+
+@dataclass(frozen=True)
+class SourceKind:
+    name: str
+    env: str
+    field: str
+    marker: str
+    """A folder every archive of this source holds below its top folder."""
+    parts: tuple[str, ...]
+    """What a checkout contributes to the archive made from it."""
 
 
-def default_source() -> Path | None:
-    value = os.environ.get(ENV)
+MLC_LLM = SourceKind("mlc-llm", "FACTORY_MLC_LLM_SOURCE", "--mlc-llm-source", "python/mlc_llm/", ("python",))
+TVM = SourceKind(
+    "tvm", "FACTORY_TVM_SOURCE", "FACTORY_TVM_SOURCE", "src/backend/vulkan/",
+    ("CMakeLists.txt", "cmake", "include", "src", "3rdparty/compiler-rt", "LICENSE", "NOTICE"),
+)  # fmt: skip
+TVM_FFI = SourceKind(
+    "tvm-ffi", "FACTORY_TVM_FFI_SOURCE", "FACTORY_TVM_FFI_SOURCE", "include/tvm/ffi/",
+    ("CMakeLists.txt", "cmake", "include", "src", "LICENSE", "NOTICE"),
+)  # fmt: skip
+ENV = MLC_LLM.env
+
+
+def default_source(kind: SourceKind = MLC_LLM) -> Path | None:
+    value = os.environ.get(kind.env)
     return Path(value) if value else None
 
 
 def mlc_llm_archive(pin: SourcePin, given: Path | None) -> Path:
     """A .tar.gz of mlc-llm at `pin.commit`: `given` (archive or folder), else the cached download."""
+    return source_archive(MLC_LLM, pin, given)
+
+
+def source_archive(kind: SourceKind, pin: SourcePin, given: Path | None) -> Path:
+    """A .tar.gz of `kind` at `pin.commit`: `given` (archive or folder), else the cached download."""
     if given is not None:
         if given.is_dir():
-            return _archive_folder(given, pin.commit)
+            return _archive_folder(kind, given, pin.commit)
         if given.is_file():
-            _check_archive(given, pin.commit)
+            _check_archive(kind, given, pin.commit)
             return given
-        raise InputError([_problem(given, "no such file or folder", "give a .tar.gz of mlc-llm or its checkout")])
-    cached = cache_home() / "sources" / f"mlc-llm-{pin.commit}.tar.gz"
+        raise InputError(
+            [_problem(kind, given, "no such file or folder", f"give a .tar.gz of {kind.name} or its checkout")]
+        )
+    cached = cache_home() / "sources" / f"{kind.name}-{pin.commit}.tar.gz"
     if not cached.is_file():
-        _download(pin, cached)
-    _check_archive(cached, pin.commit)
+        _download(kind, pin, cached)
+    _check_archive(kind, cached, pin.commit)
     return cached
 
 
@@ -54,45 +86,52 @@ def archive_commit(path: Path) -> str | None:
     return comment or None
 
 
-def _check_archive(path: Path, commit: str) -> None:
+def _check_archive(kind: SourceKind, path: Path, commit: str) -> None:
     try:
         recorded = archive_commit(path)
         with tarfile.open(path, "r:gz") as tar:
             has_package = any(
-                name.count("/") >= 2 and name.split("/", 1)[1].startswith("python/mlc_llm/") for name in tar.getnames()
+                name.count("/") >= 2 and name.split("/", 1)[1].startswith(kind.marker) for name in tar.getnames()
             )
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError([_problem(path, f"not a readable .tar.gz ({exc})", "give a `git archive` tarball")]) from None
+        raise InputError(
+            [_problem(kind, path, f"not a readable .tar.gz ({exc})", "give a `git archive` tarball")]
+        ) from None
     if recorded is not None and recorded != commit:
         raise InputError(
-            [_problem(path, f"is mlc-llm {recorded[:12]}, the toolchain pins {commit[:12]}", "give the pinned commit")]
-        )
+            [
+                _problem(
+                    kind, path, f"is {kind.name} {recorded[:12]}, the toolchain pins {commit[:12]}",
+                    "give the pinned commit",
+                )
+            ]
+        )  # fmt: skip
     if not has_package:
-        raise InputError(
-            [_problem(path, "holds no TOP/python/mlc_llm/", "archive the repository root (python/ at least)")]
-        )
+        raise InputError([_problem(kind, path, f"holds no TOP/{kind.marker}", "archive the repository root")])
 
 
-def _archive_folder(folder: Path, commit: str) -> Path:
-    if not (folder / "python" / "mlc_llm").is_dir():
-        raise InputError([_problem(folder, "has no python/mlc_llm/", "give the root of an mlc-llm checkout")])
-    dest = cache_home() / "sources" / f"mlc-llm-{commit}-from-folder.tar.gz"
+def _archive_folder(kind: SourceKind, folder: Path, commit: str) -> Path:
+    if not (folder / kind.marker).is_dir():
+        raise InputError([_problem(kind, folder, f"has no {kind.marker}", f"give the root of a {kind.name} checkout")])
+    dest = cache_home() / "sources" / f"{kind.name}-{commit}-from-folder.tar.gz"
     dest.parent.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.NamedTemporaryFile(dir=dest.parent, suffix=".part", delete=False) as handle,
         tarfile.open(fileobj=handle, mode="w:gz") as tar,
     ):
-        tar.add(folder / "python", arcname=f"mlc-llm-{commit[:8]}/python")
+        for part in kind.parts:
+            if (folder / part).exists():
+                tar.add(folder / part, arcname=f"{kind.name}-{commit[:8]}/{part}")
     os.replace(handle.name, dest)
     return dest
 
 
-def _download(pin: SourcePin, dest: Path) -> None:
+def _download(kind: SourceKind, pin: SourcePin, dest: Path) -> None:
     repo = pin.repo.removesuffix(".git").rstrip("/")
     if not repo.startswith("https://github.com/"):
         raise NetworkError(
             f"cannot download {pin.repo}@{pin.commit[:12]}: only GitHub archives are fetched",
-            hint=f"give a local archive or checkout with {_FIELD} PATH (or {ENV})",
+            hint=f"give a local archive or checkout with {kind.field} PATH (or {kind.env})",
         )
     url = f"{repo}/archive/{pin.commit}.tar.gz"
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -106,10 +145,10 @@ def _download(pin: SourcePin, dest: Path) -> None:
     except (urllib.error.URLError, OSError) as exc:
         raise NetworkError(
             f"downloading {url} failed ({exc})",
-            hint=f"offline? give a local archive or checkout of mlc-llm {pin.commit[:12]} with {_FIELD} PATH",
+            hint=f"offline? give a local archive or checkout of {kind.name} {pin.commit[:12]} with {kind.field} PATH",
         ) from None
     os.replace(handle.name, dest)
 
 
-def _problem(path: Path, message: str, fix: str) -> Problem:
-    return Problem(file=str(path), field=_FIELD, message=message, fix=fix)
+def _problem(kind: SourceKind, path: Path, message: str, fix: str) -> Problem:
+    return Problem(file=str(path), field=kind.field, message=message, fix=fix)
