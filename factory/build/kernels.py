@@ -38,6 +38,13 @@ def judge_kernels(library_name: str, report: Mapping[str, Any] | None) -> GateRe
             (f"{library_name}: the toolchain's TVM has no TIR build the kernel check can wrap",),
             "teach factory/in_toolchain/kernel_check_script.py this TVM's build entry point",
         )
+    if uninspected := report.get("uninspected"):
+        return GateResult(
+            "library",
+            "failed",
+            (f"{library_name}: this TVM has no TIR visitor, so {_names(uninspected)} went unchecked",),
+            "build GPU libraries in a toolchain whose TVM has tirx.stmt_functor (apache-tvm 0.26)",
+        )
     problems = []
     for failure in report.get("failures", []):
         parts = []

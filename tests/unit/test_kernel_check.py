@@ -53,3 +53,9 @@ def test_a_clean_report_passes_and_a_missing_or_blind_one_fails() -> None:
     assert missing is not None and missing.failed and "without the kernel check" in missing.problems[0]
     blind = judge_kernels("lib.so", {"build_api": None, "checked": [], "failures": []})
     assert blind is not None and blind.failed and "no TIR build" in blind.problems[0]
+
+
+def test_gpu_functions_a_tvm_could_not_walk_fail_the_gate() -> None:
+    report = {"build_api": "tvm.tirx.build", "checked": [], "failures": [], "uninspected": ["add", "mul"]}
+    result = judge_kernels("lib.so", report)
+    assert result is not None and result.failed and "add, mul went unchecked" in result.problems[0]
