@@ -15,6 +15,7 @@ from factory.plan.graph import Node
 from factory.store import bundle_folder as bundles
 from factory.store.documents import BUNDLE_MANIFEST, DocumentError
 from factory.toolchains import FLOWS
+from factory.toolchains.images.plan import wheel_tvm_sources
 
 
 def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
@@ -74,7 +75,7 @@ def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> st
 def _compatibility(ctx: BuildContext, compile_node: Node, c: Candidate) -> dict[str, Any]:
     """What a client matches against its runtime."""
     toolchain = ctx.loaded.manifest.toolchains[str(compile_node.attrs["toolchain"])]
-    return {
+    compatibility = {
         "flow": str(compile_node.attrs["flow"]),
         "params_index": c.params_index,
         "mlc_llm": toolchain.mlc_llm.commit,
@@ -83,6 +84,11 @@ def _compatibility(ctx: BuildContext, compile_node: Node, c: Candidate) -> dict[
         "device": compile_node.attrs["target_argument"],
         "library": c.library,
     }
+    sources = dict(wheel_tvm_sources(toolchain))
+    if c.target.device_kind == "vulkan" and "tvm" in sources:
+        # The wheel's Vulkan runtime is built beside it: a runtime must carry the same one.
+        compatibility["tvm_vulkan"] = sources["tvm"].commit
+    return compatibility
 
 
 def _provenance(ctx: BuildContext, node: Node, compile_node: Node, tokenizer_node: Node) -> dict[str, Any]:

@@ -118,11 +118,14 @@ def index_table(index: Index) -> Table:
 
 def run_lines(result: RunResult) -> list[str]:
     figures = result.figures
-    return [
-        figures.output,
+    lines = [figures.output]
+    if figures.device:
+        lines.append(f"ran on {figures.device} ({figures.runtime})")
+    lines.append(
         f"prefill {figures.prefill_tok_s} tok/s, decode {figures.decode_tok_s} tok/s, "
-        f"logits {list(figures.logits_shape or ())} finite={figures.finite}, {result.verdict.status}",
-    ]
+        f"logits {list(figures.logits_shape or ())} finite={figures.finite}, {result.verdict.status}"
+    )
+    return lines
 
 
 def gc_lines(report: GcReport, grace: str) -> list[str]:

@@ -46,7 +46,9 @@ def tokenizer_rwkv_world(
 @app.command("run", rich_help_panel=PANEL)
 @reports_errors
 def run_command(
-    bundle: Annotated[Path, typer.Argument(help="A CPU bundle folder (factory build --out, or factory pull).")],
+    bundle: Annotated[
+        Path, typer.Argument(help="A CPU, Vulkan or CUDA bundle folder (factory build --out, or factory pull).")
+    ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the user says.")] = "Hello",
     tokens: Annotated[int, typer.Option("--tokens", "-n", min=1, help="Tokens to generate (greedy).")] = 16,
     raw: Annotated[bool, typer.Option("--raw", help="Feed --prompt as is, without the conversation template.")] = False,
@@ -55,7 +57,7 @@ def run_command(
     ] = False,
     image: Annotated[str | None, typer.Option("--image", help="Toolchain image (default: the bundle's).")] = None,
 ) -> None:
-    """Run a prompt through a CPU bundle: encode with its tokenizer, prefill, decode; print figures."""
+    """Run a prompt through a bundle (CPU, Vulkan, CUDA): encode with its tokenizer, prefill, decode; print figures."""
     from factory.build.run_bundle import RunRequest, run_bundle
 
     result = run_bundle(RunRequest(bundle=bundle, prompt=prompt, tokens=tokens, raw=raw, on_host=on_host, image=image))

@@ -223,6 +223,7 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
                 # Mesa's CPU driver in the toolchain image; its shaders cached in the work folder.
                 assert "llvmpipe" in smoke["device"], smoke
                 assert compat["device"] == "vulkan:generic"
+                assert compat["tvm_vulkan"].startswith("c7b458e946bc")  # the wheel's own commit
                 assert any((built.root / "work" / "mesa-shader-cache").rglob("*"))
                 SMOKE_SEEN[(model, quant, target)] = (smoke["prefill_tok_s"], smoke["decode_tok_s"])
             else:
@@ -336,6 +337,17 @@ def test_a_cpu_bundle_runs_again_after_publish_and_pull_through_rgw(built: Built
         assert "finite=True" in figures and "logits [65536]" in figures and figures.endswith("passed")
         prefill = float(figures.split("prefill ")[1].split(" ")[0])
         assert prefill > 0
+
+
+def test_factory_run_runs_a_vulkan_bundle_in_its_toolchain_on_lavapipe(built: Built) -> None:
+    bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "vulkan-x86_64")
+    ran = built.run("run", str(bundle), "--prompt", "Hello, 世界", "--tokens", "4")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    figures = ran.stdout.strip().splitlines()[-1]
+    assert "finite=True" in figures and "logits [65536]" in figures and figures.endswith("passed"), figures
+    assert "ran on llvmpipe" in ran.stdout and "(relax-vm-vulkan)" in ran.stdout, ran.stdout
+    manifest = json.loads((bundle / "factory-bundle.json").read_text())
+    assert manifest["run"].startswith("factory run ")
 
 
 def test_build_summary_and_figures_are_reported(built: Built) -> None:
