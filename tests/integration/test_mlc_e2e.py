@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.gpu_check_case import check_gpu_check_prepares_and_runs
 from tests.support.hub import LocalHub
 from tests.support.run import factory
 from tests.support.s3servers import rgw_server
@@ -348,6 +349,13 @@ def test_factory_run_runs_a_vulkan_bundle_in_its_toolchain_on_lavapipe(built: Bu
     assert "ran on llvmpipe" in ran.stdout and "(relax-vm-vulkan)" in ran.stdout, ran.stdout
     manifest = json.loads((bundle / "factory-bundle.json").read_text())
     assert manifest["run"].startswith("factory run ")
+
+
+def test_the_prepared_gpu_check_carries_the_bundles_and_runs_the_vulkan_ones(built: Built) -> None:
+    """bench/gpu_check.py, the script a lent GPU machine runs: everything it does without a GPU."""
+    bundle = built.bundle("rwkv-5-world-tiny", "q4f32_1", "vulkan-x86_64")
+    image = json.loads((bundle / "factory-bundle.json").read_text())["provenance"]["image"]
+    check_gpu_check_prepares_and_runs(built.root, built.root / "dist", built.root / "work", image)
 
 
 def test_build_summary_and_figures_are_reported(built: Built) -> None:
