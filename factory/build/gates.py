@@ -19,6 +19,8 @@ from typing import Any
 from factory.errors import FactoryError
 
 FLOAT_DTYPES = {"float16", "float32", "bfloat16", "float64"}
+# The Relax VM runner's device (factory/in_toolchain/vm_script.py) per target kind it drives.
+VM_DEVICES = {"llvm": "cpu", "cuda": "cuda", "vulkan": "vulkan"}
 
 
 class GateFailure(FactoryError):

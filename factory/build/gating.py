@@ -23,8 +23,6 @@ from factory.toolchains.base import MODEL_ROOT, needs_kernel_check
 # shape (the Relax VM runner adds no roles), and a few greedy tokens.
 SMOKE_PROMPT = "User: Tell me about the RWKV language model in one sentence.\n\nAssistant:"
 SMOKE_TOKENS = 8
-# The Relax VM runner's device per target kind (factory/in_toolchain/vm_script.py).
-VM_DEVICES = {"llvm": "cpu", "cuda": "cuda", "vulkan": "vulkan"}
 # Kinds whose runs need the host's GPU passed into the container. Vulkan runs on the
 # driver the toolchain image carries (Mesa's lavapipe, on the CPU).
 GPU_PASSTHROUGH = frozenset({"cuda", "metal"})
@@ -115,8 +113,7 @@ def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gat
             tail = tuple(lines[-8:])
             return gates.GateResult("library", "failed", (reason, *tail), "a CPU library must load on a CPU")
         # A GPU library may need the device's driver just to load; that is not a verdict.
-        skipped = gates.not_run("library", reason)
-        return replace(skipped, details={**skipped.details, **kernels.kernel_details(c.kernel_check)})
+        return _with_kernel_figures(c, gates.not_run("library", reason))
     judged = gates.judge_library(
         c.library,
         probe.get("metadata", {}),
@@ -126,9 +123,14 @@ def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gat
         functions=probe.get("functions"),
         flow=ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow,
     )
-    if judged.failed or not needs_kernel_check(c.target):
-        return judged
-    return replace(judged, details={**judged.details, **kernels.kernel_details(c.kernel_check)})
+    return judged if judged.failed else _with_kernel_figures(c, judged)
+
+
+def _with_kernel_figures(c: Candidate, result: gates.GateResult) -> gates.GateResult:
+    """A GPU library's gate result with what its kernel check found (CPU results as they are)."""
+    if not needs_kernel_check(c.target):
+        return result
+    return replace(result, details={**result.details, **kernels.kernel_details(c.kernel_check)})
 
 
 def smoke_gate(ctx: BuildContext, c: Candidate, hint: str) -> gates.GateResult:
@@ -138,10 +140,10 @@ def smoke_gate(ctx: BuildContext, c: Candidate, hint: str) -> gates.GateResult:
     library = f"/bundle/{c.library}"
     kind = c.target.device_kind
     toolchain = ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain]
-    if kind in VM_DEVICES and (kind != "cuda" or toolchain.is_wheel):
+    if kind in gates.VM_DEVICES and (kind != "cuda" or toolchain.is_wheel):
         # The Relax VM runner: CPU and Vulkan bundles, and CUDA ones of a toolchain
         # without mlc-llm's native runtime (the wheel toolchain).
-        vm = ("/factory/vm_script.py", "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS), VM_DEVICES[kind])
+        vm = ("/factory/vm_script.py", "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS), gates.VM_DEVICES[kind])
         argv: tuple[str, ...] = vm
     else:
         argv = ("/factory/smoke_script.py", toolchain.flow, params, library, kind)
@@ -159,7 +161,7 @@ def _parity_blocker(ctx: BuildContext, c: Candidate) -> str | None:
         return "not asked for (--smoke)"
     if ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow == "legacy":
         return "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
-    if target.device_kind not in VM_DEVICES:
+    if target.device_kind not in gates.VM_DEVICES:
         return f"the Relax VM runner does not drive {target.device_kind} devices"
     if not has_device(target):
         return f"no {target.device_kind} device on this host: {device_reason(target)}"
@@ -184,7 +186,7 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     (work / "tokens.json").write_text(json.dumps(tokens))
     prefill = min(parity.PARITY_PREFILL, len(tokens))
     extra = (ctx.model_mount(c.model), Mount(source=work, target="/parity", read_only=False))
-    device = VM_DEVICES[target.device_kind]
+    device = gates.VM_DEVICES[target.device_kind]
     params_in = f"/bundle/{c.params_dir}" if c.params_dir else "/bundle"
     runs = (
         ("reference", ("/factory/reference_script.py", f"{MODEL_ROOT}/{c.model}",
