@@ -11,6 +11,7 @@ way the template says, unless `--raw`.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +46,6 @@ def _problem(path: Path, field: str, message: str, fix: str) -> InputError:
     return InputError([Problem(file=str(path), field=field, message=message, fix=fix)])
 
 
-# The Relax VM runner's device for each kind of library it drives.
-_VM_DEVICES = {"llvm": "cpu", "vulkan": "vulkan", "cuda": "cuda"}
-
-
 def _layout(bundle: Path) -> tuple[BundleManifest, str, str, str]:
     """(manifest, params dir relative to the bundle, library file name, runner device)."""
     path = bundle / BUNDLE_MANIFEST
@@ -58,7 +55,7 @@ def _layout(bundle: Path) -> tuple[BundleManifest, str, str, str]:
     files = {f.role: f.path for f in manifest.files if f.role in {"chat-config", "library"}}
     device = manifest.compatibility.device
     kind = json.loads(device).get("kind") if device.startswith("{") else device.split(":", 1)[0]
-    if kind not in _VM_DEVICES:
+    if kind not in gates.VM_DEVICES:
         raise _problem(
             path, "compatibility.device", f"a {kind} bundle: factory run runs CPU, Vulkan and CUDA bundles",
             f"run it with its runtime: {manifest.run}",
@@ -70,7 +67,7 @@ def _layout(bundle: Path) -> tuple[BundleManifest, str, str, str]:
         )  # fmt: skip
     if "chat-config" not in files or "library" not in files:
         raise _problem(path, "files", "lists no chat config or no library", "pull or build the bundle again")
-    return manifest, str(Path(files["chat-config"]).parent), files["library"], _VM_DEVICES[kind]
+    return manifest, str(Path(files["chat-config"]).parent), files["library"], gates.VM_DEVICES[kind]
 
 
 def templated(prompt: str, config: dict[str, Any]) -> str:
@@ -109,6 +106,11 @@ def run_bundle(request: RunRequest, on_line: Any = None) -> RunResult:
                 bundle / BUNDLE_MANIFEST, "provenance.image", "names no toolchain image",
                 "pass --image REF, or --on-host to use this machine's TVM",
             )  # fmt: skip
+        if device == "cuda" and shutil.which("nvidia-smi") is None:
+            raise FactoryError(
+                f"{bundle.name} is a CUDA bundle and this host has no NVIDIA GPU (nvidia-smi not found)",
+                hint="run it on a host with an NVIDIA GPU and the NVIDIA container toolkit",
+            )
         code = _in_container(image, bundle, params_dir, library, prompt, request.tokens, device, script, keep)
     figures = gates.parse_smoke(lines)
     if figures is None:

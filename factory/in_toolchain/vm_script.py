@@ -166,9 +166,10 @@ def _device(tvm: Any, name: str) -> Any:
 def device_name(device: Any) -> str:
     """The driver's name for the device (lavapipe says "llvmpipe (LLVM 15...)")."""
     try:
-        return str(device.device_name)
+        name = device.device_name
     except (AttributeError, RuntimeError, ValueError):
-        return str(device)
+        name = None
+    return str(name) if name else str(device)  # the CPU has no driver name: "cpu:0"
 
 
 def _int32(ids: list[int]) -> Any:
