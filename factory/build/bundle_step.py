@@ -112,7 +112,12 @@ def _provenance(ctx: BuildContext, node: Node, compile_node: Node, tokenizer_nod
         },
         "image": compile_meta.get("image"),
         "image_id": compile_meta.get("image_id"),
-        "model": {"repo": model.hf.repo, "revision": model.hf.revision, "commit": fetch_node.attrs["revision"]},
+        "model": (
+            {"repo": model.hf.repo, "revision": model.hf.revision, "commit": fetch_node.attrs["revision"]}
+            if model.hf is not None
+            # Else the path as the manifest writes it: the builder's own folders stay out of bundles.
+            else {"local": model.local.path if model.local else None, "sha256": fetch_node.attrs["sha256"]}
+        ),
         "factory_version": __version__,
         "build_key": node.key,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

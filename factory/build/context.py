@@ -7,9 +7,9 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from factory.build.executor import NodeCache, Watch
 from factory.errors import FactoryError
@@ -21,6 +21,9 @@ from factory.plan.graph import BuildGraph, Node
 from factory.process import display
 from factory.runners import Cancellation, Mount, Runner, Step
 from factory.toolchains.base import MODEL_ROOT, OUT, StepArgv
+
+if TYPE_CHECKING:
+    from factory.toolchains.images.builder import BuildExtras
 
 
 class StepFailed(FactoryError):
@@ -42,6 +45,18 @@ class BuildSettings:
     """A registry caching toolchain images by content tag (pulled before building one)."""
     mlc_llm_source: Path | None = None
     """A local mlc-llm archive or checkout for wheel toolchain images."""
+    wheelhouse: Path | None = None
+    offline: bool = False
+    """Where pip finds wheels for a toolchain image this build makes, and whether only there."""
+
+    def image_extras(self) -> BuildExtras:
+        from factory.toolchains.images.builder import BuildExtras, check_extras
+
+        extras = BuildExtras(wheelhouse=self.wheelhouse, offline=self.offline)
+        if self.mlc_llm_source is not None:
+            extras = replace(extras, mlc_llm_source=self.mlc_llm_source)
+        check_extras(extras)
+        return extras
 
 
 class LineSink(Watch):
@@ -61,10 +76,10 @@ class Toolchains:
         log: Callable[[str], None],
         cancel: Cancellation,
         registry: str | None = None,
-        mlc_llm_source: Path | None = None,
+        extras: BuildExtras | None = None,
     ) -> None:
         self.loaded, self.lock, self.log, self.registry = loaded, lock, log, registry
-        self.cancel, self.mlc_llm_source = cancel, mlc_llm_source
+        self.cancel, self.extras = cancel, extras
         self._client: Any = None
         self._images: dict[str, tuple[str, str]] = {}
 
@@ -82,8 +97,7 @@ class Toolchains:
 
             client = self._engine()
             plan = plan_for_engine(client, self.loaded, toolchain, self.lock)
-            extras = BuildExtras(mlc_llm_source=self.mlc_llm_source) if self.mlc_llm_source else BuildExtras()
-            outcome = ensure_image(client, plan, extras, BuildLog(line=self.log), self.registry)
+            outcome = ensure_image(client, plan, self.extras or BuildExtras(), BuildLog(line=self.log), self.registry)
             self._images[toolchain] = (outcome.ref, outcome.image_id)
         return self._images[toolchain]
 
@@ -130,7 +144,7 @@ class BuildContext:
         self.cancel = cancel or Cancellation()
         self.sink = sink or LineSink()
         self.cache = NodeCache(settings.work / "nodes")
-        self.toolchains = Toolchains(loaded, lock, log, self.cancel, settings.registry, settings.mlc_llm_source)
+        self.toolchains = Toolchains(loaded, lock, log, self.cancel, settings.registry, settings.image_extras())
         self.by_id = {n.id: n for n in graph.nodes}
         self.models = {m.name: m for m in loaded.manifest.models}
 

@@ -13,27 +13,11 @@ import json
 import os
 import shutil
 import struct
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from factory.errors import InputError, NetworkError, Problem
 from factory.manifest.model import WeightFormat
-
-# What a conversion reads: the config and one weight format (safetensors preferred).
-_CONFIG = ["config.json", "generation_config.json"]
-_SAFETENSORS = ["*.safetensors", "*.safetensors.index.json"]
-_TORCH = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
-
-
-_PATTERNS: dict[WeightFormat, list[str]] = {"safetensors": _SAFETENSORS, "pytorch": _TORCH}
-
-
-def choose_files(repo_files: list[str], weight_format: WeightFormat) -> list[str] | None:
-    """PURE: the patterns to download for `weight_format`, or None if the repo has no such weights."""
-    weights = _PATTERNS[weight_format][0]
-    if not any(fnmatchcase(f, weights) for f in repo_files):
-        return None
-    return [*_CONFIG, *_PATTERNS[weight_format]]
+from factory.manifest.weights import choose_files, content_digest, local_files, other_format
 
 
 def fetch_snapshot(repo: str, commit: str, dest: Path, weight_format: WeightFormat, field: str = "hf.format") -> None:
@@ -50,7 +34,7 @@ def fetch_snapshot(repo: str, commit: str, dest: Path, weight_format: WeightForm
             )  # fmt: skip
         patterns = choose_files(files, weight_format)
         if patterns is None:
-            other: WeightFormat = "pytorch" if weight_format == "safetensors" else "safetensors"
+            other = other_format(weight_format)
             has_other = choose_files(files, other) is not None
             raise InputError(
                 [Problem(file=repo, field=field, message=f"{commit[:12]} has no {weight_format} weights",
@@ -66,16 +50,34 @@ def fetch_snapshot(repo: str, commit: str, dest: Path, weight_format: WeightForm
         raise NetworkError(f"downloading {repo} from {endpoint} failed ({type(exc).__name__}: {exc})") from None
     dest.mkdir(parents=True, exist_ok=True)
     for path in sorted(snapshot.rglob("*")):
-        if path.is_dir():
-            continue
-        target = dest / path.relative_to(snapshot)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        real = path.resolve()
-        try:
-            os.link(real, target)
-        except OSError:
-            shutil.copyfile(real, target)
+        if not path.is_dir():
+            _link_or_copy(path.resolve(), dest / path.relative_to(snapshot))
     index_single_safetensors(dest)
+
+
+def copy_local(folder: Path, weight_format: WeightFormat, digest: str, dest: Path, field: str) -> None:
+    """Copy a local model folder's conversion files into `dest` (a new folder) and check
+    the copies against the content digest the plan was made with: a file edited since
+    then would otherwise be built under the old key. Copied, never linked, so an edit
+    in place in the user's folder cannot reach the cache later either."""
+    names = local_files(folder, weight_format) if folder.is_dir() else None
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names or ():
+        shutil.copyfile(folder / name, dest / name)
+    if names is None or content_digest(dest, names) != digest:
+        raise InputError(
+            [Problem(file=str(folder), field=field, message="the folder changed after the build was planned",
+                     fix="leave the model folder alone while a build runs, then build again")]
+        )  # fmt: skip
+    index_single_safetensors(dest)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def index_single_safetensors(folder: Path) -> None:

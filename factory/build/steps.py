@@ -33,17 +33,22 @@ from factory.toolchains.base import (
 
 
 def fetch(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
-    from factory.build.fetch import fetch_snapshot
+    from factory.build.fetch import copy_local, fetch_snapshot
 
     model = ctx.models[str(node.attrs["model"])]
     index = ctx.loaded.manifest.models.index(model)
-    fetch_snapshot(
-        model.hf.repo, str(node.attrs["revision"]), out / "model" / model.name, model.hf.format,
-        field=f"models[{index}].hf.format",
-    )  # fmt: skip
-    meta["source_format"] = SOURCE_FORMATS[model.hf.format]
+    dest = out / "model" / model.name
+    if model.local is not None:
+        copy_local(Path(str(node.attrs["local"])), model.local.format, str(node.attrs["sha256"]), dest,
+                   field=f"models[{index}].local.path")  # fmt: skip
+        meta["sha256"] = node.attrs["sha256"]
+    else:
+        assert model.hf is not None
+        fetch_snapshot(model.hf.repo, str(node.attrs["revision"]), dest, model.hf.format,
+                       field=f"models[{index}].hf.format")  # fmt: skip
+    meta["source_format"] = SOURCE_FORMATS[model.weight_format]
     meta["commit"] = node.attrs["revision"]
-    return model.hf.format
+    return model.weight_format
 
 
 def tokenizer(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
@@ -66,7 +71,7 @@ def tokenizer(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) ->
 def convert(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
     model = ctx.models[str(node.attrs["model"])]
     flow = FLOWS[str(node.attrs["flow"])]
-    steps = flow.convert_steps(model, str(node.attrs["quant"]), SOURCE_FORMATS[model.hf.format])
+    steps = flow.convert_steps(model, str(node.attrs["quant"]), SOURCE_FORMATS[model.weight_format])
     # One conversion serves every target; it runs where this machine can run steps.
     runner_kind = "host" if sys.platform == "darwin" else "container"
     image, image_id = ctx.run_steps(node, steps, runner_kind, (ctx.model_mount(model.name),), out)

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from factory.cli.app import app, reports_errors
-from factory.cli.options import EndpointOption, MatrixOption, MlcSourceOption, OnlyOption, SkipOption
+from factory.cli.options import (
+    EndpointOption,
+    MatrixOption,
+    MlcSourceOption,
+    OfflineOption,
+    OnlyOption,
+    SkipOption,
+    WheelhouseOption,
+)
 from factory.cli.render import build_summary, node_events, say_to, show_build_end, stderr_console
 
 PANEL = "Plan and build"
@@ -45,6 +53,8 @@ def build(
         str | None, typer.Option("--registry", help="Pull toolchain images by content tag from here before building.")
     ] = None,
     mlc_llm_source: MlcSourceOption = None,
+    wheelhouse: WheelhouseOption = None,
+    offline: OfflineOption = False,
 ) -> None:
     """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
     from factory.build import BuildSettings
@@ -58,6 +68,8 @@ def build(
         require_smoke=require_smoke,
         registry=registry,
         mlc_llm_source=mlc_llm_source,
+        wheelhouse=wheelhouse,
+        offline=offline,
     )
     request = BuildRequest(
         matrix=matrix,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from factory.cli.app import app, reports_errors
-from factory.cli.options import MatrixOption, MlcSourceOption, retired
+from factory.cli.options import MatrixOption, MlcSourceOption, OfflineOption, WheelhouseOption, retired
 from factory.cli.render import (
     echo_lines,
     export_lines,
@@ -41,10 +41,8 @@ def images_build(
     ca_cert: Annotated[
         list[Path] | None, typer.Option("--ca-cert", help="Extra CA certificate (PEM) trusted during the build.")
     ] = None,
-    wheelhouse: Annotated[
-        Path | None, typer.Option("--wheelhouse", help="Folder of wheels pip may install from.")
-    ] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="pip installs only from --wheelhouse.")] = False,
+    wheelhouse: WheelhouseOption = None,
+    offline: OfflineOption = False,
     registry: Annotated[
         str | None,
         typer.Option("--registry", help="Try pulling the content tag from this registry before building (a cache)."),

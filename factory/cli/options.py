@@ -56,6 +56,19 @@ MlcSourceOption = Annotated[
     ),
 ]
 
+WheelhouseOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--wheelhouse",
+        envvar="FACTORY_WHEELHOUSE",
+        help="Toolchain images: a folder of wheels pip may install from (offline builders).",
+    ),
+]
+OfflineOption = Annotated[
+    bool,
+    typer.Option("--offline", envvar="FACTORY_OFFLINE", help="Toolchain images: pip installs only from --wheelhouse."),
+]
+
 
 def retired(spelling: str, instead: str) -> Callable[[object], object]:
     """A callback for a hidden option that only says what replaced it: the same

@@ -56,7 +56,11 @@ def lock(
     check: Annotated[bool, typer.Option("--check", help="Resolve nothing; fail if the lock misses an entry.")] = False,
     local_images: Annotated[
         bool,
-        typer.Option("--local-images", help="Lock base images by the local engine's image id (offline builders)."),
+        typer.Option(
+            "--local-images",
+            envvar="FACTORY_LOCAL_IMAGES",
+            help="Lock base images by the local engine's image id (offline builders).",
+        ),
     ] = False,
 ) -> None:
     """Resolve HF revisions and base-image digests into <manifest>.lock."""

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from factory.build.executor import Outcome
     from factory.build.matrix import MatrixBuild
     from factory.build.run_bundle import RunResult
+    from factory.checkpoints.example import ExampleModel
     from factory.manifest.locked import LockUpdate
     from factory.store.documents import Index
     from factory.store.housekeeping import GcReport
@@ -137,6 +138,12 @@ def gc_lines(report: GcReport, grace: str) -> list[str]:
             f"kept {len(report.young)} unreferenced blob(s) younger than {grace} (a publish may still be running)"
         )
     return lines
+
+
+def example_model_lines(made: ExampleModel) -> list[str]:
+    state = "wrote" if made.written else "already there:"
+    files = ", ".join(f"{name} ({size:,} bytes)" for name, size in made.files)
+    return [f"{state} a tiny RWKV-{made.version} World checkpoint in {made.folder}: {files}"]
 
 
 def tokenizer_lines(made: TokenizerFile) -> list[str]:

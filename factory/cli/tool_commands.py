@@ -1,4 +1,4 @@
-"""Tools around one bundle or file: run a prompt through a bundle; make a tokenizer."""
+"""Tools around one bundle or file: run a prompt through a bundle; make a tokenizer or an example model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from factory.cli.app import app, reports_errors
 from factory.cli.options import retired
-from factory.cli.render import echo_lines, run_lines, tokenizer_lines
+from factory.cli.render import echo_lines, example_model_lines, run_lines, tokenizer_lines
 
 PANEL = "Toolchains and tools"
 
@@ -66,3 +66,19 @@ def run_command(
         from factory.build.gates import GateFailure
 
         raise typer.Exit(GateFailure.exit_code)  # the figures are printed; unusable logits fail like the gate
+
+
+@app.command("example-model", rich_help_panel=PANEL)
+@reports_errors
+def example_model_command(
+    folder: Annotated[Path, typer.Argument(help="The folder to write (new, empty, or holding this model already).")],
+    version: Annotated[
+        int, typer.Option("--version", min=5, max=6, help="RWKV generation: 5 (Eagle) or 6 (Finch).")
+    ] = 6,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a tiny RWKV World checkpoint (Hugging Face layout, 17 MB of random weights in
+    exact 4-bit groups) for a first build: manifests/example.yaml builds it."""
+    from factory.checkpoints.example import write_example_model
+
+    echo_lines(example_model_lines(write_example_model(folder, version=version, seed=seed)))

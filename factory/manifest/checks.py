@@ -7,6 +7,7 @@ file lines. All findings are collected, so one run lists every problem.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from factory.manifest.matrix import expand_cells, rule_matches
-from factory.manifest.model import NAME_RE, Manifest, Model, Toolchain, WheelPin
+from factory.manifest.model import NAME_RE, Manifest, Model, Toolchain, WeightFormat, WheelPin
+from factory.manifest.weights import WEIGHT_PATTERNS, local_files, other_format
 from factory.manifest.yamlfile import PathKey
 from factory.toolchains import FLOWS, Unsupported
 
@@ -81,30 +83,76 @@ def _names(m: Manifest, root: Path) -> Iterator[Finding]:
             yield Finding((field,), f"{field} is empty", f"list at least one entry under {field}")
 
 
-def _models(m: Manifest, root: Path) -> Iterator[Finding]:
+def _hf_source(i: int, repo: str, revision: str) -> Iterator[Finding]:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
+    try:
+        validate_repo_id(repo)
+        valid = repo.count("/") == 1
+    except HFValidationError:
+        valid = False
+    if not valid:
+        yield Finding(
+            ("models", i, "hf", "repo"),
+            f"{repo!r} is not a Hugging Face repo id",
+            "write it as ORG/NAME, e.g. RWKV/rwkv-4-world-1b5",
+        )
+    if not revision or any(c.isspace() for c in revision) or ".." in revision:
+        yield Finding(
+            ("models", i, "hf", "revision"),
+            f"{revision!r} is not a usable git revision",
+            "use a branch, tag or 40-hex commit, e.g. main",
+        )
+
+
+def _local_source(root: Path, i: int, path: str, weight_format: WeightFormat) -> Iterator[Finding]:
+    """A local model folder must hold what a conversion reads: config.json and weights."""
+    folder = root / path
+    where = ("models", i, "local", "path")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        yield Finding(
+            where,
+            f"{path!r} ({folder}) {what}",
+            "make an example model there with `factory example-model " + path + "`, or point path at a folder "
+            "with config.json and weights (relative paths start at the manifest's root)",
+        )
+        return
+    config = folder / "config.json"
+    try:
+        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        yield Finding(where, f"{folder} has no config.json", "use a model folder in transformers layout")
+        return
+    except (OSError, ValueError) as exc:
+        yield Finding(where, f"{config} is not a JSON object ({exc})", "restore the model's config.json")
+        return
+    if local_files(folder, weight_format) is None:
+        other = other_format(weight_format)
+        has_other = local_files(folder, other) is not None
+        yield Finding(
+            ("models", i, "local", "format"),
+            f"{folder} has no {weight_format} weights ({', '.join(WEIGHT_PATTERNS[weight_format])})",
+            f"set format: {other}" if has_other else "put the model's *.safetensors or pytorch_model*.bin files there",
+        )
+
+
+def _models(m: Manifest, root: Path) -> Iterator[Finding]:
     for i, model in enumerate(m.models):
-        repo = model.hf.repo
-        try:
-            validate_repo_id(repo)
-            valid = repo.count("/") == 1
-        except HFValidationError:
-            valid = False
-        if not valid:
+        if (model.hf is None) == (model.local is None):
+            both = model.hf is not None
             yield Finding(
-                ("models", i, "hf", "repo"),
-                f"{repo!r} is not a Hugging Face repo id",
-                "write it as ORG/NAME, e.g. RWKV/rwkv-4-world-1b5",
+                ("models", i),
+                f"model {model.name!r} names {'both hf and local' if both else 'no weights: neither hf nor local'}",
+                "give exactly one: hf: {repo: ORG/NAME} for a Hugging Face repo, or local: {path: FOLDER} "
+                "for a folder with config.json and weights",
             )
-        revision = model.hf.revision
-        if not revision or any(c.isspace() for c in revision) or ".." in revision:
-            yield Finding(
-                ("models", i, "hf", "revision"),
-                f"{revision!r} is not a usable git revision",
-                "use a branch, tag or 40-hex commit, e.g. main",
-            )
+        if model.hf is not None:
+            yield from _hf_source(i, model.hf.repo, model.hf.revision)
+        if model.local is not None:
+            yield from _local_source(root, i, model.local.path, model.local.format)
         toolchain = m.toolchains.get(model.toolchain)
         if toolchain is None:
             yield Finding(

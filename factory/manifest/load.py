@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from factory.errors import InputError, Problem
 from factory.manifest.checks import check_manifest
 from factory.manifest.model import Manifest
+from factory.manifest.weights import content_digest, local_files
 from factory.manifest.yamlfile import Located, PathKey, dotted, load_yaml
 
 
@@ -28,6 +29,17 @@ class LoadedManifest:
     path: Path
     root: Path
     file_digests: Mapping[str, str] = field(default_factory=dict)
+    local_models: Mapping[str, LocalModel] = field(default_factory=dict)
+    """Models with a local folder, by name: where it is and what it holds."""
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    folder: Path
+    files: tuple[str, ...]
+    """The files a conversion reads (config and weights), sorted."""
+    digest: str
+    """sha256 over their names and contents: the model's identity in build keys."""
 
 
 def load_manifest(path: Path) -> LoadedManifest:
@@ -67,7 +79,24 @@ def validate_manifest(located: Located, path: Path) -> LoadedManifest:
     named = [patch.path for toolchain in manifest.toolchains.values() for patch in toolchain.patches]
     named += [model.tokenizer.path for model in manifest.models if model.tokenizer.path is not None]
     digests = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in named}
-    return LoadedManifest(manifest=manifest, path=path, root=root, file_digests=digests)
+    return LoadedManifest(
+        manifest=manifest, path=path, root=root, file_digests=digests, local_models=_local_models(manifest, root)
+    )
+
+
+def _local_models(manifest: Manifest, root: Path) -> dict[str, LocalModel]:
+    """Hash every local model folder (the checks made sure each holds config and weights).
+    This reads every weight byte once per load: seconds per GB, the price of a key that
+    follows the content rather than a timestamp."""
+    found = {}
+    for model in manifest.models:
+        if model.local is None:
+            continue
+        folder = (root / model.local.path).resolve()
+        files = local_files(folder, model.local.format)
+        assert files is not None
+        found[model.name] = LocalModel(folder=folder, files=tuple(files), digest=content_digest(folder, files))
+    return found
 
 
 def _schema_problems(exc: ValidationError, located: Located, filename: str) -> list[Problem]:

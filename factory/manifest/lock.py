@@ -136,7 +136,8 @@ class FloatingRefs:
 
 def floating_refs(manifest: Manifest) -> FloatingRefs:
     """Every reference in the manifest that needs a lock entry, sorted."""
-    hf = sorted({(m.hf.repo, m.hf.revision) for m in manifest.models if not exact_commit(m.hf.revision)})
+    # Local models need no entry: their content hash is their identity.
+    hf = sorted({(m.hf.repo, m.hf.revision) for m in manifest.models if m.hf and not exact_commit(m.hf.revision)})
     images = sorted({t.base_image for t in manifest.toolchains.values() if pinned_digest(t.base_image) is None})
     return FloatingRefs(hf=tuple(hf), images=tuple(images))
 

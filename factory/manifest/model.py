@@ -123,6 +123,18 @@ class HFSource(Frozen):
     )
 
 
+class LocalSource(Frozen):
+    """A model folder on this machine (config.json + weights) instead of a hub repo. Its
+    identity in build keys and provenance is a content hash of the files a conversion
+    reads, so it needs no lock entry and a changed file rebuilds what depends on it."""
+
+    path: StrictStr = Field(description="The folder, relative to the manifest root (or absolute)")
+    format: WeightFormat = Field(
+        default="safetensors",
+        description="Which weight files to convert: *.safetensors or pytorch_model*.bin",
+    )
+
+
 class TokenizerSource(Frozen):
     kind: Literal["rwkv-world-vocab"] = "rwkv-world-vocab"
     vocab: Literal["rwkv_vocab_v20230424"] = Field(
@@ -149,13 +161,19 @@ class ModelOverrides(Frozen):
 
 class Model(Frozen):
     name: StrictStr
-    hf: HFSource
+    hf: HFSource | None = Field(default=None, description="Where the weights come from: a Hugging Face repo ...")
+    local: LocalSource | None = Field(default=None, description="... or a local folder (exactly one of hf and local)")
     type: ModelType
     toolchain: StrictStr
     conv_template: Literal["rwkv_world"] = "rwkv_world"
     tokenizer: TokenizerSource = TokenizerSource()
     context_window: Annotated[StrictInt, Field(gt=0, le=1 << 20)] = 4096
     overrides: ModelOverrides = ModelOverrides()
+
+    @property
+    def weight_format(self) -> WeightFormat:
+        source = self.hf or self.local
+        return source.format if source is not None else "safetensors"
 
 
 DeviceDict = dict[StrictStr, StrictStr | StrictInt | StrictBool | list[StrictStr]]

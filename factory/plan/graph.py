@@ -95,31 +95,7 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
         toolchain_inputs, toolchain_locked = _toolchain_identity(toolchain, loaded.file_digests, lock, unresolved)
         environment = environments.of(model.toolchain)
 
-        commit = lock.hf_commit(model.hf.repo, model.hf.revision)
-        if commit is None:
-            unresolved.add(f"hf {model.hf.repo}@{model.hf.revision}")
-        fetch_inputs = {
-            "repo": model.hf.repo,
-            "revision": model.hf.revision,
-            "commit": commit,
-            "flow": flow.name,
-            "format": model.hf.format,
-        }
-        fetch = add(
-            _node(
-                "fetch",
-                f"fetch:{model.name}",
-                fetch_inputs,
-                (),
-                locked=commit is not None,
-                attrs={
-                    "model": model.name,
-                    "repo": model.hf.repo,
-                    "revision": commit or model.hf.revision,
-                    "format": model.hf.format,
-                },
-            )
-        )
+        fetch = add(_fetch_node(loaded, lock, model, flow.name, unresolved))
 
         tokenizers_cpp = (
             toolchain.tokenizers_cpp.model_dump()
@@ -165,7 +141,7 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
                     "quant": cell.quant,
                     "toolchain": model.toolchain,
                     "flow": flow.name,
-                    "steps": steps_view(flow.convert_steps(model, cell.quant, SOURCE_FORMATS[model.hf.format])),
+                    "steps": steps_view(flow.convert_steps(model, cell.quant, SOURCE_FORMATS[model.weight_format])),
                 },
             )
         )
@@ -286,6 +262,45 @@ def _node(
         locked=locked and all(d.locked for d in deps),
         attrs=attrs,
     )
+
+
+def _fetch_node(loaded: LoadedManifest, lock: Lock, model: Model, flow: str, unresolved: set[str]) -> Node:
+    """A hub model is known by its locked commit; a local one by the content hash of its
+    files (not its path: moving the folder rebuilds nothing)."""
+    if model.local is not None:
+        local = loaded.local_models[model.name]
+        return _node(
+            "fetch",
+            f"fetch:{model.name}",
+            {"local_sha256": local.digest, "flow": flow, "format": model.local.format},
+            (),
+            locked=True,
+            attrs={
+                "model": model.name,
+                "local": str(local.folder),
+                "sha256": local.digest,
+                "revision": f"sha256:{local.digest}",
+                "format": model.local.format,
+            },
+        )
+    assert model.hf is not None  # the manifest checks demand exactly one source
+    commit = lock.hf_commit(model.hf.repo, model.hf.revision)
+    if commit is None:
+        unresolved.add(f"hf {model.hf.repo}@{model.hf.revision}")
+    return _node(
+        "fetch",
+        f"fetch:{model.name}",
+        {"repo": model.hf.repo, "revision": model.hf.revision, "commit": commit, "flow": flow,
+         "format": model.hf.format},
+        (),
+        locked=commit is not None,
+        attrs={
+            "model": model.name,
+            "repo": model.hf.repo,
+            "revision": commit or model.hf.revision,
+            "format": model.hf.format,
+        },
+    )  # fmt: skip
 
 
 def _model_inputs(model: Model) -> dict[str, Any]:

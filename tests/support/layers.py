@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("in-toolchain scripts", ("factory.in_toolchain",)),
     ("vocabulary", ("factory.manifest.model",)),
     # The tokenizer asks the recorded contracts whether a tokenizers-cpp pin has the trie fix.
+    ("checkpoints", ("factory.checkpoints",)),
     ("flows, runners, tokenizer", ("factory.toolchains", "factory.runners", "factory.tokenizer")),
     ("manifest", ("factory.manifest",)),
     ("toolchain images", ("factory.toolchains.images",)),

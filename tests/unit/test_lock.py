@@ -37,7 +37,7 @@ class TableResolver:
 def full_resolver() -> TableResolver:
     manifest = load_manifest(WORLD).manifest
     return TableResolver(
-        {m.hf.repo: f"{i + 1:040x}" for i, m in enumerate(manifest.models)},
+        {m.hf.repo: f"{i + 1:040x}" for i, m in enumerate(manifest.models) if m.hf},
         {t.base_image: "sha256:" + f"{i}" * 64 for i, t in enumerate(manifest.toolchains.values())},
     )
 

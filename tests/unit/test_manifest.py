@@ -76,7 +76,8 @@ BAD_INPUTS: dict[str, tuple[Edit, str, str]] = {
         "toolchains.legacy-2024.03.cuda_versoin",
         "unknown key",
     ),
-    "missing required key": (_delete(("models", 0, "hf")), "models[0].hf", "required"),
+    "missing required key": (_delete(("models", 0, "type")), "models[0].type", "required"),
+    "a model without weights": (_delete(("models", 0, "hf")), "models[0]", "neither hf nor local"),
     "a TVM wheel toolchain asks for Metal": (
         _set(("toolchains", "current-v0.20.0", "tvm"), {"wheel": "apache-tvm==0.26.0"}),
         "toolchains.current-v0.20.0.build.metal",

@@ -66,7 +66,7 @@ def test_without_a_lock_floating_inputs_are_unlocked(graph: BuildGraph) -> None:
 def test_a_complete_lock_locks_every_node() -> None:
     loaded = load_manifest(WORLD)
     lock = Lock(
-        hf={f"{m.hf.repo}@{m.hf.revision}": f"{i:040x}" for i, m in enumerate(loaded.manifest.models)},
+        hf={f"{m.hf.repo}@{m.hf.revision}": f"{i:040x}" for i, m in enumerate(loaded.manifest.models) if m.hf},
         images={t.base_image: "sha256:" + "a" * 64 for t in loaded.manifest.toolchains.values()},
     )
     locked = plan(loaded, lock)

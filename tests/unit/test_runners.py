@@ -122,7 +122,7 @@ def test_host_runner_maps_mount_targets_to_real_folders(tmp_path: Path) -> None:
 
 
 def test_fetch_prefers_safetensors() -> None:
-    from factory.build.fetch import choose_files
+    from factory.manifest.weights import choose_files
 
     both = ["config.json", "model.safetensors", "pytorch_model.bin"]
     patterns = choose_files(both, "safetensors")

@@ -163,7 +163,7 @@ def test_the_release_plan_job_names_the_lock_workflow_when_the_lock_is_missing_o
 
     loaded = load_manifest(manifest)
     models = loaded.manifest.models
-    hf = {f"{m.hf.repo}@{m.hf.revision}": f"{i:040x}" for i, m in enumerate(models)}
+    hf = {f"{m.hf.repo}@{m.hf.revision}": f"{i:040x}" for i, m in enumerate(models) if m.hf}
     images = {t.base_image: "sha256:" + "a" * 64 for t in loaded.manifest.toolchains.values()}
     lock = tmp_path / "world.lock"
     lock.write_text(json.dumps({"lock_version": 1, "hf": dict(list(hf.items())[1:]), "images": images}))

@@ -1,0 +1,173 @@
+"""A tiny RWKV World checkpoint made on demand (`factory example-model DIR`): the kind the
+tests build, so a first real build takes minutes and nothing large is committed.
+
+It is a real model in the Hugging Face layout the RWKV organisation publishes, with
+random weights and the upstream RWKV World vocab size: it converts, compiles, runs and
+matches the `rwkv` reference like a released model, and says nothing sensible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from factory.errors import InputError, Problem
+
+VOCAB, HIDDEN, LAYERS = 65536, 64, 2
+
+
+# RWKV-5 (Eagle, model_version 5_2) and RWKV-6 (Finch, 6_0) in the Hugging Face layout
+# of RWKV/rwkv-5-world-* and RWKV/v6-Finch-*-HF: what mlc-llm's rwkv5/rwkv6 loaders
+# read (their parameter names with `model.` spelled `rwkv.`). One head of 64.
+HEAD_SIZE, INTERMEDIATE_V5 = 64, 224
+V6_MIX_RANK, V6_DECAY_RANK = 32, 64
+RECEPTANCE_STD = 0.2 / 64
+LORA_STD = 0.15
+
+
+def checkpoint_files(version: int, seed: int = 0, poison_nan: bool = False, overflow: bool = False) -> dict[str, bytes]:
+    """{filename: content} of a tiny random RWKV-5 (`version=5`) or RWKV-6 checkpoint in fp16.
+
+    Weights are scaled so the logits are peaked (a top token stands out), which keeps
+    numerical comparisons of the compiled model meaningful. Every matrix mlc-llm
+    quantizes is made of 4-bit group values (integers -7..7 times a power-of-two scale
+    per group of 32, each group reaching 7), so q4 group quantization keeps it exactly
+    and a parity check sees the compiled code, not the rounding. `overflow` keeps every
+    weight finite but makes the output head so large that fp16 logits overflow to
+    Inf at run time: only running the model shows it."""
+    from safetensors.numpy import save
+
+    if version not in (5, 6):
+        raise ValueError(f"version must be 5 or 6, not {version}")
+    rng = np.random.default_rng(seed + version)
+    heads = HIDDEN // HEAD_SIZE
+
+    def rand(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype("float32")
+
+    def mix(*shape: int) -> np.ndarray:
+        return rng.uniform(0.0, 1.0, shape).astype("float32")
+
+    def grouped(rows: int, cols: int, std: float) -> np.ndarray:
+        """A matrix q4 group quantization (group 32 along a row) represents exactly."""
+        ints = rng.integers(-7, 8, size=(rows, cols // 32, 32))
+        peak = rng.integers(0, 32, size=(rows, cols // 32))
+        np.put_along_axis(ints, peak[..., None], rng.choice([-7, 7], size=(rows, cols // 32, 1)), axis=2)
+        scale = np.float32(2.0 ** np.round(np.log2(std / 4.3)))
+        return (ints.reshape(rows, cols) * scale).astype("float32")
+
+    tensors = {"rwkv.embeddings.weight": grouped(VOCAB, HIDDEN, 1.0)}
+    for i in range(LAYERS):
+        b = f"rwkv.blocks.{i}"
+        lns = ("pre_ln", "ln1", "ln2") if i == 0 else ("ln1", "ln2")
+        for ln in lns:
+            tensors[f"{b}.{ln}.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
+            tensors[f"{b}.{ln}.bias"] = rand(HIDDEN, scale=0.1)
+        a = f"{b}.attention"
+        if version == 5:
+            tensors[f"{a}.time_decay"] = rand(heads, HEAD_SIZE, scale=0.5) - 1.0
+            for name in ("gate", "key", "value", "receptance"):
+                tensors[f"{a}.time_mix_{name}"] = mix(1, 1, HIDDEN)
+        else:
+            for name in ("x", "w", "k", "v", "r", "g"):
+                tensors[f"{a}.time_maa_{name}"] = mix(1, 1, HIDDEN)
+            tensors[f"{a}.time_maa_w1"] = rand(HIDDEN, V6_MIX_RANK * 5, scale=LORA_STD)
+            tensors[f"{a}.time_maa_w2"] = rand(5, V6_MIX_RANK, HIDDEN, scale=LORA_STD)
+            tensors[f"{a}.time_decay_w1"] = rand(HIDDEN, V6_DECAY_RANK, scale=LORA_STD)
+            tensors[f"{a}.time_decay_w2"] = rand(V6_DECAY_RANK, HIDDEN, scale=LORA_STD)
+            tensors[f"{a}.time_decay"] = rand(1, 1, HIDDEN, scale=0.5) - 1.0
+        tensors[f"{a}.time_faaaa"] = rand(heads, HEAD_SIZE, scale=0.5)
+        for name in ("key", "value", "gate", "output"):
+            tensors[f"{a}.{name}.weight"] = grouped(HIDDEN, HIDDEN, 0.2)
+        # A quiet receptance keeps each head's wkv output small, so ln_x's group norm
+        # depends on its eps (the reference's 64e-5 against a default 1e-5).
+        tensors[f"{a}.receptance.weight"] = grouped(HIDDEN, HIDDEN, RECEPTANCE_STD)
+        tensors[f"{a}.ln_x.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
+        tensors[f"{a}.ln_x.bias"] = rand(HIDDEN, scale=0.1)
+        f = f"{b}.feed_forward"
+        prefix = "time_mix" if version == 5 else "time_maa"
+        tensors[f"{f}.{prefix}_key" if version == 5 else f"{f}.{prefix}_k"] = mix(1, 1, HIDDEN)
+        tensors[f"{f}.{prefix}_receptance" if version == 5 else f"{f}.{prefix}_r"] = mix(1, 1, HIDDEN)
+        tensors[f"{f}.key.weight"] = grouped(INTERMEDIATE_V5, HIDDEN, 0.2)
+        tensors[f"{f}.receptance.weight"] = grouped(HIDDEN, HIDDEN, 0.2)
+        tensors[f"{f}.value.weight"] = grouped(HIDDEN, INTERMEDIATE_V5, 0.2)
+    tensors["rwkv.ln_out.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
+    tensors["rwkv.ln_out.bias"] = rand(HIDDEN, scale=0.1)
+    tensors["head.weight"] = grouped(VOCAB, HIDDEN, 0.5)
+    if overflow:
+        tensors["head.weight"] = np.sign(tensors["head.weight"]) * np.float32(60000.0)
+    if poison_nan:
+        tensors["rwkv.blocks.0.attention.key.weight"][3, 5] = np.nan
+    # One dtype for the whole file, as the HF repos have; the loader casts per parameter.
+    half = {name: value.astype("float16") for name, value in tensors.items()}
+    config = {
+        "architectures": [f"Rwkv{version}ForCausalLM"],
+        "model_type": f"rwkv{version}",
+        "model_version": "5_2" if version == 5 else "6_0",
+        "vocab_size": VOCAB,
+        "context_length": 4096,
+        "hidden_size": HIDDEN,
+        "num_hidden_layers": LAYERS,
+        "attention_hidden_size": HIDDEN,
+        "head_size": HEAD_SIZE,
+        "num_attention_heads": heads,
+        "intermediate_size": INTERMEDIATE_V5,
+        "layer_norm_epsilon": 1e-5,
+        "rescale_every": 6,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "tie_word_embeddings": False,
+        "use_cache": True,
+    }
+    return {
+        "config.json": json.dumps(config, indent=2).encode(),
+        "model.safetensors": save(half),
+        "README.md": f"Tiny random RWKV-{version} World checkpoint made by `factory example-model`.\n".encode(),
+    }
+
+
+@dataclass(frozen=True)
+class ExampleModel:
+    folder: Path
+    version: int
+    written: bool
+    """False when the folder already held exactly this checkpoint."""
+    files: tuple[tuple[str, int], ...]
+    """(name, bytes) of each file."""
+
+
+def write_example_model(folder: Path, version: int = 6, seed: int = 0) -> ExampleModel:
+    """Write the checkpoint into `folder`, all of it or nothing: the files are made in a
+    sibling temporary folder that is renamed into place. A folder that already holds
+    exactly these files is left as it is (the generator is deterministic), so the
+    README's first command can be run again; one holding anything else is refused."""
+    files = checkpoint_files(version, seed=seed)
+    listing = tuple((name, len(data)) for name, data in sorted(files.items()))
+    if folder.exists():
+        present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None
+        if present == sorted(files) and all((folder / n).read_bytes() == d for n, d in files.items()):
+            return ExampleModel(folder=folder, version=version, written=False, files=listing)
+        if present != []:
+            raise InputError(
+                [Problem(file=str(folder), field="DIR",
+                         message="exists and is not an empty folder or this example model",
+                         fix="name a new folder, or remove this one first")]
+            )  # fmt: skip
+        folder.rmdir()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users and containers
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExampleModel(folder=folder, version=version, written=True, files=listing)
