@@ -44,7 +44,10 @@ def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> st
         params_index=candidate.params_index,
         library=ctx.cache.path(compile_node) / flow.compiled_library(model.name, quant, target_name, target),
         library_name=candidate.library,
-        tokenizer=ctx.cache.path(tokenizer_node) / bundles.TOKENIZER,
+        tokenizer_dir=ctx.cache.path(tokenizer_node),
+        # The legacy runtime (mlc_chat at b44cdc53) would also load tokenizer.json first,
+        # with a tokenizers crate of 2023 nobody has checked it against: it keeps its own file.
+        tokenizer_files=bundles.TOKENIZER_FILES if flow.name == "current" else (bundles.TOKENIZER,),
     )
     results = run_gates(ctx, candidate)
     failed = [r for r in results if r.failed]

@@ -52,6 +52,7 @@ def fetch(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str
 
 
 def tokenizer(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
+    from factory.tokenizer import hf_json
     from factory.tokenizer import rwkv_world as tok
 
     vocab_rel = node.attrs.get("vocab_path")
@@ -63,9 +64,20 @@ def tokenizer(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) ->
     if not report.passed:
         raise tok.explain_failure(report, f"tokenizers-cpp {commit or 'unknown'} (model {node.attrs['model']})")
     tok.write_tokenizer_model(tok.unpack(blob), out / bundles.TOKENIZER)
+    # The same vocab as tokenizer.json, for clients that read only that format; held to
+    # the reference through the `tokenizers` package on the same corpus.
+    text = hf_json.tokenizer_json(tok.unpack(blob))
+    json_check = hf_json.check_tokenizer_json(text, tok.reference_encoder(), tok.CORPUS, len(tok.unpack(blob)))
+    if not json_check.passed:
+        raise tok.TokenizerCheckError(
+            "\n".join([json_check.summary(), *json_check.mismatches[:3], *json_check.roundtrip_failures[:3]]),
+            hint="the tokenizer.json encoding disagrees with the reference; report it with the texts above",
+        )
+    (out / hf_json.TOKENIZER_JSON).write_text(text, encoding="utf-8")
     meta["check"] = report.summary()
+    meta["json_check"] = json_check.summary()
     meta["encoder"] = encoder
-    return report.summary()
+    return f"{report.summary()}; {json_check.summary()}"
 
 
 def convert(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:

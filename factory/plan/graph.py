@@ -24,6 +24,7 @@ from factory.manifest.load import LoadedManifest
 from factory.manifest.lock import Lock
 from factory.manifest.matrix import Cell, expand_cells
 from factory.manifest.model import Model, Toolchain
+from factory.tokenizer.hf_json import JSON_RECIPE
 from factory.toolchains import FLOWS, Unsupported
 from factory.toolchains.base import (
     SOURCE_FORMATS,
@@ -109,7 +110,7 @@ def plan(loaded: LoadedManifest, lock: Lock, *, only: Sequence[str] = (), skip: 
             _node(
                 "tokenizer",
                 f"tokenizer:{model.name}",
-                {"source": source, "runtime_encoder": tokenizers_cpp},
+                {"source": source, "runtime_encoder": tokenizers_cpp, "tokenizer_json": JSON_RECIPE},
                 (),
                 locked=True,
                 attrs={

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,9 @@ from factory.store.documents import BUNDLE_MANIFEST, BUNDLE_SCHEMA, BundleFile, 
 
 CHAT_CONFIG = "mlc-chat-config.json"
 TOKENIZER = "tokenizer_model"
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_FILES = (TOKENIZER, TOKENIZER_JSON)
+"""RWKV World's own file (mlc-llm's RWKV tokenizer) and the same vocab as Hugging Face JSON."""
 B16_INDEX = "tensor-cache-b16.json"
 
 
@@ -45,11 +48,12 @@ def assemble(
     params_index: str,
     library: Path,
     library_name: str,
-    tokenizer: Path,
+    tokenizer_dir: Path,
+    tokenizer_files: Sequence[str] = (TOKENIZER,),
 ) -> None:
-    """Lay out a bundle in `dest` (a new folder): params, index and chat config
-    from the conversion, our tokenizer_model beside them (listed in
-    tokenizer_files, which neither MLC flow does for RWKV World), the library."""
+    """Lay out a bundle in `dest` (a new folder): params, index and chat config from the
+    conversion, our tokenizer files beside them (listed in tokenizer_files, which neither
+    MLC flow does for RWKV World), the library."""
     params = dest / params_dir if params_dir else dest
     params.mkdir(parents=True, exist_ok=True)
     index = json.loads((params_source / params_index).read_text())
@@ -66,11 +70,21 @@ def assemble(
         raise FactoryError(f"the conversion wrote no {CHAT_CONFIG} in {params_source}")
     config = json.loads(config_path.read_text())
     files = list(config.get("tokenizer_files") or [])
-    if TOKENIZER not in files:
-        files.append(TOKENIZER)
+    for name in tokenizer_files:
+        if not (tokenizer_dir / name).is_file():
+            raise FactoryError(f"the tokenizer step wrote no {name} in {tokenizer_dir}")
+        shutil.copyfile(tokenizer_dir / name, params / name)
+        if name not in files:
+            files.append(name)
     config["tokenizer_files"] = files
+    if TOKENIZER_JSON in files:
+        # mlc-llm loads tokenizer.json before tokenizer_model (cpp/tokenizers/tokenizers.cc,
+        # Tokenizer::FromPath), and WebLLM reads only it: its tokens are byte-level strings,
+        # so stop strings and grammars must post-process them as such.
+        info = dict(config.get("tokenizer_info") or {})
+        info["token_postproc_method"] = "byte_level"
+        config["tokenizer_info"] = info
     (params / CHAT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    shutil.copyfile(tokenizer, params / TOKENIZER)
     link_or_copy(library, dest / library_name)
 
 
@@ -81,7 +95,7 @@ def role_of(relative: str, params_index: str, library_name: str) -> str:
     if name.startswith("params_shard_"):
         return "params-shard"
     named = {params_index: "params-index", B16_INDEX: "params-index-b16", CHAT_CONFIG: "chat-config"}
-    return named.get(name, "tokenizer" if name == TOKENIZER else "other")
+    return named.get(name, "tokenizer" if name in TOKENIZER_FILES else "other")
 
 
 def describe(bundle: Path, params_index: str, library_name: str) -> list[BundleFile]:

@@ -232,6 +232,11 @@ def runtime_encoder(tokenizers_cpp_commit: str | None, *, context: str = "") -> 
     return "longest-prefix" if entry.rwkv_world_fix else "byte-extend"
 
 
+def reference_encoder(vocab: Path | None = None) -> Callable[[str], list[int]]:
+    """The `rwkv` package's TRIE_TOKENIZER encode for `vocab` (default: the upstream one)."""
+    return _reference(str(vocab or upstream_vocab_path()))
+
+
 @functools.lru_cache(maxsize=2)
 def _reference(vocab_path: str) -> Callable[[str], list[int]]:
     from rwkv.rwkv_tokenizer import TRIE_TOKENIZER  # the upstream reference implementation
