@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import FactoryError
+from factory.store import client_records
 
 FLOAT_DTYPES = {"float16", "float32", "bfloat16", "float64"}
 # The Relax VM runner's device (factory/in_toolchain/vm_script.py) per target kind it drives.
@@ -233,6 +234,7 @@ def judge_library(
             shape, dtype = expected[name]
             problems.append(f"{name}: library wants {param['dtype']}{param['shape']}, params have {dtype}{shape}")
     details: dict[str, Any] = {"metadata_params": len(metadata.get("params", []))}
+    details.update(client_records.memory_figures(metadata, chat_config))
     if functions is not None:
         details["functions"] = list(functions)
         missing = [f for f in REQUIRED_FUNCTIONS[flow] if f not in functions]

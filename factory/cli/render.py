@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from factory.store.documents import Index
     from factory.store.housekeeping import GcReport
     from factory.store.mirror import MirrorReport
+    from factory.store.mlc_repo import ExportedRepo
     from factory.store.publish import PublishReport
     from factory.store.pull import Pulled
     from factory.store.release import Release
@@ -144,6 +145,23 @@ def example_model_lines(made: ExampleModel) -> list[str]:
     state = "wrote" if made.written else "already there:"
     files = ", ".join(f"{name} ({size:,} bytes)" for name, size in made.files)
     return [f"{state} a tiny RWKV-{made.version} World checkpoint in {made.folder}: {files}"]
+
+
+def export_repo_lines(made: ExportedRepo) -> list[str]:
+    return [
+        f"wrote {made.repo_id} as a Hugging Face MLC weight repo in {made.weights} "
+        f"({len(made.files)} files and README.md, a model card with the provenance and every sha256)",
+        f"library (apart, as binary-mlc-llm-libs keeps them): {made.library}",
+        f"upload: hf upload {made.repo_id} {made.weights}",
+    ]
+
+
+def mlc_cache_lines(made: ExportedRepo, cache: Path) -> list[str]:
+    return [
+        f"laid out for mlc-llm as HF://{made.repo_id} in {made.weights}",
+        f"run offline: MLC_LLM_READONLY_WEIGHT_CACHE={cache} mlc_llm chat HF://{made.repo_id} "
+        f"--model-lib {made.library}",
+    ]
 
 
 def tokenizer_lines(made: TokenizerFile) -> list[str]:

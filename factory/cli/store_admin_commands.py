@@ -145,9 +145,18 @@ def catalog(
         bool, typer.Option("--publish", help="Also write them under catalog/ in the store (static website).")
     ] = False,
     trust: TrustOption = None,
+    hf_org: Annotated[
+        str, typer.Option("--hf-org", help="Namespace of the weight repos the client records name (factory export).")
+    ] = "factory",
+    libs_url: Annotated[
+        str, typer.Option("--libs-url", help="Base URL of the published libraries, for WebLLM's model_lib.")
+    ] = "libs",
 ) -> None:
     """Write a static catalog page of every bundle a store holds."""
-    from factory.store.catalog import make_catalog
+    from factory.store.catalog import ClientNames, make_catalog
     from factory.store.choice import choose_store
 
-    echo_lines(make_catalog(choose_store(store, endpoint_url), trusted(trust), out, publish=publish_to_store))
+    names = ClientNames(org=hf_org, libs_url=libs_url)
+    echo_lines(
+        make_catalog(choose_store(store, endpoint_url), trusted(trust), out, publish=publish_to_store, names=names)
+    )

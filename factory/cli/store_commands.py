@@ -9,7 +9,16 @@ import typer
 
 from factory.cli.app import app, reports_errors
 from factory.cli.options import EndpointOption, StoreMatrixOption, StoreOption, TrustOption, retired, trusted
-from factory.cli.render import echo_lines, index_table, print_out, publish_lines, pulled_lines, verified_line
+from factory.cli.render import (
+    echo_lines,
+    export_repo_lines,
+    index_table,
+    mlc_cache_lines,
+    print_out,
+    publish_lines,
+    pulled_lines,
+    verified_line,
+)
 
 PANEL = "Publish and pull"
 
@@ -53,16 +62,60 @@ def pull(
         str | None, typer.Option("-o", hidden=True, callback=retired("-o (a file in every command)", "--out DIR"))
     ] = None,
     trust: TrustOption = None,
+    runtime: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runtime",
+            help="The runtime you have, KEY=VALUE (mlc-llm=COMMIT, tvm=VERSION, flow=, device=); repeatable. "
+            "A bundle that does not fit is refused before any download.",
+        ),
+    ] = None,
+    mlc_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--mlc-cache",
+            help="Also lay the weights out where mlc-llm resolves HF://ORG/REPO offline "
+            "(DIR/hf/ORG/REPO; set MLC_LLM_READONLY_WEIGHT_CACHE=DIR) and the library under DIR/libs.",
+        ),
+    ] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="With --mlc-cache: ORG/REPO [default: factory/MODEL-QUANT-MLC].")
+    ] = None,
 ) -> None:
     """Download a bundle, verify every byte, and lay it out for its runtime."""
     from factory.store.choice import choose_store
     from factory.store.pull import pull as do_pull
+    from factory.store.runtime import RuntimeSpec
 
+    spec = RuntimeSpec.parse(runtime) if runtime else None
     pulled = do_pull(
         choose_store(store, endpoint_url, matrix), model, quant, target, version=version, out=out,
-        cache=cache, jobs=jobs, trust=trusted(trust),
+        cache=cache, jobs=jobs, trust=trusted(trust), runtime=spec,
     )  # fmt: skip
     echo_lines(pulled_lines(pulled))
+    if mlc_cache is not None:
+        from factory.store.mlc_repo import check_repo_id, default_repo_id, export_bundle, read_bundle
+
+        repo_id = check_repo_id(repo or default_repo_id(read_bundle(pulled.path)))
+        exported = export_bundle(pulled.path, mlc_cache / "hf" / repo_id, mlc_cache / "libs", repo_id)
+        echo_lines(mlc_cache_lines(exported, mlc_cache))
+
+
+@app.command("export", rich_help_panel=PANEL)
+@reports_errors
+def export(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (factory pull or factory build made it).")],
+    out: Annotated[Path, typer.Option("--out", help="Where the weight repo folder and libs/ are written.")],
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="ORG/REPO it will be uploaded as [default: factory/MODEL-QUANT-MLC].")
+    ] = None,
+) -> None:
+    """Write a verified bundle as a Hugging Face MLC weight repo (with a model card) and its library apart."""
+    from factory.store.mlc_repo import check_repo_id, default_repo_id, export_bundle, read_bundle
+
+    repo_id = check_repo_id(repo or default_repo_id(read_bundle(bundle)))
+    exported = export_bundle(bundle, out / repo_id.split("/", 1)[1], out / "libs", repo_id)
+    echo_lines(export_repo_lines(exported))
 
 
 @app.command("ls", rich_help_panel=PANEL)

@@ -14,8 +14,11 @@ from factory.errors import LocalDiskError
 from factory.store.backends.base import Store
 from factory.store.bundle_folder import BUNDLE_PLACEHOLDER
 from factory.store.catalog_page import render_page
+from factory.store.client_records import DEFAULT_LIBS_URL, client_records
 from factory.store.documents import BundleManifest, IndexRecord
 from factory.store.index import read_bundle_manifest
+from factory.store.mlc_repo import DEFAULT_ORG
+from factory.store.runtime import runtime_words
 from factory.store.trust import Trust, open_index
 
 CATALOG_SCHEMA = "factory.catalog/v1"
@@ -44,6 +47,11 @@ class CatalogEntry:
     yank_reason: str | None
     pull: str
     run: str
+    runtime: str
+    """The runtime that loads it, in words (the compatibility key says the same for machines)."""
+    records: dict[str, object]
+    """hf_repo (the `factory export` repo id), and where the target has one, the WebLLM
+    ModelRecord (`webllm`) and the mlc-package-config.json model_list entry (`mlc_package`)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,9 @@ def _figure(gate: object, key: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _entry(store_url: str, version: str, latest: bool, record: IndexRecord, manifest: BundleManifest) -> CatalogEntry:
+def _entry(
+    store_url: str, version: str, latest: bool, record: IndexRecord, manifest: BundleManifest, names: ClientNames
+) -> CatalogEntry:
     compat = manifest.compatibility.to_data()
     folder = f"./{manifest.model}-{manifest.quant}-{manifest.target}"
     pin = "" if latest else f" --version {version}"
@@ -81,16 +91,29 @@ def _entry(store_url: str, version: str, latest: bool, record: IndexRecord, mani
         pull=f"factory pull {manifest.model} --quant {manifest.quant} --target {manifest.target}{pin} "
         f"--store {store_url} --out .",
         run=manifest.run.replace(BUNDLE_PLACEHOLDER, folder),
+        runtime=runtime_words(compat),
+        records=client_records(manifest, org=names.org, libs_url=names.libs_url),
     )  # fmt: skip
 
 
-def build_catalog(store: Store, trust: Trust | None = None) -> Catalog:
+@dataclass(frozen=True)
+class ClientNames:
+    """How the catalog's client records name what `factory export` publishes."""
+
+    org: str = DEFAULT_ORG
+    libs_url: str = DEFAULT_LIBS_URL
+
+
+def build_catalog(store: Store, trust: Trust | None = None, names: ClientNames | None = None) -> Catalog:
     index = open_index(store, trust)
+    names = names or ClientNames()
     entries = []
     for name, entry in sorted(index.bundles.items()):
         for version, record in sorted(entry.versions.items(), key=lambda kv: kv[1].published_at):
             manifest, _ = read_bundle_manifest(store, name, version, record)
-            entries.append(_entry(store.url, version, entry.latest == version, record, manifest))
+            entries.append(
+                _entry(store.url, version, entry.latest == version, record, manifest, names or ClientNames())
+            )
     return Catalog(store.url, index.version is not None, tuple(entries))
 
 
@@ -122,9 +145,11 @@ def publish_catalog(catalog: Catalog, store: Store) -> list[str]:
     return sorted(keys)
 
 
-def make_catalog(store: Store, trust: Trust | None, out: Path, *, publish: bool) -> list[str]:
+def make_catalog(
+    store: Store, trust: Trust | None, out: Path, *, publish: bool, names: ClientNames | None = None
+) -> list[str]:
     """`factory catalog`: build, write to `out`, optionally publish into the store; what to print."""
-    made = build_catalog(store, trust)
+    made = build_catalog(store, trust, names)
     page, _ = write_catalog(made, out)
     lines = [f"{len(made.entries)} bundle version(s): {page}"]
     if publish:

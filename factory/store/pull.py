@@ -19,6 +19,7 @@ from factory.store.blob_cache import blob_path, check_room, disk_error, fetch_bl
 from factory.store.bundle_folder import BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
 from factory.store.documents import BUNDLE_MANIFEST, Index, IndexRecord
 from factory.store.index import read_bundle_manifest
+from factory.store.runtime import RuntimeSpec, runtime_words
 from factory.store.transfer_progress import byte_progress
 from factory.store.trust import Trust, open_index
 
@@ -97,11 +98,19 @@ def pull(
     cache: Path | None = None,
     jobs: int = 8,
     trust: Trust | None = None,
+    runtime: RuntimeSpec | None = None,
 ) -> Pulled:
-    """`cache` defaults to $FACTORY_CACHE, else ~/.cache/factory."""
+    """`cache` defaults to $FACTORY_CACHE, else ~/.cache/factory. With `runtime`, a bundle
+    that does not fit it is refused before anything is downloaded, in words."""
     cache = cache or blob_cache()
     name, version, record = resolve(store, model, quant, target, version, trust)
     manifest, body = read_bundle_manifest(store, name, version, record)
+    compat = manifest.compatibility.to_data()
+    if runtime is not None and (misfits := runtime.misfits(compat)):
+        raise UsageError(
+            f"{name} {version} does not fit the runtime you named: " + "; ".join(misfits),
+            hint=f"it loads with {runtime_words(compat)}; install that, or pull a bundle built for yours",
+        )
     blobs = manifest.blobs()
     wanted = {d: s for d, s in blobs.items() if not is_cached(cache, d, s)}
     dest = out.resolve() / f"{model}-{quant}-{name.rsplit('/', 1)[-1]}"

@@ -9,9 +9,12 @@ and the release in one conditional write, and the notes table is rendered.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from factory import __version__
 from factory.errors import FactoryError
@@ -20,6 +23,7 @@ from factory.plan.graph import BuildGraph
 from factory.plan.graph import plan as make_plan
 from factory.store.backends.base import Store
 from factory.store.choice import choose_store
+from factory.store.client_records import client_records
 from factory.store.documents import (
     RELEASE_SCHEMA,
     STORED_BUNDLE_FIX,
@@ -35,8 +39,10 @@ from factory.store.documents import (
     release_doc_key,
 )
 from factory.store.index import bundle_doc_key
+from factory.store.mlc_repo import DEFAULT_ORG
 from factory.store.publish import add_to_index, index_record, put_once
 from factory.store.release_signing import sign_release
+from factory.store.runtime import runtime_words
 from factory.store.signing import signer_from_env
 
 __all__ = ["RELEASE_SCHEMA", "Release", "make_release", "release_doc_key", "release_matrix", "render_notes"]
@@ -54,6 +60,7 @@ class Release:
 
 def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) -> Release:
     bundles: list[ReleaseBundle] = []
+    records: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
     entries: dict[str, tuple[str, IndexRecord]] = {}
     for cell in graph.cells:
@@ -64,6 +71,7 @@ def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) ->
             continue
         bundle = parse(BundleManifest, doc.data, where=f"{store.url}/{key}", fix=STORED_BUNDLE_FIX)
         entries[cell.cell.id] = (version, index_record(key, doc.data, bundle))
+        records[cell.cell.id] = client_records(bundle, org=DEFAULT_ORG)
         smoke, parity = bundle.gates.get("smoke"), bundle.gates.get("parity")
         figures = (
             {k: smoke.get(k) for k in ("status", "prefill_tok_s", "decode_tok_s")} if isinstance(smoke, dict) else {}
@@ -119,10 +127,10 @@ def make_release(store: Store, graph: BuildGraph, *, name: str, version: str) ->
         return index.with_release(name, version, ReleaseRef(manifest=key, sha256=hashlib.sha256(body).hexdigest()))
 
     add_to_index(store, entries, extra=add_release)
-    return Release(key, manifest, body, render_notes(manifest), signature)
+    return Release(key, manifest, body, render_notes(manifest, records), signature)
 
 
-def render_notes(manifest: ReleaseManifest) -> str:
+def render_notes(manifest: ReleaseManifest, records: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """Markdown: one row per bundle with size, sha256 and smoke figures where measured."""
     lines = [
         f"## {manifest.name} {manifest.version}",
@@ -148,7 +156,19 @@ def render_notes(manifest: ReleaseManifest) -> str:
             f"{figure(parity.kl_mean, '.2g')} | {figure(parity.top1, '.2f')} |"
         )
     lines += ["", f"Pull one with `factory pull MODEL --quant Q --target T --version {manifest.version}`."]
-    return "\n".join(lines) + "\n"
+    # The runtime each bundle needs, in words: the line a user checks their install against.
+    runtimes: dict[str, list[str]] = {}
+    for bundle in manifest.bundles:
+        runtimes.setdefault(runtime_words(bundle.compatibility.to_data()), []).append(bundle.name)
+    lines += ["", "### Runtimes", ""]
+    lines += [f"- {words}: {', '.join(f'`{n}`' for n in names)}" for words, names in runtimes.items()]
+    clients = {name: r for name, r in (records or {}).items() if "webllm" in r or "mlc_package" in r}
+    if clients:
+        lines += ["", "### Client records", ""]
+        for name, record in clients.items():
+            shown = {k: v for k, v in record.items() if k in ("webllm", "mlc_package")}
+            lines += [f"`{name}`:", "", "```json", json.dumps(shown, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def release_matrix(

@@ -9,6 +9,7 @@ questions; later steps (argv rendering, layout lint) ask more of the same module
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -127,3 +128,9 @@ class Flow(Protocol):
 
     def bundle_params_dir(self) -> str:
         """Folder of the bundle holding params, config and tokenizer ("" = the bundle's root)."""
+
+
+def system_lib_prefix(model: str, quant: str) -> str:
+    """The `--system-lib-prefix` of a system-library compile (a `.tar` library for iOS and
+    Android), which an `mlc-package-config.json` entry names as its `model_lib`."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{model}_{quant}") + "_"

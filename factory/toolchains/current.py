@@ -11,7 +11,16 @@ from __future__ import annotations
 import json
 
 from factory.manifest.model import BuildOptions, Model, ModelType, Target
-from factory.toolchains.base import CONVERTED, MODEL_ROOT, OUT, SourceFormat, StepArgv, Unsupported, host_triple
+from factory.toolchains.base import (
+    CONVERTED,
+    MODEL_ROOT,
+    OUT,
+    SourceFormat,
+    StepArgv,
+    Unsupported,
+    host_triple,
+    system_lib_prefix,
+)
 from factory.toolchains.contract import current_contract
 
 READ_AT = "bb586e51eb20cba2e82216b75d22d8dd6657cce1"
@@ -118,6 +127,9 @@ class CurrentFlow:
             *_offload_opt(target, build),
             "--output", f"{OUT}/{library}",
         )  # fmt: skip
+        if target.library_suffix == "tar":
+            # A system library (iOS, Android) is found by its prefix: the package entry names it.
+            argv += ("--system-lib-prefix", system_lib_prefix(model.name, quant))
         env = {}
         archs = target.device.get("arch") if isinstance(target.device, dict) else None
         if target.device_kind == "cuda" and isinstance(archs, list):
