@@ -127,6 +127,10 @@ def test_the_catalog_shows_every_bundle_filters_sorts_and_renders(
     assert made.returncode == 0, made.stderr and "5 bundle version(s)" in made.stdout
     data = json.loads((tmp_path / "site" / "catalog.json").read_text())
     assert len(data["entries"]) == 5
+    for entry in data["entries"]:
+        # The runtime in words, and the repo `factory export` would publish it as.
+        assert entry["runtime"].startswith("mlc-llm ") and f"device {entry['device']}" in entry["runtime"]
+        assert entry["records"]["hf_repo"] == f"factory/{entry['model']}-{entry['quant']}-MLC"
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -9,6 +9,7 @@ after the pull."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -201,6 +202,12 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
         assert gates["params"]["status"] == "passed" and gates["params"]["tensors"] == len(names)
         assert gates["library"]["status"] == "passed", gates["library"]
         assert {"embed", "prefill", "decode", "create_rnn_state", "_metadata"} <= set(gates["library"]["functions"])
+        # What client records size VRAM with, from the library's own _metadata: its params are
+        # exactly the bytes the tensor cache holds, and one RNN state is 2 layers x (two
+        # token-shift vectors + a 64x64 wkv matrix) in float32.
+        assert gates["library"]["params_bytes"] == sum(r["nbytes"] for r in records)
+        assert gates["library"]["state_bytes"] == 2 * (2 * 64 + 64 * 64) * 4
+        assert gates["library"]["temp_bytes"] > 0
         if target != "cpu-x86_64":
             # Every GPU function was checked as it compiled, and none runs on the host
             # (RWKV-6's LoRA matmuls would without low-batch-gemv-unbound-blocks.patch).
@@ -342,6 +349,60 @@ def test_a_cpu_bundle_runs_again_after_publish_and_pull_through_rgw(built: Built
         assert "finite=True" in figures and "logits [65536]" in figures and figures.endswith("passed")
         prefill = float(figures.split("prefill ")[1].split(" ")[0])
         assert prefill > 0
+
+
+def test_mlc_llms_own_resolution_finds_a_pull_offline_and_export_has_what_clients_fetch(
+    built: Built, docker_client: Any
+) -> None:
+    """`factory pull --mlc-cache` lays a bundle out where mlc-llm's HF:// resolution looks
+    first; mlc-llm's own code (in the toolchain image, with no network) finds it there.
+    `--runtime` refuses, before any download, a bundle built for another mlc-llm."""
+    bundle = built.bundle("rwkv-6-world-tiny", "q4f16_1", "vulkan-x86_64")
+    store = f"file://{built.root / 'mlc-cache-store'}"
+    assert built.run("publish", str(bundle), "--store", store).returncode == 0
+    pull = ("pull", "rwkv-6-world-tiny", "-q", "q4f16_1", "-t", "vulkan-x86_64", "--store", store)
+    refused = built.run(*pull, "--out", str(built.root / "refused"), "--runtime", "mlc-llm=bb586e51")
+    assert refused.returncode == 2 and "does not fit the runtime you named" in refused.stderr
+    assert "it loads with mlc-llm 79d603f0" in refused.stderr and "Vulkan runtime built from apache/tvm c7b458e9" in (
+        refused.stderr
+    )
+    assert not (built.root / "refused").exists()
+
+    cache = built.root / "mlc-cache"
+    pulled = built.run(
+        *pull, "--out", str(built.root / "pulled"), "--mlc-cache", str(cache), "--repo", "factory-tests/rwkv6-MLC",
+        "--runtime", "mlc-llm=79d603f0", "--runtime", "tvm=0.26.0",
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"MLC_LLM_READONLY_WEIGHT_CACHE={cache} mlc_llm chat HF://factory-tests/rwkv6-MLC" in pulled.stdout
+    repo = cache / "hf" / "factory-tests" / "rwkv6-MLC"
+    assert (cache / "libs" / "rwkv-6-world-tiny" / "rwkv-6-world-tiny-q4f16_1-vulkan-x86_64.so").is_file()
+    config = json.loads((repo / "mlc-chat-config.json").read_text())
+    index = json.loads((repo / "tensor-cache.json").read_text())
+    # Every file a client fetches: the config, the index, each shard it names, each tokenizer file.
+    wanted = {"mlc-chat-config.json", "tensor-cache.json", *config["tokenizer_files"]}
+    wanted |= {shard["dataPath"] for shard in index["records"]}
+    assert wanted <= {p.name for p in repo.iterdir()} and (repo / "README.md").is_file()
+
+    image = json.loads((bundle / "factory-bundle.json").read_text())["provenance"]["image"]
+    script = (
+        "from mlc_llm.support.download_cache import get_or_download_model\n"
+        "print('RESOLVED', get_or_download_model('HF://factory-tests/rwkv6-MLC'))\n"
+    )
+    output = docker_client.containers.run(
+        image, ["python", "-c", script], network_mode="none", remove=True,
+        environment={"MLC_LLM_READONLY_WEIGHT_CACHE": "/cache", "MLC_DOWNLOAD_CACHE_POLICY": "READONLY"},
+        volumes={str(cache): {"bind": "/cache", "mode": "ro"}},
+    ).decode()  # fmt: skip
+    assert "RESOLVED /cache/hf/factory-tests/rwkv6-MLC" in output, output
+
+    exported = built.run("export", str(bundle), "--out", str(built.root / "export"), "--repo", "my-org/rwkv6-MLC")
+    assert exported.returncode == 0, exported.stderr
+    assert "upload: hf upload my-org/rwkv6-MLC" in exported.stdout
+    card = (built.root / "export" / "rwkv6-MLC" / "README.md").read_text()
+    assert "mlc-llm 79d603f0" in card and "parity: passed" in card and "smoke: passed" in card
+    for name in wanted:
+        assert hashlib.sha256((repo / name).read_bytes()).hexdigest() in card, name
 
 
 def test_factory_run_runs_a_vulkan_bundle_in_its_toolchain_on_lavapipe(built: Built) -> None:

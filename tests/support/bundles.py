@@ -37,6 +37,7 @@ def make_bundle(
     megabytes: float = 1.0,
     gates: dict[str, object] | None = None,
     library_megabytes: float = 0.0,
+    suffix: str = "so",
 ) -> Path:
     """A current-flow bundle folder; `params_from` shares another bundle's params (hard links);
     `library_megabytes` makes the library that large (random bytes), e.g. to cross the
@@ -49,7 +50,7 @@ def make_bundle(
                 (bundle / path.name).hardlink_to(path)
     else:
         make_params(bundle, seed=seed, megabytes=megabytes)
-    library = f"{model}-{quant}-{target}.so"
+    library = f"{model}-{quant}-{target}.{suffix}"
     if library_megabytes:
         (bundle / library).write_bytes(np.random.default_rng(seed).bytes(int(library_megabytes * (1 << 20))))
     else:
