@@ -18,6 +18,7 @@ from pathlib import Path
 from factory.errors import InputError, NetworkError, Problem
 from factory.manifest.model import WeightFormat
 from factory.manifest.weights import choose_files, content_digest, local_files, other_format
+from factory.store.bundle_folder import link_or_copy
 
 
 def fetch_snapshot(repo: str, commit: str, dest: Path, weight_format: WeightFormat, field: str = "hf.format") -> None:
@@ -51,7 +52,7 @@ def fetch_snapshot(repo: str, commit: str, dest: Path, weight_format: WeightForm
     dest.mkdir(parents=True, exist_ok=True)
     for path in sorted(snapshot.rglob("*")):
         if not path.is_dir():
-            _link_or_copy(path.resolve(), dest / path.relative_to(snapshot))
+            link_or_copy(path.resolve(), dest / path.relative_to(snapshot))
     index_single_safetensors(dest)
 
 
@@ -70,14 +71,6 @@ def copy_local(folder: Path, weight_format: WeightFormat, digest: str, dest: Pat
                      fix="leave the model folder alone while a build runs, then build again")]
         )  # fmt: skip
     index_single_safetensors(dest)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def index_single_safetensors(folder: Path) -> None:

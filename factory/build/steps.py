@@ -63,11 +63,12 @@ def tokenizer(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) ->
     report = tok.check_tokenizer(blob, encoder=encoder)
     if not report.passed:
         raise tok.explain_failure(report, f"tokenizers-cpp {commit or 'unknown'} (model {node.attrs['model']})")
-    tok.write_tokenizer_model(tok.unpack(blob), out / bundles.TOKENIZER)
+    tokens = tok.unpack(blob)
+    tok.write_tokenizer_model(tokens, out / bundles.TOKENIZER)
     # The same vocab as tokenizer.json, for clients that read only that format; held to
     # the reference through the `tokenizers` package on the same corpus.
-    text = hf_json.tokenizer_json(tok.unpack(blob))
-    json_check = hf_json.check_tokenizer_json(text, tok.reference_encoder(), tok.CORPUS, len(tok.unpack(blob)))
+    text = hf_json.tokenizer_json(tokens)
+    json_check = hf_json.check_tokenizer_json(text, tok.reference_encoder(), tok.CORPUS, len(tokens))
     if not json_check.passed:
         raise tok.TokenizerCheckError(
             "\n".join([json_check.summary(), *json_check.mismatches[:3], *json_check.roundtrip_failures[:3]]),

@@ -94,11 +94,9 @@ def pull(
     )  # fmt: skip
     echo_lines(pulled_lines(pulled))
     if mlc_cache is not None:
-        from factory.store.mlc_repo import check_repo_id, default_repo_id, export_bundle, read_bundle
+        from factory.store.mlc_repo import export_bundle
 
-        repo_id = check_repo_id(repo or default_repo_id(read_bundle(pulled.path)))
-        exported = export_bundle(pulled.path, mlc_cache / "hf" / repo_id, mlc_cache / "libs", repo_id)
-        echo_lines(mlc_cache_lines(exported, mlc_cache))
+        echo_lines(mlc_cache_lines(export_bundle(pulled.path, mlc_cache, repo, hf_cache=True), mlc_cache))
 
 
 @app.command("export", rich_help_panel=PANEL)
@@ -111,11 +109,9 @@ def export(
     ] = None,
 ) -> None:
     """Write a verified bundle as a Hugging Face MLC weight repo (with a model card) and its library apart."""
-    from factory.store.mlc_repo import check_repo_id, default_repo_id, export_bundle, read_bundle
+    from factory.store.mlc_repo import export_bundle
 
-    repo_id = check_repo_id(repo or default_repo_id(read_bundle(bundle)))
-    exported = export_bundle(bundle, out / repo_id.split("/", 1)[1], out / "libs", repo_id)
-    echo_lines(export_repo_lines(exported))
+    echo_lines(export_repo_lines(export_bundle(bundle, out, repo)))
 
 
 @app.command("ls", rich_help_panel=PANEL)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from factory.errors import UsageError
 from factory.store.bundle_folder import link_or_copy, replace_folder
-from factory.store.documents import BUNDLE_MANIFEST, BundleManifest, read_file
-from factory.store.integrity import check_bundle_dir
+from factory.store.documents import BundleManifest
 from factory.store.runtime import runtime_words
+from factory.store.verify import verified_manifest
 
 DEFAULT_ORG = "factory"  # also client_records: one default namespace
 """The namespace of the repo id when none is given: `factory/{model}-{quant}-MLC`."""
@@ -59,23 +59,15 @@ def library_path(manifest: BundleManifest, library: str) -> str:
     return f"{manifest.model}/{library}"
 
 
-def read_bundle(bundle: Path) -> BundleManifest:
-    """The bundle's manifest, after every file was checked against it."""
-    if not (bundle / BUNDLE_MANIFEST).is_file():
-        raise UsageError(
-            f"{bundle} is not a bundle folder (no {BUNDLE_MANIFEST})",
-            hint="give a folder `factory pull` or `factory build` made",
-        )
-    manifest = read_file(BundleManifest, bundle / BUNDLE_MANIFEST, fix=f"pull or rebuild {bundle}; do not edit it")
-    check_bundle_dir(bundle, manifest)
-    return manifest
-
-
-def export_bundle(bundle: Path, weights: Path, libraries: Path, repo_id: str) -> ExportedRepo:
-    """Write the weight repo into `weights` (replaced whole, never half-written) and the
-    library under `libraries`, from a bundle folder whose every byte was checked first."""
-    manifest = read_bundle(bundle)
-    check_repo_id(repo_id)
+def export_bundle(bundle: Path, out: Path, repo_id: str | None, *, hf_cache: bool = False) -> ExportedRepo:
+    """From a bundle folder whose every byte is checked first, write the weight repo (replaced
+    whole, never half-written) as `out/NAME`, or with `hf_cache` where mlc-llm resolves it,
+    `out/hf/ORG/NAME`; and the library under `out/libs`. `repo_id` defaults to
+    factory/MODEL-QUANT-MLC."""
+    manifest = verified_manifest(bundle)
+    repo_id = check_repo_id(repo_id or default_repo_id(manifest))
+    weights = out / "hf" / repo_id if hf_cache else out / repo_id.split("/", 1)[1]
+    libraries = out / "libs"
     library = next((f for f in manifest.files if f.role == "library"), None)
     if library is None:
         raise UsageError(f"{bundle}: the bundle lists no library", hint="pull or rebuild it")

@@ -24,9 +24,9 @@ class Verified:
     blobs: int = 0
 
 
-def verify_folder(path: Path, *, given: str | None = None) -> int:
-    """The number of files checked; raises on the first file that does not match.
-    `given` is the folder as the user typed it, for the error."""
+def verified_manifest(path: Path, *, given: str | None = None) -> BundleManifest:
+    """A bundle folder's manifest, after every file was checked against it; raises on the
+    first file that does not match. `given` is the folder as the user typed it, for the error."""
     if not path.is_dir():
         raise UsageError(
             f"{given or path}: no such bundle folder",
@@ -39,7 +39,12 @@ def verify_folder(path: Path, *, given: str | None = None) -> int:
         )
     manifest = read_file(BundleManifest, path / BUNDLE_MANIFEST, fix=f"pull or rebuild {path}; do not edit it")
     check_bundle_dir(path, manifest)
-    return len(manifest.files)
+    return manifest
+
+
+def verify_folder(path: Path, *, given: str | None = None) -> int:
+    """The number of files checked (see verified_manifest)."""
+    return len(verified_manifest(path, given=given).files)
 
 
 def verify(

@@ -128,7 +128,7 @@ def test_the_runtime_in_words_and_a_runtime_that_does_not_fit() -> None:
 
 def test_export_writes_the_weight_repo_and_the_library_apart(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path, "q4f32_1", "cpu-x86_64", "so")
-    made = export_bundle(bundle, tmp_path / "out" / "repo", tmp_path / "out" / "libs", "my-org/repo")
+    made = export_bundle(bundle, tmp_path / "out", "my-org/repo")
     repo = tmp_path / "out" / "repo"
     names = sorted(p.name for p in repo.iterdir())
     assert names == sorted([*(n for n, _, _ in made.files), "README.md"])
@@ -149,10 +149,10 @@ def test_export_refuses_a_tampered_bundle_and_writes_nothing(tmp_path: Path) -> 
     config = bundle / "mlc-chat-config.json"
     config.write_text(config.read_text().replace("rwkv5", "rwkv6"))
     with pytest.raises(FactoryError, match=r"mlc-chat-config\.json"):
-        export_bundle(bundle, tmp_path / "out" / "repo", tmp_path / "out" / "libs", "my-org/repo")
+        export_bundle(bundle, tmp_path / "out", "my-org/repo")
     assert not (tmp_path / "out").exists()
     with pytest.raises(UsageError, match="not a Hugging Face repo id"):
-        export_bundle(make_bundle(tmp_path / "b"), tmp_path / "o", tmp_path / "l", "no-slash")
+        export_bundle(make_bundle(tmp_path / "b"), tmp_path / "o", "no-slash")
 
 
 def test_release_notes_name_each_runtime_and_carry_the_client_records(tmp_path: Path) -> None:
