@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from factory.checkpoints.rwkv7 import rwkv7_checkpoint_files
 from factory.errors import InputError, Problem
 
 VOCAB, HIDDEN, LAYERS = 65536, 64, 2
@@ -147,7 +148,7 @@ def write_example_model(folder: Path, version: int = 6, seed: int = 0) -> Exampl
     sibling temporary folder that is renamed into place. A folder that already holds
     exactly these files is left as it is (the generator is deterministic), so the
     README's first command can be run again; one holding anything else is refused."""
-    files = checkpoint_files(version, seed=seed)
+    files = rwkv7_checkpoint_files(seed) if version == 7 else checkpoint_files(version, seed=seed)
     listing = tuple((name, len(data)) for name, data in sorted(files.items()))
     if folder.exists():
         present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None

@@ -73,11 +73,11 @@ def run_command(
 def example_model_command(
     folder: Annotated[Path, typer.Argument(help="The folder to write (new, empty, or holding this model already).")],
     version: Annotated[
-        int, typer.Option("--version", min=5, max=6, help="RWKV generation: 5 (Eagle) or 6 (Finch).")
+        int, typer.Option("--version", min=5, max=7, help="RWKV generation: 5 (Eagle), 6 (Finch) or 7 (Goose).")
     ] = 6,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random weights.")] = 0,
 ) -> None:
-    """Write a tiny RWKV World checkpoint (Hugging Face layout, 17 MB of random weights in
+    """Write a tiny RWKV World checkpoint (Hugging Face layout, 17 MB (RWKV-7: 34 MB) of random weights in
     exact 4-bit groups) for a first build: manifests/example.yaml builds it."""
     from factory.checkpoints.example import write_example_model
 

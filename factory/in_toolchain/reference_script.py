@@ -9,6 +9,10 @@ pytorch_model*.bin). Its tensors are renamed to the layout the reference loads
 (the original RWKV `.pth` names), the reference runs the tokens one at a time in
 fp32 on the CPU, and the logits after each token go to OUT_NPY as float32 [T, vocab].
 Prints `FACTORY-REFERENCE {json}` with the version the reference detected.
+
+RWKV-7 (`model_type: rwkv7`, the `model.layers.N.attn.*` names of the RWKV
+organisation's -HF repositories) runs the reference's x070 class, which the package
+defines only when RWKV_V7_ON=1 is set before it is imported; it has no `.version`.
 """
 
 from __future__ import annotations
@@ -52,6 +56,37 @@ def reference_name(hf_name: str) -> str:
     return ".".join(["blocks", block, part, *rest])
 
 
+# RWKV-7: Hugging Face (flash-linear-attention) names -> reference names.
+_V7_TOP = {"model.embeddings.weight": "emb.weight", "lm_head.weight": "head.weight"}
+_V7_PART = {"pre_norm": "ln0", "attn_norm": "ln1", "ffn_norm": "ln2", "attn": "att", "ffn": "ffn"}
+_V7_ATTN = {"r_proj": "receptance", "k_proj": "key", "v_proj": "value", "o_proj": "output", "g_norm": "ln_x"}
+# X_lora.lora.0.weight is X1 transposed, lora.2.weight X2 transposed, lora.2.bias X0.
+_V7_LORA = {"lora.0.weight": ("1", True), "lora.2.weight": ("2", True), "lora.2.bias": ("0", False)}
+
+
+def is_rwkv7(hf_names: Any) -> bool:
+    return any(name.startswith("model.layers.") for name in hf_names)
+
+
+def reference_name_v7(hf_name: str) -> tuple[str, bool]:
+    """PURE: (the reference's name for one RWKV-7 Hugging Face tensor, whether it is transposed)."""
+    if hf_name in _V7_TOP:
+        return _V7_TOP[hf_name], False
+    if hf_name.startswith("model.norm."):
+        return "ln_out." + hf_name[len("model.norm.") :], False
+    parts = hf_name.split(".")
+    if parts[:2] != ["model", "layers"] or len(parts) < 5 or parts[3] not in _V7_PART:
+        raise ValueError(f"unexpected RWKV-7 tensor {hf_name!r}")
+    head = ["blocks", parts[2], _V7_PART[parts[3]]]
+    rest = parts[4:]
+    if parts[3] == "attn" and rest[0].endswith("_lora") and ".".join(rest[1:]) in _V7_LORA:
+        number, transposed = _V7_LORA[".".join(rest[1:])]
+        return ".".join([*head, rest[0][0] + number]), transposed
+    if parts[3] == "attn":
+        rest = [_V7_ATTN.get(rest[0], rest[0]), *rest[1:]]
+    return ".".join(head + rest), False
+
+
 def _hf_tensors(folder: Path) -> dict[str, Any]:
     import torch
 
@@ -71,15 +106,29 @@ def _hf_tensors(folder: Path) -> dict[str, Any]:
     return tensors
 
 
+def reference_tensors(hf: dict[str, Any]) -> dict[str, Any]:
+    """Hugging Face tensors under the reference's names (RWKV-7's LoRA factors transposed)."""
+    if not is_rwkv7(hf):
+        return {reference_name(k): v for k, v in hf.items()}
+    out = {}
+    for hf_name, tensor in hf.items():
+        name, transposed = reference_name_v7(hf_name)
+        out[name] = tensor.t().contiguous() if transposed else tensor
+    return out
+
+
 def reference_weights(model_dir: str) -> dict[str, Any]:
     """The checkpoint's tensors under the reference's names, in float32."""
-    return {reference_name(k): v.float() for k, v in _hf_tensors(Path(model_dir)).items()}
+    return reference_tensors({k: v.float() for k, v in _hf_tensors(Path(model_dir)).items()})
 
 
 def reference_logits(weights: dict[str, Any], tokens: list[int]) -> tuple[Any, float]:
     """(float32 [T, vocab] logits after each token, the version the reference detected)."""
     os.environ.setdefault("RWKV_JIT_ON", "0")
     os.environ.setdefault("RWKV_CUDA_ON", "0")
+    v7 = "blocks.0.att.k_k" in weights
+    if v7:  # read once, at import: a process runs one generation only
+        os.environ["RWKV_V7_ON"] = "1"
     import numpy as np
     import torch
     from rwkv.model import RWKV
@@ -87,13 +136,17 @@ def reference_logits(weights: dict[str, Any], tokens: list[int]) -> tuple[Any, f
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference"
         torch.save(weights, f"{path}.pth")
-        model = RWKV(model=str(path), strategy="cpu fp32", verbose=False)
+        model = (
+            RWKV(model=str(path), strategy="cpu fp32")
+            if v7
+            else RWKV(model=str(path), strategy="cpu fp32", verbose=False)
+        )
     state = None
     rows = []
     for token in tokens:
         logits, state = model.forward([token], state)
         rows.append(logits.float().numpy())
-    return np.stack(rows).astype("float32"), float(model.version)
+    return np.stack(rows).astype("float32"), 7.0 if v7 else float(model.version)
 
 
 def run(model_dir: str, tokens_json: str, out_npy: str) -> None:

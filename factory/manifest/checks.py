@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from factory.manifest.matrix import expand_cells, rule_matches
-from factory.manifest.model import NAME_RE, Manifest, Model, Toolchain, WeightFormat, WheelPin
+from factory.manifest.model import NAME_RE, PATCHED_MODEL_TYPES, Manifest, Model, Toolchain, WeightFormat, WheelPin
 from factory.manifest.weights import WEIGHT_PATTERNS, local_files, other_format
 from factory.manifest.yamlfile import PathKey
 from factory.toolchains import FLOWS, Unsupported
@@ -176,7 +176,7 @@ def _models(m: Manifest, root: Path) -> Iterator[Finding]:
         problem = flow.check_model(model)
         if problem is not None:
             yield Finding(("models", i, "name"), problem.message, problem.fix)
-        yield from _overrides(m, i, model)
+        yield from _patch_provisions(m, i, model)
         if model.tokenizer.path is not None:
             yield from _project_file(
                 root.resolve(),
@@ -187,8 +187,18 @@ def _models(m: Manifest, root: Path) -> Iterator[Finding]:
             )
 
 
-def _overrides(m: Manifest, index: int, model: Model) -> Iterator[Finding]:
+def _patch_provisions(m: Manifest, index: int, model: Model) -> Iterator[Finding]:
+    """What the model needs from its toolchain's patches: a model type upstream lacks, overrides."""
     toolchain = m.toolchains[model.toolchain]
+    needed = PATCHED_MODEL_TYPES.get(model.type)
+    if needed is not None and not any(needed in patch.model_types for patch in toolchain.patches):
+        yield Finding(
+            ("models", index, "type"),
+            f"{model.type} needs the mlc-llm model type {needed!r}, which upstream mlc-llm does not have "
+            f"and no patch of toolchain {model.toolchain!r} adds",
+            f"add `{{path: images/wheel/patches/rwkv7-model.patch, model_types: [{needed}]}}` to the toolchain's "
+            "patches (a wheel toolchain), or use another model type",
+        )
     provided = {o for patch in toolchain.patches for o in patch.provides}
     for override in model.overrides.enabled():
         if override not in provided:

@@ -18,7 +18,10 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 NAME_RE = re.compile(NAME_PATTERN)
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
 
-ModelType = Literal["rwkv4-world", "rwkv5-world", "rwkv6-world"]
+ModelType = Literal["rwkv4-world", "rwkv5-world", "rwkv6-world", "rwkv7-world"]
+# mlc-llm model types no upstream commit has; a toolchain patch must add them.
+PatchedModelType = Literal["rwkv7"]
+PATCHED_MODEL_TYPES: dict[str, PatchedModelType] = {"rwkv7-world": "rwkv7"}
 FlowName = Literal["legacy", "current"]
 Override = Literal["first_layer_fp32"]
 
@@ -72,6 +75,9 @@ class Patch(Frozen):
     path: StrictStr = Field(description="Patch file, relative to the manifest root")
     applies_to: Literal["mlc-llm", "tvm", "tokenizers-cpp"] = "mlc-llm"
     provides: tuple[Override, ...] = Field(default=(), description="Model overrides this patch implements")
+    model_types: tuple[PatchedModelType, ...] = Field(
+        default=(), description="mlc-llm model types this patch adds (upstream has no RWKV-7)"
+    )
 
 
 class ImageSpec(Frozen):

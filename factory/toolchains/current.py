@@ -33,6 +33,9 @@ CLI_QUANTIZATIONS = CONTRACT.quantizations.all()
 _MODEL_QUANTIZATIONS: dict[str, frozenset[str]] = {
     "rwkv5-world": CONTRACT.model_quantizations("rwkv5"),
     "rwkv6-world": CONTRACT.model_quantizations("rwkv6"),
+    # Not upstream: the factory's RWKV-7 port (images/wheel/patches/rwkv7-model.patch)
+    # registers its quantizations exactly as rwkv6 does (no FasterTransformer kinds).
+    "rwkv7-world": CONTRACT.model_quantizations("rwkv6"),
 }
 
 # support/auto_target.PRESET keys (they need no local device), plus plain llvm.
@@ -166,4 +169,4 @@ def _offload_opt(target: Target, build: BuildOptions) -> tuple[str, ...]:
 
 
 # model/model.py MODELS keys for our manifest types.
-_MODEL_TYPE = {"rwkv5-world": "rwkv5", "rwkv6-world": "rwkv6"}
+_MODEL_TYPE = {"rwkv5-world": "rwkv5", "rwkv6-world": "rwkv6", "rwkv7-world": "rwkv7"}

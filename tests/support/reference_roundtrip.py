@@ -1,6 +1,7 @@
 """Runs INSIDE the wheel toolchain (torch + rwkv): checks the parity gate's own weight
-conversion. A tiny RWKV-5.2 and RWKV-6 model is made in the layout the reference
-package loads directly (the original `.pth` names), run by the reference as it is;
+conversion. A tiny RWKV-5.2, RWKV-6 and RWKV-7 model is made in the layout the reference
+package loads directly (the original `.pth` names), run by the reference as it is
+(RWKV-7 in a child process: the package picks x070 at import, from RWKV_V7_ON);
 then written in the Hugging Face layout (with a table of this file's own, not the
 factory's) and run through factory/in_toolchain/reference_script.py. The logits must be equal.
 
@@ -86,6 +87,123 @@ def hf_name(name: str) -> str:
     return ".".join(["rwkv", "blocks", block, _HF_PART.get(part, part), _HF_LEAF.get(leaf, leaf), *rest])
 
 
+V7_HEAD, V7_RANKS = 32, {"w": 8, "a": 8, "v": 4, "g": 16}
+
+
+def original_layout_v7() -> dict[str, Any]:
+    """BlinkDL's x070 `.pth` names and shapes; layer 0 carries v0/v1/v2 as released files do."""
+    import torch
+
+    gen = torch.Generator().manual_seed(7)
+
+    def rand(*shape: int, scale: float = 0.3) -> Any:
+        return torch.randn(*shape, generator=gen) * scale
+
+    w = {"emb.weight": rand(VOCAB, HIDDEN, scale=1.0), "blocks.0.ln0.weight": 1 + rand(HIDDEN, scale=0.1),
+         "blocks.0.ln0.bias": rand(HIDDEN, scale=0.1)}  # fmt: skip
+    for i in range(LAYERS):
+        b = f"blocks.{i}"
+        for ln in ("ln1", "ln2"):
+            w[f"{b}.{ln}.weight"] = 1 + rand(HIDDEN, scale=0.1)
+            w[f"{b}.{ln}.bias"] = rand(HIDDEN, scale=0.1)
+        for k in "rwkvag":
+            w[f"{b}.att.x_{k}"] = torch.rand(1, 1, HIDDEN, generator=gen)
+        for k, rank in V7_RANKS.items():
+            w[f"{b}.att.{k}1"] = rand(HIDDEN, rank, scale=0.2)
+            w[f"{b}.att.{k}2"] = rand(rank, HIDDEN, scale=0.2)
+            if k != "g":
+                w[f"{b}.att.{k}0"] = rand(1, 1, HIDDEN, scale=0.5)
+        w[f"{b}.att.k_k"] = 0.5 + torch.rand(1, 1, HIDDEN, generator=gen)
+        w[f"{b}.att.k_a"] = torch.rand(1, 1, HIDDEN, generator=gen)
+        w[f"{b}.att.r_k"] = rand(HIDDEN // V7_HEAD, V7_HEAD)
+        for name in ("receptance", "key", "value", "output"):
+            w[f"{b}.att.{name}.weight"] = rand(HIDDEN, HIDDEN)
+        w[f"{b}.att.ln_x.weight"] = 1 + rand(HIDDEN, scale=0.1)
+        w[f"{b}.att.ln_x.bias"] = rand(HIDDEN, scale=0.1)
+        w[f"{b}.ffn.x_k"] = torch.rand(1, 1, HIDDEN, generator=gen)
+        w[f"{b}.ffn.key.weight"] = rand(4 * HIDDEN, HIDDEN)
+        w[f"{b}.ffn.value.weight"] = rand(HIDDEN, 4 * HIDDEN)
+    w["ln_out.weight"] = 1 + rand(HIDDEN, scale=0.1)
+    w["ln_out.bias"] = rand(HIDDEN, scale=0.1)
+    w["head.weight"] = rand(VOCAB, HIDDEN, scale=0.5)
+    return w
+
+
+# Original x070 names -> the RWKV organisation's -HF names (flash-linear-attention), this
+# file's own table: LoRA factors become Linear weights (transposed), X0 their bias.
+_V7_TOP = {"emb.weight": "model.embeddings.weight", "head.weight": "lm_head.weight"}
+_V7_PART = {"ln0": "pre_norm", "ln1": "attn_norm", "ln2": "ffn_norm", "att": "attn", "ffn": "ffn"}
+_V7_ATT = {"receptance": "r_proj", "key": "k_proj", "value": "v_proj", "output": "o_proj", "ln_x": "g_norm"}
+
+
+def hf_tensors_v7(weights: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, tensor in weights.items():
+        if name in _V7_TOP:
+            out[_V7_TOP[name]] = tensor
+            continue
+        if name.startswith("ln_out."):
+            out["model.norm." + name[len("ln_out.") :]] = tensor
+            continue
+        _, block, part, leaf, *rest = name.split(".")
+        prefix = f"model.layers.{block}.{_V7_PART[part]}"
+        if part == "att" and len(leaf) == 2 and leaf[0] in "wavg" and leaf[1] in "012":
+            if block == "0" and leaf[0] == "v":
+                continue  # layer 0 has no value LoRA in the HF layout
+            suffix = {"1": "lora.0.weight", "2": "lora.2.weight", "0": "lora.2.bias"}[leaf[1]]
+            value = tensor.reshape(-1) if leaf[1] == "0" else tensor.t()
+            out[f"{prefix}.{leaf[0]}_lora.{suffix}"] = value.contiguous()
+        elif part == "att" and leaf in ("k_k", "k_a"):
+            out[f"{prefix}.{leaf}"] = tensor.reshape(-1)
+        else:
+            out[".".join([prefix, _V7_ATT.get(leaf, leaf) if part == "att" else leaf, *rest])] = tensor
+    return out
+
+
+def run_v7_directly(pth_stem: str, out_npy: str) -> None:
+    """In a fresh process: the x070 reference on the original file, token by token."""
+    os.environ["RWKV_V7_ON"] = "1"
+    import numpy as np
+    from rwkv.model import RWKV
+
+    model = RWKV(model=pth_stem, strategy="cpu fp32")
+    state, rows = None, []
+    for token in TOKENS:
+        logits, state = model.forward([token], state)
+        rows.append(logits.float().numpy())
+    np.save(out_npy, np.stack(rows))
+
+
+def roundtrip_v7(factory_dir: str, work: Path) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    weights = original_layout_v7()
+    original = work / "v7-original"
+    torch.save({k: v.clone() for k, v in weights.items()}, f"{original}.pth")
+    direct_npy = work / "v7-direct.npy"
+    subprocess.run([sys.executable, __file__, "--v7-direct", str(original), str(direct_npy)], check=True)
+    hf = work / "v7-hf"
+    hf.mkdir(exist_ok=True)
+    save_file(hf_tensors_v7(weights), str(hf / "model.safetensors"))
+    (hf / "config.json").write_text(json.dumps({"model_type": "rwkv7"}))
+    (work / "tokens.json").write_text(json.dumps(TOKENS))
+    out = work / "v7-converted.npy"
+    script = Path(factory_dir) / "reference_script.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(hf), str(work / "tokens.json"), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    version = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("FACTORY-REFERENCE "))[18:])[
+        "version"
+    ]
+    direct, converted = np.load(direct_npy), np.load(out)
+    return {"max_abs_diff": float(np.abs(direct - converted).max()), "version": version, "std": float(direct.std())}
+
+
 def main(factory_dir: str, work_dir: str) -> None:
     import numpy as np
     import torch
@@ -114,8 +232,12 @@ def main(factory_dir: str, work_dir: str) -> None:
         subprocess.run([sys.executable, str(script), str(hf), str(work / "tokens.json"), str(out)], check=True)
         converted = np.load(out)
         report[f"v{version}"] = {"max_abs_diff": float(np.abs(direct - converted).max()), "version": model.version}
+    report["v7"] = roundtrip_v7(factory_dir, work)
     print("ROUNDTRIP " + json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1:2] == ["--v7-direct"]:
+        run_v7_directly(*sys.argv[2:4])
+    else:
+        main(*sys.argv[1:3])

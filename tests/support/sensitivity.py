@@ -8,8 +8,10 @@ Each tensor of the Hugging Face checkpoint (every kind in every layer: mixes, Lo
 factors, decay, bonus, norms, gate, heads) is perturbed in turn by Gaussian noise of a
 quarter of its RMS, with a fixed seed, and the reference runs the tokens again. The
 ln_x group norm is also run with mlc-llm's default eps (1e-5) instead of the
-reference's 64e-5. Prints `SENSITIVITY {json}`: the KL mean of each run's next-token
-distributions from the unperturbed run's, by tensor name, and for the eps.
+reference's 64e-5 (RWKV-5/6 only: the x070 reference is TorchScript, compiled with
+its eps of 64e-5 before anything could swap the function, so `ln_x_eps` is null).
+Prints `SENSITIVITY {json}`: the KL mean of each run's next-token distributions from
+the unperturbed run's, by tensor name, and for the eps.
 """
 
 from __future__ import annotations
@@ -40,20 +42,26 @@ def main(scripts_dir: str, model_dir: str, tokens_json: str) -> None:
 
     sys.path.insert(0, scripts_dir)
     script: Any = importlib.import_module("reference_script")
-    _hf_tensors, reference_logits, reference_name = script._hf_tensors, script.reference_logits, script.reference_name
+    _hf_tensors, reference_logits, reference_tensors = (
+        script._hf_tensors,
+        script.reference_logits,
+        script.reference_tensors,
+    )
 
     tokens = [int(t) for t in json.loads(Path(tokens_json).read_text())]
     hf = {name: tensor.float() for name, tensor in _hf_tensors(Path(model_dir)).items()}
-    names = {name: reference_name(name) for name in hf}
-    base_weights = {names[n]: t for n, t in hf.items()}
+    base_weights = reference_tensors(hf)
     base, _ = reference_logits(base_weights, tokens)
     generator = torch.Generator().manual_seed(0)
     groups = {}
     for name, tensor in sorted(hf.items()):
         rms = float(tensor.pow(2).mean().sqrt())
         noise = torch.randn(tensor.shape, generator=generator) * (NOISE * rms)
-        logits, _ = reference_logits({**base_weights, names[name]: tensor + noise}, tokens)
+        logits, _ = reference_logits(reference_tensors({**hf, name: tensor + noise}), tokens)
         groups[name] = kl_mean(base, logits)
+    if script.is_rwkv7(hf):
+        print("SENSITIVITY " + json.dumps({"groups": groups, "ln_x_eps": None}), flush=True)
+        return
 
     real_group_norm = torch.nn.functional.group_norm
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from factory.checkpoints.example import checkpoint_files
+from factory.checkpoints.rwkv7 import rwkv7_checkpoint_files
 
 VOCAB, HIDDEN, LAYERS, INTERMEDIATE = 65536, 64, 2, 256
 
@@ -81,5 +82,10 @@ def write_tiny_rwkv(folder: Path, **kwargs: bool | int) -> Path:
     return folder
 
 
-# RWKV-5 and RWKV-6 come from the package: `factory example-model` writes the same checkpoints.
+# RWKV-5, 6 and 7 come from the package: `factory example-model` writes the same checkpoints.
 tiny_rwkv_v5_v6_files = checkpoint_files
+
+
+def tiny_checkpoint_files(version: int) -> dict[str, bytes]:
+    """The tiny checkpoint of RWKV generation `version` (5, 6 or 7), exact 4-bit groups."""
+    return rwkv7_checkpoint_files() if version == 7 else checkpoint_files(version)

@@ -228,9 +228,9 @@ def test_the_wheel_toolchain_renders_its_wheel_pin_and_takes_mlc_llm_as_a_source
     assert [(kind, pin.commit[:8]) for kind, pin in plan.tvm_sources] == [("tvm", "c7b458e9"), ("tvm-ffi", "12dbf053")]
     assert plan.mlc_llm_source is not None and plan.mlc_llm_source.commit.startswith("79d603f0")
     # Every patch is staged in manifest order and named by content in the labels (and so in the tag).
-    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == [f"{i:02d}" for i in range(10)]
-    assert plan.patches[-1][0] == "tvm/09-tvm-spirv-bool-buffers.patch"
-    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 10
+    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == [f"{i:02d}" for i in range(11)]
+    assert plan.patches[-1][0] == "tvm/10-tvm-spirv-bool-buffers.patch"
+    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 11
 
 
 def test_a_wheel_toolchain_with_vulkan_must_name_the_wheels_tvm_sources(tmp_path: Path) -> None:
