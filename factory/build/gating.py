@@ -17,6 +17,7 @@ from factory.build.context import BuildContext
 from factory.manifest.model import Target
 from factory.runners import Mount
 from factory.store import bundle_folder as bundles
+from factory.store.host_cpu import bundle_level, host_flags, level_of, missing_for
 from factory.toolchains.base import MODEL_ROOT, needs_kernel_check
 
 # The smoke run of CPU bundles: a fixed prompt in the conversation template's own
@@ -238,11 +239,22 @@ def has_device(target: Target) -> bool:
         return sys.platform == "darwin" and platform.machine() == "arm64"
     if kind == "llvm":
         host_os = {"linux": "linux", "darwin": "macos"}.get(sys.platform)
-        return host_os == target.os and _HOST_ARCH.get(platform.machine().lower()) == target.arch
+        same = host_os == target.os and _HOST_ARCH.get(platform.machine().lower()) == target.arch
+        return same and _cpu_lacks(target) is None
     if kind == "vulkan":
         # A Vulkan toolchain image carries Mesa's lavapipe: a device wherever it runs.
         return target.runner == "container"
     return False
+
+
+def _cpu_lacks(target: Target) -> str | None:
+    """Why this CPU cannot execute the target's x86-64 level (AVX2 and so on), or None."""
+    device = json.dumps(target.device) if isinstance(target.device, dict) else target.device
+    level, flags = bundle_level(device), host_flags()
+    if level is None or flags is None or level <= level_of(flags):
+        return None
+    missing = ", ".join(missing_for(level, flags))
+    return f"this CPU is x86-64 level {level_of(flags)}, the library needs level {level} ({missing} missing)"
 
 
 def device_reason(target: Target) -> str:
@@ -251,6 +263,8 @@ def device_reason(target: Target) -> str:
         return "nvidia-smi not found"
     if kind == "metal":
         return "not an Apple Silicon Mac"
+    if kind == "llvm" and (lacks := _cpu_lacks(target)) is not None:
+        return lacks
     if kind == "llvm":
         return f"this host is {sys.platform}/{platform.machine()}, the library is for {target.os}/{target.arch}"
     if kind == "vulkan":

@@ -24,6 +24,7 @@ from factory.process import run as run_process
 from factory.runners import Mount, Step
 from factory.store.bundle_folder import CHAT_CONFIG, read_manifest
 from factory.store.documents import BUNDLE_MANIFEST, BundleManifest
+from factory.store.host_cpu import bundle_level, host_flags, level_of, missing_for
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,9 +66,25 @@ def _layout(bundle: Path) -> tuple[BundleManifest, str, str, str]:
             path, "compatibility.flow", f"a {manifest.compatibility.flow}-flow {kind} bundle has no RNN-state "
             "functions the Relax VM runner drives", f"run it with its runtime: {manifest.run}",
         )  # fmt: skip
+    _check_cpu_level(path, manifest)
     if "chat-config" not in files or "library" not in files:
         raise _problem(path, "files", "lists no chat config or no library", "pull or build the bundle again")
     return manifest, str(Path(files["chat-config"]).parent), files["library"], gates.VM_DEVICES[kind]
+
+
+def _check_cpu_level(path: Path, manifest: BundleManifest) -> None:
+    """Refuse an x86-64 library built for instructions this CPU lacks: it would die with
+    SIGILL somewhere inside the first call instead of saying why."""
+    level, flags = bundle_level(manifest.compatibility.device), host_flags()
+    if level is None or flags is None or level <= level_of(flags):
+        return
+    mcpu = json.loads(manifest.compatibility.device).get("mcpu")
+    raise _problem(
+        path, "compatibility.device",
+        f"compiled for {mcpu} (x86-64 level {level}); this CPU is level {level_of(flags)} and lacks "
+        + ", ".join(missing_for(level, flags)),
+        f"pull a target this CPU runs: factory pull {manifest.model} -q {manifest.quant} -t auto",
+    )  # fmt: skip
 
 
 def templated(prompt: str, config: dict[str, Any]) -> str:

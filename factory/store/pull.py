@@ -18,6 +18,7 @@ from factory.store.backends.base import LocalWriteError, Store, TransferCancelle
 from factory.store.blob_cache import blob_path, check_room, disk_error, fetch_blob, folder_lock, is_cached, partial_size
 from factory.store.bundle_folder import BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
 from factory.store.documents import BUNDLE_MANIFEST, Index, IndexRecord
+from factory.store.host_cpu import bundle_level, host_flags, level_of
 from factory.store.index import read_bundle_manifest
 from factory.store.runtime import RuntimeSpec, runtime_words
 from factory.store.transfer_progress import byte_progress
@@ -58,7 +59,9 @@ def resolve(
 
 
 def auto_target(index: Index, model: str, quant: str) -> str:
-    """The target of model/quant whose device this host has, where that can be told."""
+    """The target of model/quant whose device this host has, where that can be told: its GPU
+    (Metal on Apple silicon, CUDA of its compute capability), else the x86-64 CPU bundle of
+    the highest level this CPU has (never one it lacks an instruction for)."""
     candidates = {
         name.rsplit("/", 1)[-1]: entry
         for name, entry in index.bundles.items()
@@ -80,6 +83,14 @@ def auto_target(index: Index, model: str, quant: str) -> str:
         for target, entry in sorted(candidates.items()):
             if entry.latest and wanted in entry.versions[entry.latest].compatibility.device:
                 return str(target)
+    flags = host_flags()
+    if flags is not None:
+        host = level_of(flags)
+        levels = {t: bundle_level(e.versions[e.latest].compatibility.device) for t, e in candidates.items() if e.latest}
+        fitting = sorted((-level, t) for t, level in levels.items() if level is not None and level <= host)
+        if fitting:
+            return str(fitting[0][1])
+        wanted = f"{wanted + ', ' if wanted else ''}x86-64 level {host}"
     raise UsageError(
         f"--target auto cannot tell which of {model}/{quant}'s targets fits this host "
         f"({sys.platform} {platform.machine()}{', ' + wanted if wanted else ''})",

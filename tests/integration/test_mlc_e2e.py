@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from factory.store.host_cpu import host_flags, level_of
 from tests.support.gpu_check_case import check_gpu_check_prepares_and_runs
 from tests.support.hub import LocalHub
 from tests.support.run import factory
@@ -35,7 +36,10 @@ from tests.support.wheel import TOOLCHAIN, ensure_wheel_wheelhouse, sources_env,
 
 pytestmark = [pytest.mark.mlc, pytest.mark.docker, pytest.mark.hub]
 QUANTS = ["q4f16_1", "q4f32_1"]
-TARGETS = ["cpu-x86_64", "vulkan-x86_64", "cuda-sm80"]
+TARGETS = ["cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "cuda-sm80"]
+CPU_TARGETS = {"cpu-x86_64": "x86-64", "cpu-x86_64-v3": "x86-64-v3"}
+# Whether this machine can execute x86-64-v3 code: its bundles are gated only where it can.
+HOST_V3 = level_of(host_flags() or frozenset()) >= 3
 MODELS = {"rwkv-5-world-tiny": ("rwkv5", 5), "rwkv-6-world-tiny": ("rwkv6", 6), "rwkv-7-world-tiny": ("rwkv7", 7)}
 # Per generation: the names of the embedding and head, and the float32 parameter that
 # holds the decay (lossless-float32-params.patch keeps it float32 on disk).
@@ -220,7 +224,7 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
         assert gates["library"]["params_bytes"] == sum(r["nbytes"] for r in records)
         assert gates["library"]["state_bytes"] == 2 * (2 * hidden + (hidden // size) * size * size) * 4
         assert gates["library"]["temp_bytes"] > 0
-        if target != "cpu-x86_64":
+        if target not in CPU_TARGETS:
             # Every GPU function was checked as it compiled, and none runs on the host
             # (RWKV-6's LoRA matmuls would without low-batch-gemv-unbound-blocks.patch).
             kernels = gates["library"]["kernel_check"]
@@ -236,6 +240,11 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
             assert FATBIN_MAGIC in library and b"__global__" not in library
             assert gates["smoke"]["status"] == "not-run" and "no cuda device" in gates["smoke"]["reason"]
             assert gates["parity"]["status"] == "not-run" and "no cuda device" in gates["parity"]["reason"]
+        elif target == "cpu-x86_64-v3" and not HOST_V3:
+            # Built, never run here: this CPU lacks AVX2/FMA/F16C, and says so.
+            assert json.loads(compat["device"])["mcpu"] == "x86-64-v3"
+            for gate in ("smoke", "parity"):
+                assert gates[gate]["status"] == "not-run" and "x86-64 level" in gates[gate]["reason"], gates[gate]
         else:
             smoke = gates["smoke"]
             assert smoke["status"] == "passed", smoke
@@ -251,7 +260,8 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
                 assert any((built.root / "work" / "mesa-shader-cache").rglob("*"))
                 SMOKE_SEEN[(model, quant, target)] = (smoke["prefill_tok_s"], smoke["decode_tok_s"])
             else:
-                assert json.loads(compat["device"])["mcpu"] == "x86-64"  # portable: no host-specific CPU
+                # The portable target names no host-specific CPU; v3 exactly its level.
+                assert json.loads(compat["device"])["mcpu"] == CPU_TARGETS[target]
                 SMOKE_SEEN[(model, quant, target)] = (smoke["prefill_tok_s"], smoke["decode_tok_s"])
             parity = gates["parity"]
             assert parity["status"] == "passed", parity

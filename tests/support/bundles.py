@@ -38,6 +38,7 @@ def make_bundle(
     gates: dict[str, object] | None = None,
     library_megabytes: float = 0.0,
     suffix: str = "so",
+    device: str | None = None,
 ) -> Path:
     """A current-flow bundle folder; `params_from` shares another bundle's params (hard links);
     `library_megabytes` makes the library that large (random bytes), e.g. to cross the
@@ -58,7 +59,12 @@ def make_bundle(
     manifest = bundle_manifest(
         cell={"model": model, "quant": quant, "target": target, "name": f"{model}/{quant}/{target}"},
         files=describe(bundle, "tensor-cache.json", library),
-        compatibility={"flow": "current", "params_index": "tensor-cache.json", "device": target, "library": library},
+        compatibility={
+            "flow": "current",
+            "params_index": "tensor-cache.json",
+            "device": device or target,
+            "library": library,
+        },
         provenance={"build_key": f"key-{model}-{quant}-{target}-{seed}", "release": {"name": "t", "version": version}},
         gates=gates or {},
         run=f"mlc_llm chat {{bundle}} --model-lib {{bundle}}/{library} --device cuda",
