@@ -39,11 +39,12 @@ def param_bytes(params: list[dict[str, Any]]) -> int:
 
 
 def state_bytes(model_config: dict[str, Any]) -> int:
-    """PURE: one sequence's RNN state for RWKV-5/6 (float32): per layer the two token-shift
-    vectors and each head's wkv matrix. 0 for configs without these fields."""
+    """PURE: one sequence's RNN state for RWKV-5/6/7 (float32): per layer the two token-shift
+    vectors and each head's wkv matrix (the head size is RWKV-7's head_dim). 0 for configs
+    without these fields."""
     layers = int(model_config.get("num_hidden_layers") or 0)
     hidden = int(model_config.get("hidden_size") or 0)
-    head = int(model_config.get("head_size") or 0)
+    head = int(model_config.get("head_size") or model_config.get("head_dim") or 0)
     if not (layers and hidden and head):
         return 0
     return layers * (2 * hidden + hidden * head) * 4

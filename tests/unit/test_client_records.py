@@ -174,3 +174,12 @@ def test_release_notes_name_each_runtime_and_carry_the_client_records(tmp_path: 
     assert f"- {runtime_words(COMPAT)}: `{manifest.name}`" in notes
     block = notes.split("```json\n", 1)[1].split("```", 1)[0]
     assert json.loads(block) == {"webllm": made["webllm"]}
+
+
+def test_the_rnn_state_size_reads_each_generations_head_size_field() -> None:
+    # RWKV-5/6 name it head_size (one head of 64 here); RWKV-7 head_dim (two heads of 32).
+    assert records.state_bytes({"num_hidden_layers": 2, "hidden_size": 64, "head_size": 64}) == 2 * (128 + 64 * 64) * 4
+    assert (
+        records.state_bytes({"num_hidden_layers": 2, "hidden_size": 64, "head_dim": 32}) == 2 * (128 + 2 * 32 * 32) * 4
+    )
+    assert records.state_bytes({"num_hidden_layers": 2, "hidden_size": 64}) == 0
