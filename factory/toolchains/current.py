@@ -67,6 +67,12 @@ class CurrentFlow:
                 if not archs:
                     return Unsupported(message="an empty CUDA arch list", fix='give at least one, e.g. ["sm_80"]')
                 device = {**device, "arch": archs[0]}
+            if device.get("kind") == "llvm" and "host" not in device:
+                # On a CPU target TVM compiles the model's kernels as host code, and compile
+                # takes the host from --host (a bare triple, so generic x86-64) unless the
+                # target names one: without this an x86-64-v3 library had no AVX at all.
+                host = {k: v for k, v in device.items() if k in ("kind", "mtriple", "mcpu")}
+                return json.dumps({**device, "host": host}, sort_keys=True, separators=(",", ":"))
             return json.dumps(device, sort_keys=True, separators=(",", ":"))
         if device in _PROBING:
             return Unsupported(
