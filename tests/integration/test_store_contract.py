@@ -490,3 +490,62 @@ def test_a_full_local_disk_and_a_cancel_pass_through_every_backend_unchanged(sto
 
     with pytest.raises(TransferCancelled):
         store.get_blob(digest, tmp_path / "part", cancel)
+
+
+@pytest.mark.parametrize("server_name", ["moto", "rgw"])
+def test_a_large_blob_arrives_in_parallel_ranges_in_order_and_resumes(
+    server_name: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 downloads fetch ranges in parallel but hand them on in order: the partial file is
+    always a prefix of the blob (so an interrupted pull resumes) and the hash is one pass."""
+    import math
+    import os
+
+    from factory.store.backends.base import TransferCancelled
+    from factory.store.backends.s3 import S3Store
+
+    server: S3Server = request.getfixturevalue("moto") if server_name == "moto" else rgw_server()
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = f"factory-{uuid.uuid4().hex[:12]}"
+    server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    store = S3Store(bucket, "ranges")
+    store.range_part, store.range_window = 1 << 20, 3
+    data = os.urandom(5_000_123)
+    digest, path = _blob(tmp_path, data)
+    store.put_blob(digest, path)
+
+    def fetch(dest: Path, progress: Any = None) -> tuple[int, str]:
+        before, hasher = store.requests_sent, hashlib.sha256(dest.read_bytes() if dest.exists() else b"")
+        store.get_blob(digest, dest, progress, hasher)
+        return store.requests_sent - before, hasher.hexdigest()
+
+    whole = tmp_path / "whole"
+    requests, seen = fetch(whole)
+    assert whole.read_bytes() == data and seen == digest
+    assert requests == math.ceil(len(data) / store.range_part)  # one GET per range, no HEAD
+
+    # Stopped after the second part arrived: what is on disk is exactly the blob's first bytes.
+    stopped, moved = tmp_path / "stopped", []
+
+    def stop_after_two(amount: int) -> None:
+        moved.append(amount)
+        if len(moved) == 2:
+            raise TransferCancelled
+
+    with pytest.raises(TransferCancelled):
+        fetch(stopped, stop_after_two)
+    kept = stopped.read_bytes()
+    assert len(kept) == 2 * store.range_part and data.startswith(kept)
+    progress: list[int] = []
+    requests, seen = fetch(stopped, progress.append)
+    assert stopped.read_bytes() == data and seen == digest and sum(progress) == len(data) - len(kept)
+    assert requests == math.ceil((len(data) - len(kept)) / store.range_part)
+
+    # A blob of one part costs one request, as before; an empty one arrives empty.
+    for small in (b"tiny blob", b""):
+        digest, path = _blob(tmp_path, small)
+        store.put_blob(digest, path)
+        before = store.requests_sent
+        store.get_blob(digest, tmp_path / f"got-{len(small)}")
+        assert (tmp_path / f"got-{len(small)}").read_bytes() == small and store.requests_sent - before == 1

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +22,7 @@ Progress = Callable[[int], None]
 
 
 class Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
 
 
 class StoreError(FactoryError):
@@ -67,7 +69,7 @@ class StoredObject:
 
 
 def append_blocks(
-    blocks: Iterable[bytes], dest: Path, progress: Progress | None = None, hasher: Hasher | None = None
+    blocks: Iterable[bytes | memoryview], dest: Path, progress: Progress | None = None, hasher: Hasher | None = None
 ) -> None:
     """Append `blocks` to `dest`, feeding each to `hasher` and `progress`; the one place a
     backend writes a download, so a local write error always surfaces as LocalWriteError."""
@@ -86,6 +88,44 @@ def append_blocks(
                 hasher.update(block)
             if progress:
                 progress(len(block))
+
+
+Fetch = Callable[[int, int, memoryview], memoryview]
+"""fetch(first, stop, buffer): bytes [first, stop) read into `buffer`, returned as a view."""
+
+
+def ordered_parts(fetch: Fetch, start: int, end: int, part: int, window: int) -> Generator[memoryview, None, None]:
+    """Bytes [start, end) in order, as `fetch` calls of `part` bytes, up to `window` of them
+    in flight. The consumer sees one ordered stream, so it still appends to a partial file
+    that is always a prefix (resumable) and hashes in one pass. Each part lands in one of
+    window + 1 buffers that are reused: a view is valid until the consumer asks for the
+    next one (fresh 8 MiB objects per read cost more kernel time than the download
+    itself). Closing the iterator early cancels what has not started."""
+    spans = [(offset, min(offset + part, end)) for offset in range(start, end, part)]
+    if not spans:
+        return
+    buffers = [memoryview(bytearray(part)) for _ in range(min(window + 1, len(spans)))]
+    upcoming = iter(enumerate(spans))
+
+    def submit(pool: ThreadPoolExecutor) -> Future[memoryview] | None:
+        number, (first, stop) = next(upcoming, (-1, (0, 0)))
+        return None if number < 0 else pool.submit(fetch, first, stop, buffers[number % len(buffers)])
+
+    with ThreadPoolExecutor(max_workers=window, thread_name_prefix="range") as pool:
+        flying: deque[Future[memoryview]] = deque()
+        try:
+            for _ in range(window):
+                if (future := submit(pool)) is not None:
+                    flying.append(future)
+            while flying:
+                view = flying.popleft().result()
+                # The next part goes into the buffer the consumer finished with last time.
+                if (future := submit(pool)) is not None:
+                    flying.append(future)
+                yield view
+        finally:
+            for future in flying:
+                future.cancel()
 
 
 class DigestReader:
