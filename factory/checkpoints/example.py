@@ -20,19 +20,36 @@ import numpy as np
 from factory.checkpoints.rwkv7 import rwkv7_checkpoint_files
 from factory.errors import InputError, Problem
 
-VOCAB, HIDDEN, LAYERS = 65536, 64, 2
+VOCAB = 65536
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An RWKV-5/6 checkpoint's size. Weight scales follow the width (1/sqrt(fan-in),
+    relative to the tiny shape), so any shape keeps the tiny one's peaked, finite logits."""
+
+    hidden: int = 64
+    layers: int = 2
+    intermediate: int = 224
+
+
+TINY = Shape()
+RWKV6_1B6 = Shape(hidden=2048, layers=24, intermediate=7168)
+"""RWKV-6 World 1B6 (RWKV/v6-Finch-1B6-HF): 24 layers, 2048 wide, 32 heads of 64."""
 
 
 # RWKV-5 (Eagle, model_version 5_2) and RWKV-6 (Finch, 6_0) in the Hugging Face layout
 # of RWKV/rwkv-5-world-* and RWKV/v6-Finch-*-HF: what mlc-llm's rwkv5/rwkv6 loaders
-# read (their parameter names with `model.` spelled `rwkv.`). One head of 64.
-HEAD_SIZE, INTERMEDIATE_V5 = 64, 224
+# read (their parameter names with `model.` spelled `rwkv.`). Heads of 64.
+HEAD_SIZE = 64
 V6_MIX_RANK, V6_DECAY_RANK = 32, 64
 RECEPTANCE_STD = 0.2 / 64
 LORA_STD = 0.15
 
 
-def checkpoint_files(version: int, seed: int = 0, poison_nan: bool = False, overflow: bool = False) -> dict[str, bytes]:
+def checkpoint_files(
+    version: int, seed: int = 0, poison_nan: bool = False, overflow: bool = False, shape: Shape = TINY
+) -> dict[str, bytes]:
     """{filename: content} of a tiny random RWKV-5 (`version=5`) or RWKV-6 checkpoint in fp16.
 
     Weights are scaled so the logits are peaked (a top token stands out), which keeps
@@ -44,16 +61,43 @@ def checkpoint_files(version: int, seed: int = 0, poison_nan: bool = False, over
     Inf at run time: only running the model shows it."""
     from safetensors.numpy import save
 
+    tensors, config = checkpoint_tensors(version, seed, poison_nan=poison_nan, overflow=overflow, shape=shape)
+    return {
+        "config.json": json.dumps(config, indent=2).encode(),
+        "model.safetensors": save(tensors),
+        "README.md": f"Tiny random RWKV-{version} World checkpoint made by `factory example-model`.\n".encode(),
+    }
+
+
+def write_checkpoint(folder: Path, version: int, shape: Shape, seed: int = 0) -> list[Path]:
+    """The same checkpoint at any shape, written straight to `folder` (a 1.6B one is 3.2 GB:
+    never held as bytes). Returns the files written."""
+    from safetensors.numpy import save_file
+
+    tensors, config = checkpoint_tensors(version, seed, shape=shape)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(tensors, str(folder / "model.safetensors"))
+    return [folder / "config.json", folder / "model.safetensors"]
+
+
+def checkpoint_tensors(
+    version: int, seed: int = 0, *, poison_nan: bool = False, overflow: bool = False, shape: Shape = TINY
+) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """The fp16 tensors and config.json of `checkpoint_files`."""
     if version not in (5, 6):
         raise ValueError(f"version must be 5 or 6, not {version}")
     rng = np.random.default_rng(seed + version)
-    heads = HIDDEN // HEAD_SIZE
+    hidden, inner = shape.hidden, shape.intermediate
+    heads = hidden // HEAD_SIZE
+    # Fan-in scaling: exactly 1.0 at the tiny shape, so its bytes never change.
+    wide, wide_inner = float(np.sqrt(TINY.hidden / hidden)), float(np.sqrt(TINY.intermediate / inner))
 
-    def rand(*shape: int, scale: float = 0.2) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype("float32")
+    def rand(*dims: int, scale: float = 0.2) -> np.ndarray:
+        return (rng.standard_normal(dims) * scale).astype("float32")
 
-    def mix(*shape: int) -> np.ndarray:
-        return rng.uniform(0.0, 1.0, shape).astype("float32")
+    def mix(*dims: int) -> np.ndarray:
+        return rng.uniform(0.0, 1.0, dims).astype("float32")
 
     def grouped(rows: int, cols: int, std: float) -> np.ndarray:
         """A matrix q4 group quantization (group 32 along a row) represents exactly."""
@@ -63,62 +107,60 @@ def checkpoint_files(version: int, seed: int = 0, poison_nan: bool = False, over
         scale = np.float32(2.0 ** np.round(np.log2(std / 4.3)))
         return (ints.reshape(rows, cols) * scale).astype("float32")
 
-    tensors = {"rwkv.embeddings.weight": grouped(VOCAB, HIDDEN, 1.0)}
-    for i in range(LAYERS):
+    tensors = {"rwkv.embeddings.weight": grouped(VOCAB, hidden, 1.0)}
+    for i in range(shape.layers):
         b = f"rwkv.blocks.{i}"
         lns = ("pre_ln", "ln1", "ln2") if i == 0 else ("ln1", "ln2")
         for ln in lns:
-            tensors[f"{b}.{ln}.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
-            tensors[f"{b}.{ln}.bias"] = rand(HIDDEN, scale=0.1)
+            tensors[f"{b}.{ln}.weight"] = 1.0 + rand(hidden, scale=0.1)
+            tensors[f"{b}.{ln}.bias"] = rand(hidden, scale=0.1)
         a = f"{b}.attention"
         if version == 5:
             tensors[f"{a}.time_decay"] = rand(heads, HEAD_SIZE, scale=0.5) - 1.0
             for name in ("gate", "key", "value", "receptance"):
-                tensors[f"{a}.time_mix_{name}"] = mix(1, 1, HIDDEN)
+                tensors[f"{a}.time_mix_{name}"] = mix(1, 1, hidden)
         else:
             for name in ("x", "w", "k", "v", "r", "g"):
-                tensors[f"{a}.time_maa_{name}"] = mix(1, 1, HIDDEN)
-            tensors[f"{a}.time_maa_w1"] = rand(HIDDEN, V6_MIX_RANK * 5, scale=LORA_STD)
-            tensors[f"{a}.time_maa_w2"] = rand(5, V6_MIX_RANK, HIDDEN, scale=LORA_STD)
-            tensors[f"{a}.time_decay_w1"] = rand(HIDDEN, V6_DECAY_RANK, scale=LORA_STD)
-            tensors[f"{a}.time_decay_w2"] = rand(V6_DECAY_RANK, HIDDEN, scale=LORA_STD)
-            tensors[f"{a}.time_decay"] = rand(1, 1, HIDDEN, scale=0.5) - 1.0
+                tensors[f"{a}.time_maa_{name}"] = mix(1, 1, hidden)
+            tensors[f"{a}.time_maa_w1"] = rand(hidden, V6_MIX_RANK * 5, scale=LORA_STD * wide)
+            tensors[f"{a}.time_maa_w2"] = rand(5, V6_MIX_RANK, hidden, scale=LORA_STD)
+            tensors[f"{a}.time_decay_w1"] = rand(hidden, V6_DECAY_RANK, scale=LORA_STD * wide)
+            tensors[f"{a}.time_decay_w2"] = rand(V6_DECAY_RANK, hidden, scale=LORA_STD)
+            tensors[f"{a}.time_decay"] = rand(1, 1, hidden, scale=0.5) - 1.0
         tensors[f"{a}.time_faaaa"] = rand(heads, HEAD_SIZE, scale=0.5)
         for name in ("key", "value", "gate", "output"):
-            tensors[f"{a}.{name}.weight"] = grouped(HIDDEN, HIDDEN, 0.2)
+            tensors[f"{a}.{name}.weight"] = grouped(hidden, hidden, 0.2 * wide)
         # A quiet receptance keeps each head's wkv output small, so ln_x's group norm
         # depends on its eps (the reference's 64e-5 against a default 1e-5).
-        tensors[f"{a}.receptance.weight"] = grouped(HIDDEN, HIDDEN, RECEPTANCE_STD)
-        tensors[f"{a}.ln_x.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
-        tensors[f"{a}.ln_x.bias"] = rand(HIDDEN, scale=0.1)
+        tensors[f"{a}.receptance.weight"] = grouped(hidden, hidden, RECEPTANCE_STD * wide)
+        tensors[f"{a}.ln_x.weight"] = 1.0 + rand(hidden, scale=0.1)
+        tensors[f"{a}.ln_x.bias"] = rand(hidden, scale=0.1)
         f = f"{b}.feed_forward"
         prefix = "time_mix" if version == 5 else "time_maa"
-        tensors[f"{f}.{prefix}_key" if version == 5 else f"{f}.{prefix}_k"] = mix(1, 1, HIDDEN)
-        tensors[f"{f}.{prefix}_receptance" if version == 5 else f"{f}.{prefix}_r"] = mix(1, 1, HIDDEN)
-        tensors[f"{f}.key.weight"] = grouped(INTERMEDIATE_V5, HIDDEN, 0.2)
-        tensors[f"{f}.receptance.weight"] = grouped(HIDDEN, HIDDEN, 0.2)
-        tensors[f"{f}.value.weight"] = grouped(HIDDEN, INTERMEDIATE_V5, 0.2)
-    tensors["rwkv.ln_out.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
-    tensors["rwkv.ln_out.bias"] = rand(HIDDEN, scale=0.1)
-    tensors["head.weight"] = grouped(VOCAB, HIDDEN, 0.5)
+        tensors[f"{f}.{prefix}_key" if version == 5 else f"{f}.{prefix}_k"] = mix(1, 1, hidden)
+        tensors[f"{f}.{prefix}_receptance" if version == 5 else f"{f}.{prefix}_r"] = mix(1, 1, hidden)
+        tensors[f"{f}.key.weight"] = grouped(inner, hidden, 0.2 * wide)
+        tensors[f"{f}.receptance.weight"] = grouped(hidden, hidden, 0.2 * wide)
+        tensors[f"{f}.value.weight"] = grouped(hidden, inner, 0.2 * wide_inner)
+    tensors["rwkv.ln_out.weight"] = 1.0 + rand(hidden, scale=0.1)
+    tensors["rwkv.ln_out.bias"] = rand(hidden, scale=0.1)
+    tensors["head.weight"] = grouped(VOCAB, hidden, 0.5 * wide)
     if overflow:
         tensors["head.weight"] = np.sign(tensors["head.weight"]) * np.float32(60000.0)
     if poison_nan:
         tensors["rwkv.blocks.0.attention.key.weight"][3, 5] = np.nan
-    # One dtype for the whole file, as the HF repos have; the loader casts per parameter.
-    half = {name: value.astype("float16") for name, value in tensors.items()}
     config = {
         "architectures": [f"Rwkv{version}ForCausalLM"],
         "model_type": f"rwkv{version}",
         "model_version": "5_2" if version == 5 else "6_0",
         "vocab_size": VOCAB,
         "context_length": 4096,
-        "hidden_size": HIDDEN,
-        "num_hidden_layers": LAYERS,
-        "attention_hidden_size": HIDDEN,
+        "hidden_size": hidden,
+        "num_hidden_layers": shape.layers,
+        "attention_hidden_size": hidden,
         "head_size": HEAD_SIZE,
         "num_attention_heads": heads,
-        "intermediate_size": INTERMEDIATE_V5,
+        "intermediate_size": inner,
         "layer_norm_epsilon": 1e-5,
         "rescale_every": 6,
         "bos_token_id": 0,
@@ -126,11 +168,11 @@ def checkpoint_files(version: int, seed: int = 0, poison_nan: bool = False, over
         "tie_word_embeddings": False,
         "use_cache": True,
     }
-    return {
-        "config.json": json.dumps(config, indent=2).encode(),
-        "model.safetensors": save(half),
-        "README.md": f"Tiny random RWKV-{version} World checkpoint made by `factory example-model`.\n".encode(),
-    }
+    # One dtype for the whole file, as the HF repos have; the loader casts per parameter.
+    # In place, one tensor at a time: a 1.6B checkpoint's fp32 copy alone is 6.4 GB.
+    for name in list(tensors):
+        tensors[name] = tensors.pop(name).astype("float16")
+    return tensors, config
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def node_events(say: Callable[[str], None]) -> Callable[[Outcome], None]:
     def show(outcome: Outcome) -> None:
         if outcome.status in {"built", "failed", "blocked"}:
             first = outcome.detail.splitlines()[0] if outcome.detail else ""
-            say(f"{outcome.status:>8} {outcome.node} {first}")
+            say(f"{outcome.status:>8} {outcome.node} ({outcome.seconds:.1f} s) {first}")
 
     return show
 

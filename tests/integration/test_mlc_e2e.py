@@ -41,6 +41,21 @@ CPU_TARGETS = {"cpu-x86_64": "x86-64", "cpu-x86_64-v3": "x86-64-v3"}
 # Whether this machine can execute x86-64-v3 code: its bundles are gated only where it can.
 HOST_V3 = level_of(host_flags() or frozenset()) >= 3
 MODELS = {"rwkv-5-world-tiny": ("rwkv5", 5), "rwkv-6-world-tiny": ("rwkv6", 6), "rwkv-7-world-tiny": ("rwkv7", 7)}
+# Cells left out to keep CI inside its time: the v3 CPU target and CUDA q4f32_1 are each
+# proven on RWKV-6 (the LoRA matmuls that once ran on the host) and RWKV-7 (its own kernel)
+# or RWKV-6 alone; every generation keeps both quantizations on the CPU and Vulkan.
+EXCLUDED = [
+    {"model": "rwkv-5-world-tiny", "target": "cpu-x86_64-v3"},
+    {"model": "rwkv-5-world-tiny", "quant": "q4f32_1", "target": "cuda-sm80"},
+    {"model": "rwkv-7-world-tiny", "quant": "q4f32_1", "target": "cuda-sm80"},
+]
+CELLS = [
+    (m, q, t)
+    for m in MODELS
+    for q in QUANTS
+    for t in TARGETS
+    if not any(all(rule.get(k, v) == v for k, v in (("model", m), ("quant", q), ("target", t))) for rule in EXCLUDED)
+]
 # Per generation: the names of the embedding and head, and the float32 parameter that
 # holds the decay (lossless-float32-params.patch keeps it float32 on disk).
 LAYOUT = {
@@ -151,7 +166,9 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
         commit = local_hub.commit(f"factory-tests/{name}", tiny_checkpoint_files(version))
         models.append({"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit},
                        "type": f"rwkv{version}-world"})  # fmt: skip
-    manifest = _write(root, "wheel.yaml", wheel_manifest(models, QUANTS, TARGETS), local_hub)
+    data = wheel_manifest(models, QUANTS, TARGETS)
+    data["matrix"] = {"exclude": EXCLUDED}
+    manifest = _write(root, "wheel.yaml", data, local_hub)
     since = time.time()
     image = factory(
         "images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheel_wheelhouse()), "--offline",
@@ -167,7 +184,7 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
         )  # fmt: skip
         seconds = time.time() - since
     steps = watch.steps
-    print(f"mlc e2e: factory build of {len(MODELS) * len(QUANTS) * len(TARGETS)} cells took {seconds:.0f} s")
+    print(f"mlc e2e: factory build of {len(CELLS)} cells took {seconds:.0f} s")
     yield Built(root, local_hub, manifest, seconds, done.stdout, done.stderr, done.returncode, steps)
 
 
@@ -176,7 +193,7 @@ def test_build_runs_the_real_tools_once_per_node(built: Built) -> None:
     converts = [s for s in built.steps if s.startswith("convert:")]
     compiles = [s for s in built.steps if s.startswith("compile:")]
     assert len(converts) == 2 * len(MODELS) * len(QUANTS)  # convert_weight + gen_config per model x quant
-    assert len(compiles) == len(MODELS) * len(QUANTS) * len(TARGETS)
+    assert len(compiles) == len(CELLS) == 20
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -186,6 +203,9 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
     embedding, head, decay = LAYOUT[version]
     for target in TARGETS:
         bundle = built.bundle(model, quant, target)
+        if (model, quant, target) not in CELLS:
+            assert not bundle.exists()
+            continue
         manifest = json.loads((bundle / "factory-bundle.json").read_text())
         config = json.loads((bundle / "mlc-chat-config.json").read_text())
         assert config["model_type"] == model_type and config["quantization"] == quant

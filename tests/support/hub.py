@@ -8,12 +8,13 @@ dependency pins are not ours. Repos are plain git repositories under
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ class LocalHub:
     endpoint: str
     mirrors: Path
 
-    def commit(self, repo_id: str, files: dict[str, bytes], message: str = "update") -> str:
+    def commit(self, repo_id: str, files: Mapping[str, bytes | Path], message: str = "update") -> str:
         """Write files into the repo (creating it on first use), commit, return the commit id."""
         path = self.mirrors / "models" / repo_id
         if not (path / ".git").exists():
@@ -73,7 +74,10 @@ class LocalHub:
         for name, body in files.items():
             target = path / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(body)
+            if isinstance(body, Path):  # a large file: copied, never read into memory
+                shutil.copyfile(body, target)
+            else:
+                target.write_bytes(body)
         _git(path, "add", "-A")
         _git(path, "commit", "-q", "--allow-empty", "-m", message)
         return _git(path, "rev-parse", "HEAD")

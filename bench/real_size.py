@@ -1,0 +1,311 @@
+"""Benchmark (not a test): one RWKV-6 model at a real size, built by the factory end to
+end and by the bare mlc-llm commands in the same run, on the same checkpoint.
+
+    .venv/bin/python bench/real_size.py [--shape 1b6] [--quant q4f16_1 --quant q4f32_1]
+        [--target cpu-x86_64 --target cpu-x86_64-v3 --target vulkan-x86_64 --target cuda-sm80] [--work DIR]
+
+The checkpoint is synthetic with the exact shape of RWKV-6 World 1B6 (24 layers, 2048
+wide, vocab 65536, fp16 safetensors; `--shape tiny` is the tests' 2-layer one), made of
+exact 4-bit groups so the parity gate keeps its meaning, and served by a local Hugging
+Face hub (olah). `factory build --smoke` builds every quant x target cell with its
+gates; then the same image runs the bare `mlc_llm convert_weight` / `gen_config` /
+`compile` with the arguments the factory used, and huggingface_hub fetches the same
+revision. Every container's wall time and peak memory come from the Docker engine (its
+events, and its stats: cgroup v1 reports the kernel's own maximum, page cache the step
+wrote included; v2 a 1 s sample).
+
+The last line reads exactly:
+
+    overhead=R factory=F bare=B gates=G peak-gate=P
+
+R is the factory's fetch + tokenizer + convert + compile seconds over the bare commands'
+(goal: at most 1.10; the tokenizer node, which the bare flow lacks, counts against it),
+G the gates' seconds (reported on their own), P their largest container's peak memory
+in MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from factory.checkpoints.example import RWKV6_1B6, TINY, Shape, write_checkpoint  # noqa: E402
+from factory.runners.container import STEP_LABEL  # noqa: E402
+from tests.support.hub import LocalHub, running_hub  # noqa: E402
+from tests.support.run import factory  # noqa: E402
+from tests.support.wheel import ensure_wheel_wheelhouse, sources_env, wheel_manifest  # noqa: E402
+
+SHAPES = {"1b6": RWKV6_1B6, "tiny": TINY}
+BENCH_LABEL = "org.factory.bench"
+MODEL = "rwkv-6-world-bench"
+BUILT = re.compile(r"^\s*built (\S+) \(([0-9.]+) s\)")
+TIMEOUT = 6 * 3600
+
+
+@dataclass
+class Usage:
+    seconds: float = 0.0
+    peak: int = 0
+    started: float = 0.0
+
+
+@dataclass
+class ContainerMeter:
+    """Wall time and peak memory of every container carrying one of our labels."""
+
+    client: Any
+    usage: dict[str, Usage] = field(default_factory=dict)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    @contextmanager
+    def watching(self) -> Iterator[ContainerMeter]:
+        events = self.client.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
+        follower = threading.Thread(target=self._follow, args=(events,), daemon=True)
+        follower.start()
+        try:
+            yield self
+        finally:
+            time.sleep(1)
+            events.close()
+            follower.join(timeout=10)
+            for thread in self._threads:
+                thread.join(timeout=10)
+
+    def _follow(self, events: Any) -> None:
+        try:
+            for event in events:
+                labels = event.get("Actor", {}).get("Attributes", {})
+                name = labels.get(STEP_LABEL) or labels.get(BENCH_LABEL)
+                if not name:
+                    continue
+                stamp = int(event.get("timeNano", 0)) / 1e9
+                if event.get("Action") == "start":
+                    self.usage[name] = Usage(started=stamp)
+                    thread = threading.Thread(target=self._sample, args=(event["Actor"]["ID"], name), daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
+                elif event.get("Action") == "die" and name in self.usage:
+                    self.usage[name].seconds = stamp - self.usage[name].started
+        except Exception:  # the stream is closed on exit
+            return
+
+    def _sample(self, container: str, name: str) -> None:
+        try:
+            for stats in self.client.api.stats(container, stream=True, decode=True):
+                memory = stats.get("memory_stats") or {}
+                seen = max(int(memory.get("max_usage") or 0), int(memory.get("usage") or 0))
+                self.usage[name].peak = max(self.usage[name].peak, seen)
+                if not memory and self.usage[name].seconds:
+                    return
+        except Exception:  # the container is gone
+            return
+
+
+def mib(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MiB" if size else "n/a"
+
+
+def checks(shape: Shape, work: Path, targets: list[str]) -> list[str]:
+    """What this machine cannot do, in words, before anything runs."""
+    params = parameter_count(shape)
+    problems = []
+    # The checkpoint (2 bytes a weight) is written once, then held by the hub's repo, its git
+    # objects, the factory's cache and the bare fetch; each 4-bit conversion (about 0.6 bytes
+    # a weight) twice more, by the factory and by the bare commands.
+    disk = 5 * 2 * params + 2 * 2 * params
+    free = shutil.disk_usage(work).free
+    if disk > free:
+        problems.append(f"disk: about {disk / 1e9:.1f} GB needed in {work}, {free / 1e9:.1f} GB free")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    # The parity gate's reference holds every weight in float32.
+    if 4 * params > memory * 0.8:
+        problems.append(f"memory: the fp32 reference needs {4 * params / 1e9:.1f} GB of {memory / 1e9:.1f} GB")
+    if "cuda-sm80" in targets:
+        print("note: cuda-sm80 compiles here (nvcc from PyPI); its smoke and parity need a CUDA device")
+    return problems
+
+
+def parameter_count(shape: Shape) -> int:
+    """Weights of an RWKV-6 checkpoint of this shape (the vectors are a rounding error)."""
+    hidden, inner = shape.hidden, shape.intermediate
+    # Time mix: r k v g o (5 squares) and the LoRAs; channel mix: key, value and receptance.
+    per_layer = 5 * hidden * hidden + hidden * (160 + 64) + 5 * 32 * hidden + 64 * hidden
+    per_layer += 2 * hidden * inner + hidden * hidden
+    return 2 * 65536 * hidden + shape.layers * per_layer
+
+
+def factory_build(root: Path, manifest: Path, hub: LocalHub, meter: ContainerMeter) -> dict[str, float]:
+    """`factory build --smoke`, one node at a time (as the bare commands run): node -> seconds."""
+    since = time.time()
+    with meter.watching():
+        done = factory(
+            "build", "-m", str(manifest), "--work", "work", "--out", "dist", "-j", "1", "--smoke",
+            env=hub.env(), cwd=root, timeout=TIMEOUT,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"factory build failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    print(f"factory build: {time.time() - since:.0f} s")
+    nodes = {}
+    for line in (done.stdout + done.stderr).splitlines():
+        if match := BUILT.match(line):
+            nodes[match.group(1)] = float(match.group(2))
+        if "parity" in line and "built bundle:" in line:
+            print("  " + line.strip())
+    return nodes
+
+
+def bare_commands(root: Path, hub: LocalHub, commit: str, meter: ContainerMeter, client: Any) -> dict[str, float]:
+    """The same work without the factory: huggingface_hub's download, then the mlc_llm
+    commands with the argv the factory recorded for each node (node.json), in the same image."""
+    from huggingface_hub import snapshot_download
+
+    bare = root / "bare"
+    model = bare / "model" / MODEL
+    since = time.perf_counter()
+    snapshot_download(f"bench/{MODEL}", revision=commit, local_dir=model, endpoint=hub.endpoint)
+    seconds = {"fetch": time.perf_counter() - since}
+    nodes = root / "work" / "nodes"
+    user = f"{os.getuid()}:{os.getgid()}"
+    with meter.watching():
+        for kind in ("convert", "compile"):
+            for meta_path in sorted((nodes / kind).glob("*/node.json")):
+                meta = json.loads(meta_path.read_text())
+                # convert:MODEL/QUANT@TOOLCHAIN, compile:MODEL/QUANT/TARGET@TOOLCHAIN
+                cell = meta["node"].split(":", 1)[1].split("@")[0].split("/")
+                out = bare / kind / "-".join(cell)
+                out.mkdir(parents=True, exist_ok=True)
+                # Writable, as a user's download is: convert_weight writes a safetensors index there.
+                volumes = {
+                    str(model): {"bind": f"/in/model/{MODEL}", "mode": "rw"},
+                    str(out): {"bind": "/out", "mode": "rw"},
+                }
+                if kind == "compile":
+                    converted = bare / "convert" / f"{cell[0]}-{cell[1]}"
+                    volumes[str(converted)] = {"bind": "/in/converted", "mode": "ro"}
+                for recorded in meta["argv"]:
+                    argv = recorded[recorded.index("mlc_llm") :]  # without the factory's kernel check
+                    label = f"bare {kind} {'/'.join(cell)} {argv[1]}"
+                    since = time.perf_counter()
+                    container = client.containers.run(
+                        meta["image"], argv, user=user, volumes=volumes, working_dir="/out", network_mode="none",
+                        environment={"HOME": "/tmp"}, labels={BENCH_LABEL: label}, detach=True,
+                    )  # fmt: skip
+                    status = container.wait(timeout=TIMEOUT)
+                    logs = container.logs().decode(errors="replace")
+                    container.remove(force=True)
+                    if status.get("StatusCode") != 0:
+                        raise SystemExit(f"{label} failed:\n{logs[-3000:]}")
+                    seconds[label] = time.perf_counter() - since
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="1b6")
+    parser.add_argument("--quant", action="append", help="default: q4f16_1 and q4f32_1")
+    parser.add_argument("--target", action="append", help="default: CPU, CPU v3, Vulkan, CUDA sm_80")
+    parser.add_argument("--work", type=Path, help="a folder to keep everything in (default: a temporary one)")
+    args = parser.parse_args()
+    import docker
+
+    shape = SHAPES[args.shape]
+    quants = args.quant or ["q4f16_1", "q4f32_1"]
+    targets = args.target or ["cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "cuda-sm80"]
+    work = args.work or Path(tempfile.mkdtemp(prefix="factory-real-size-", dir=os.environ.get("TMPDIR")))
+    work.mkdir(parents=True, exist_ok=True)
+    if problems := checks(shape, work, targets):
+        raise SystemExit("this machine cannot run the benchmark: " + "; ".join(problems))
+    client = docker.from_env(timeout=600)
+    meter = ContainerMeter(client)
+
+    since = time.perf_counter()
+    files = write_checkpoint(work / "checkpoint", 6, shape)
+    size = sum(p.stat().st_size for p in files)
+    print(f"checkpoint: {shape} {size / 1e9:.2f} GB in {time.perf_counter() - since:.0f} s")
+    (work / "hub").mkdir(exist_ok=True)
+    with running_hub(work / "hub") as hub:
+        since = time.perf_counter()
+        commit = hub.commit(f"bench/{MODEL}", {p.name: p for p in files})
+        print(f"hub commit: {time.perf_counter() - since:.0f} s")
+        model = {"name": MODEL, "hf": {"repo": f"bench/{MODEL}", "revision": commit}, "type": "rwkv6-world"}
+        manifest = work / "real-size.yaml"
+        manifest.write_text(yaml.safe_dump(wheel_manifest([model], quants, targets, name="real-size"), sort_keys=False))
+        locked = factory("lock", "-m", str(manifest), "--local-images", env=hub.env(), cwd=work)
+        if locked.returncode != 0:
+            raise SystemExit(locked.stderr)
+        sources = sources_env()
+        since = time.perf_counter()
+        image = factory(
+            "images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheel_wheelhouse()), "--offline",
+            env=sources, cwd=work, timeout=TIMEOUT,
+        )  # fmt: skip
+        if image.returncode != 0:
+            raise SystemExit(image.stderr[-4000:])
+        print(f"toolchain image: {time.perf_counter() - since:.0f} s (cached after the first run)")
+        nodes = factory_build(work, manifest, hub, meter)
+        bare = bare_commands(work, hub, commit, meter, client)
+    report(nodes, bare, meter, targets, quants, work)
+
+
+def report(
+    nodes: dict[str, float],
+    bare: dict[str, float],
+    meter: ContainerMeter,
+    targets: list[str],
+    quants: list[str],
+    work: Path,
+) -> None:
+    print(f"{'step':<64} {'seconds':>8} {'peak':>10}")
+    for name, usage in sorted(meter.usage.items()):
+        print(f"{name:<64} {usage.seconds:8.1f} {mib(usage.peak):>10}")
+    for name, seconds in sorted(nodes.items()):
+        print(f"{'node ' + name:<64} {seconds:8.1f}")
+    # The tokenizer node counts on the factory's side: the bare flow has no such step.
+    ours = sum(s for n, s in nodes.items() if n.split(":")[0] in ("fetch", "tokenizer", "convert", "compile"))
+    theirs = sum(bare.values())
+    gates = sum(s for n, s in nodes.items() if n.startswith("bundle:"))
+    # The gates' containers (smoke, library, parity bundle and reference) are the rest.
+    steps = ("convert:", "compile:", "bare ")
+    gate_peak = max((u.peak for n, u in meter.usage.items() if not n.startswith(steps)), default=0)
+    print(f"factory fetch+tokenizer+convert+compile {ours:.1f} s, bare {theirs:.1f} s (fetch {bare['fetch']:.1f} s)")
+    for target in targets:
+        for quant in quants:
+            bundle = json.loads((work / "dist" / f"{MODEL}-{quant}-{target}" / "factory-bundle.json").read_text())
+            gate = bundle["gates"]
+            smoke, parity = gate.get("smoke", {}), gate.get("parity", {})
+            figures = (
+                f"decode {smoke['decode_tok_s']:.2f} tok/s, prefill {smoke['prefill_tok_s']:.2f} tok/s"
+                if smoke.get("status") == "passed"
+                else f"smoke {smoke.get('status')} ({smoke.get('reason', '')})"
+            )
+            kl = (
+                f"parity KL mean {parity['kl_mean']:.2e} top-1 {parity['top1']:.2f}"
+                if "kl_mean" in parity
+                else (f"parity {parity.get('status')}")
+            )
+            print(f"{quant} {target}: {figures}; {kl}")
+    print(
+        f"overhead={ours / theirs:.2f} factory={ours:.1f} bare={theirs:.1f} "
+        f"gates={gates:.1f} peak-gate={gate_peak >> 20}"
+    )
+
+
+if __name__ == "__main__":
+    main()
