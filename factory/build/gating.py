@@ -17,7 +17,7 @@ from factory.build.context import BuildContext
 from factory.manifest.model import Target
 from factory.runners import Mount
 from factory.store import bundle_folder as bundles
-from factory.store.host_cpu import bundle_level, host_flags, level_of, missing_for
+from factory.store.host_cpu import shortfall
 from factory.toolchains.base import MODEL_ROOT, needs_kernel_check
 
 # The smoke run of CPU bundles: a fixed prompt in the conversation template's own
@@ -249,12 +249,13 @@ def has_device(target: Target) -> bool:
 
 def _cpu_lacks(target: Target) -> str | None:
     """Why this CPU cannot execute the target's x86-64 level (AVX2 and so on), or None."""
-    device = json.dumps(target.device) if isinstance(target.device, dict) else target.device
-    level, flags = bundle_level(device), host_flags()
-    if level is None or flags is None or level <= level_of(flags):
+    short = shortfall(json.dumps(target.device) if isinstance(target.device, dict) else target.device)
+    if short is None:
         return None
-    missing = ", ".join(missing_for(level, flags))
-    return f"this CPU is x86-64 level {level_of(flags)}, the library needs level {level} ({missing} missing)"
+    return (
+        f"this CPU is x86-64 level {short.host}, the library needs level {short.needed} "
+        f"({', '.join(short.missing)} missing)"
+    )
 
 
 def device_reason(target: Target) -> str:

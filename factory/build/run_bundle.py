@@ -24,7 +24,7 @@ from factory.process import run as run_process
 from factory.runners import Mount, Step
 from factory.store.bundle_folder import CHAT_CONFIG, read_manifest
 from factory.store.documents import BUNDLE_MANIFEST, BundleManifest
-from factory.store.host_cpu import bundle_level, host_flags, level_of, missing_for
+from factory.store.host_cpu import shortfall
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,14 +75,14 @@ def _layout(bundle: Path) -> tuple[BundleManifest, str, str, str]:
 def _check_cpu_level(path: Path, manifest: BundleManifest) -> None:
     """Refuse an x86-64 library built for instructions this CPU lacks: it would die with
     SIGILL somewhere inside the first call instead of saying why."""
-    level, flags = bundle_level(manifest.compatibility.device), host_flags()
-    if level is None or flags is None or level <= level_of(flags):
+    short = shortfall(manifest.compatibility.device)
+    if short is None:
         return
     mcpu = json.loads(manifest.compatibility.device).get("mcpu")
     raise _problem(
         path, "compatibility.device",
-        f"compiled for {mcpu} (x86-64 level {level}); this CPU is level {level_of(flags)} and lacks "
-        + ", ".join(missing_for(level, flags)),
+        f"compiled for {mcpu} (x86-64 level {short.needed}); this CPU is level {short.host} and lacks "
+        + ", ".join(short.missing),
         f"pull a target this CPU runs: factory pull {manifest.model} -q {manifest.quant} -t auto",
     )  # fmt: skip
 

@@ -8,6 +8,7 @@ matches the `rwkv` reference like a released model, and says nothing sensible.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from factory.checkpoints.groups import exact_groups
 from factory.checkpoints.rwkv7 import rwkv7_checkpoint_files
 from factory.errors import InputError, Problem
 
@@ -99,13 +101,7 @@ def checkpoint_tensors(
     def mix(*dims: int) -> np.ndarray:
         return rng.uniform(0.0, 1.0, dims).astype("float32")
 
-    def grouped(rows: int, cols: int, std: float) -> np.ndarray:
-        """A matrix q4 group quantization (group 32 along a row) represents exactly."""
-        ints = rng.integers(-7, 8, size=(rows, cols // 32, 32))
-        peak = rng.integers(0, 32, size=(rows, cols // 32))
-        np.put_along_axis(ints, peak[..., None], rng.choice([-7, 7], size=(rows, cols // 32, 1)), axis=2)
-        scale = np.float32(2.0 ** np.round(np.log2(std / 4.3)))
-        return (ints.reshape(rows, cols) * scale).astype("float32")
+    grouped = functools.partial(exact_groups, rng)
 
     tensors = {"rwkv.embeddings.weight": grouped(VOCAB, hidden, 1.0)}
     for i in range(shape.layers):

@@ -15,6 +15,8 @@ import json
 
 import numpy as np
 
+from factory.checkpoints.groups import exact_groups
+
 # Two heads of 32, so the per-head code sees more than one head (released models use heads
 # of 64), at the RWKV-5/6 fixtures' width: 17 MB.
 VOCAB, HIDDEN, LAYERS, HEAD_SIZE = 65536, 64, 2, 32
@@ -29,16 +31,6 @@ LORA_STD = 0.15
 DECAY_LORA_STD, W0_STD, W0_SHIFT, A0_SHIFT, LN_X_BIAS_STD = 0.5, 2.5, 0.0, 0.0, 0.5
 
 
-def _grouped(rng: np.random.Generator, rows: int, cols: int, std: float) -> np.ndarray:
-    """A matrix q4 group quantization (group 32 along a row) represents exactly: integers
-    -7..7 times a power-of-two scale, each group reaching 7."""
-    ints = rng.integers(-7, 8, size=(rows, cols // 32, 32))
-    peak = rng.integers(0, 32, size=(rows, cols // 32))
-    np.put_along_axis(ints, peak[..., None], rng.choice([-7, 7], size=(rows, cols // 32, 1)), axis=2)
-    scale = np.float32(2.0 ** np.round(np.log2(std / 4.3)))
-    return (ints.reshape(rows, cols) * scale).astype("float32")
-
-
 def rwkv7_tensors(seed: int = 0) -> dict[str, np.ndarray]:
     """The checkpoint's tensors (float32 values that fp16 holds exactly where quantized)
     under their Hugging Face names."""
@@ -51,7 +43,7 @@ def rwkv7_tensors(seed: int = 0) -> dict[str, np.ndarray]:
     def mix(*shape: int) -> np.ndarray:
         return rng.uniform(0.0, 1.0, shape).astype("float32")
 
-    tensors = {"model.embeddings.weight": _grouped(rng, VOCAB, HIDDEN, 1.0)}
+    tensors = {"model.embeddings.weight": exact_groups(rng, VOCAB, HIDDEN, 1.0)}
     for i in range(LAYERS):
         layer = f"model.layers.{i}"
         for norm in ("pre_norm", "attn_norm", "ffn_norm") if i == 0 else ("attn_norm", "ffn_norm"):
@@ -75,16 +67,16 @@ def rwkv7_tensors(seed: int = 0) -> dict[str, np.ndarray]:
                 spread = W0_STD if kind == "w" else 0.5
                 tensors[f"{attn}.{kind}_lora.lora.2.bias"] = rand(HIDDEN, scale=spread) + shift
         for name in ("r_proj", "k_proj", "v_proj", "o_proj"):
-            tensors[f"{attn}.{name}.weight"] = _grouped(rng, HIDDEN, HIDDEN, 0.2)
+            tensors[f"{attn}.{name}.weight"] = exact_groups(rng, HIDDEN, HIDDEN, 0.2)
         tensors[f"{attn}.g_norm.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
         tensors[f"{attn}.g_norm.bias"] = rand(HIDDEN, scale=LN_X_BIAS_STD)
         ffn = f"{layer}.ffn"
         tensors[f"{ffn}.x_k"] = mix(1, 1, HIDDEN)
-        tensors[f"{ffn}.key.weight"] = _grouped(rng, INTERMEDIATE, HIDDEN, 0.2)
-        tensors[f"{ffn}.value.weight"] = _grouped(rng, HIDDEN, INTERMEDIATE, 0.2)
+        tensors[f"{ffn}.key.weight"] = exact_groups(rng, INTERMEDIATE, HIDDEN, 0.2)
+        tensors[f"{ffn}.value.weight"] = exact_groups(rng, HIDDEN, INTERMEDIATE, 0.2)
     tensors["model.norm.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
     tensors["model.norm.bias"] = rand(HIDDEN, scale=0.1)
-    tensors["lm_head.weight"] = _grouped(rng, VOCAB, HIDDEN, 0.5)
+    tensors["lm_head.weight"] = exact_groups(rng, VOCAB, HIDDEN, 0.5)
     return tensors
 
 

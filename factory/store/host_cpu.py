@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 # Linux /proc/cpuinfo names of what each level adds (psABI x86-64 microarchitecture levels;
@@ -70,3 +71,21 @@ def host_flags() -> frozenset[str] | None:
         if line.startswith("flags"):
             return frozenset(line.split(":", 1)[1].split())
     return None
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """An x86-64 library this CPU cannot execute: the level it needs, the CPU's, what is missing."""
+
+    needed: int
+    host: int
+    missing: tuple[str, ...]
+
+
+def shortfall(device: str) -> Shortfall | None:
+    """Whether this CPU lacks what a bundle's compatibility.device needs; None when it runs
+    it, or when either side is unknown (not an x86-64 CPU bundle, flags unreadable)."""
+    level, flags = bundle_level(device), host_flags()
+    if level is None or flags is None or level <= level_of(flags):
+        return None
+    return Shortfall(level, level_of(flags), tuple(missing_for(level, flags)))
