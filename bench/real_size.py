@@ -14,6 +14,15 @@ revision. Every container's wall time and peak memory come from the Docker engin
 events, and its stats: cgroup v1 reports the kernel's own maximum, page cache the step
 wrote included; v2 a 1 s sample).
 
+With `--llama-cpp`, llama.cpp is the CPU anchor: the `llama-cpp-python` source package
+from PyPI (or the sdist given) vendors llama.cpp with its RWKV-6 support; its
+`llama-bench` and `llama-quantize` are built from that source with cmake, its own
+`convert_hf_to_gguf.py` (in `.venv-llama`, with PyTorch's CPU build) converts the same
+checkpoint to f16, `llama-quantize` makes Q4_0 (4-bit groups of 32 with one scale each:
+the nearest to q4f16_1/q4f32_1), and llama-bench's prefill (64 tokens) and decode (32)
+tok/s print beside the factory CPU bundles' smoke figures, as ratios. `--anchor-only`
+runs just that against a finished `--work` folder.
+
 The last line reads exactly:
 
     overhead=R factory=F bare=B gates=G peak-gate=P
@@ -31,7 +40,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -55,8 +66,13 @@ from tests.support.wheel import ensure_wheel_wheelhouse, sources_env, wheel_mani
 SHAPES = {"1b6": RWKV6_1B6, "tiny": TINY}
 BENCH_LABEL = "org.factory.bench"
 MODEL = "rwkv-6-world-bench"
+BUNDLE = "factory-bundle.json"
 BUILT = re.compile(r"^\s*built (\S+) \(([0-9.]+) s\)")
 TIMEOUT = 6 * 3600
+LLAMA_VERSION = "0.3.36"
+LLAMA_VENV = REPO / ".venv-llama"
+# convert_hf_to_gguf.py's own requirements at that version, with the CPU torch these machines hold.
+LLAMA_CONVERT = ("torch==2.13.0", "transformers==4.57.6", "sentencepiece>=0.1.98,<0.3.0", "protobuf>=4.21.0,<5.0.0")
 
 
 @dataclass
@@ -179,7 +195,10 @@ def bare_commands(root: Path, hub: LocalHub, commit: str, meter: ContainerMeter,
     bare = root / "bare"
     model = bare / "model" / MODEL
     since = time.perf_counter()
-    snapshot_download(f"bench/{MODEL}", revision=commit, local_dir=model, endpoint=hub.endpoint)
+    # A cache of its own: the factory's fetch filled the user's Hugging Face cache.
+    snapshot_download(
+        f"bench/{MODEL}", revision=commit, local_dir=model, cache_dir=bare / "hf-cache", endpoint=hub.endpoint
+    )
     seconds = {"fetch": time.perf_counter() - since}
     nodes = root / "work" / "nodes"
     user = f"{os.getuid()}:{os.getgid()}"
@@ -216,12 +235,93 @@ def bare_commands(root: Path, hub: LocalHub, commit: str, meter: ContainerMeter,
     return seconds
 
 
+def run_logged(argv: list[str], **kwargs: Any) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(argv[:3])} ... failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        )
+
+
+def llama_anchor(sdist: str, work: Path, checkpoint: Path) -> dict[str, tuple[float, float]]:
+    """{GGUF type: (prefill tok/s, decode tok/s)} of llama.cpp built from the sdist on this checkpoint."""
+    from factory.tokenizer.rwkv_world import VOCAB_NAME, upstream_vocab_path
+
+    where = work / "llama"
+    where.mkdir(exist_ok=True)
+    if sdist == "pypi":
+        run_logged([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    f"llama-cpp-python=={LLAMA_VERSION}", "-d", str(where)])  # fmt: skip
+        sdist = str(next(where.glob("llama_cpp_python-*.tar.gz")))
+    with tarfile.open(sdist) as archive:
+        top = archive.getnames()[0].split("/")[0]
+        if not (where / top).is_dir():
+            archive.extractall(where, filter="data")
+    source = where / top / "vendor" / "llama.cpp"
+    build = source / "build"
+    since = time.perf_counter()
+    options = ("TESTS", "EXAMPLES", "SERVER")
+    run_logged(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+                "-DLLAMA_CURL=OFF", *(f"-DLLAMA_BUILD_{o}=OFF" for o in options)])  # fmt: skip
+    run_logged(["cmake", "--build", str(build), "--target", "llama-bench", "llama-quantize", "-j", str(os.cpu_count())])
+    print(f"llama.cpp {top}: built in {time.perf_counter() - since:.0f} s")
+    python = LLAMA_VENV / "bin" / "python"
+    if not python.exists():
+        run_logged([sys.executable, "-m", "venv", str(LLAMA_VENV)])
+        run_logged([str(python), "-m", "pip", "install", "--quiet", "--find-links", "/opt/wheels", *LLAMA_CONVERT])
+    run_logged([str(python), "-m", "pip", "install", "--quiet", str(source / "gguf-py")])
+    # The converter reads RWKV World's vocabulary beside the weights, as the RWKV repos ship it.
+    model = where / "model"
+    model.mkdir(exist_ok=True)
+    for path in [*checkpoint.iterdir(), upstream_vocab_path()]:
+        if not (model / path.name).exists():
+            (model / path.name).symlink_to(path.resolve())
+    assert (model / VOCAB_NAME).exists()
+    ggufs = {"f16": where / "model-f16.gguf", "Q4_0": where / "model-q4_0.gguf"}
+    since = time.perf_counter()
+    run_logged([str(python), str(source / "convert_hf_to_gguf.py"), str(model), "--outtype", "f16",
+                "--outfile", str(ggufs["f16"])])  # fmt: skip
+    run_logged([str(build / "bin" / "llama-quantize"), str(ggufs["f16"]), str(ggufs["Q4_0"]), "Q4_0"])
+    print(f"llama.cpp: convert_hf_to_gguf + llama-quantize Q4_0 {time.perf_counter() - since:.0f} s")
+    figures = {}
+    for kind, gguf in ggufs.items():
+        done = subprocess.run(
+            [str(build / "bin" / "llama-bench"), "-m", str(gguf), "-p", "64", "-n", "32", "-t", str(os.cpu_count()),
+             "-r", "3", "-o", "json"],
+            capture_output=True, text=True, check=True, timeout=TIMEOUT,
+        )  # fmt: skip
+        rows = json.loads(done.stdout)
+        prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0)
+        decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0)
+        figures[kind] = (float(prefill), float(decode))
+        print(f"llama.cpp {kind}: prefill {prefill:.2f} tok/s (64 tokens), decode {decode:.2f} tok/s (32 tokens)")
+    return figures
+
+
+def anchor_ratios(figures: dict[str, tuple[float, float]], work: Path, quants: list[str], targets: list[str]) -> None:
+    """Each factory CPU bundle's smoke figures over llama.cpp's nearest type (Q4_0)."""
+    base_prefill, base_decode = figures["Q4_0"]
+    for target in (t for t in targets if t.startswith("cpu-")):
+        for quant in quants:
+            gates = json.loads((work / "dist" / f"{MODEL}-{quant}-{target}" / BUNDLE).read_text())["gates"]
+            smoke = gates.get("smoke", {})
+            if smoke.get("status") != "passed":
+                print(f"{quant} {target}: no smoke figures ({smoke.get('reason', smoke.get('status'))})")
+                continue
+            print(
+                f"factory {quant} {target} / llama.cpp Q4_0: decode {smoke['decode_tok_s'] / base_decode:.2f}x, "
+                f"prefill {smoke['prefill_tok_s'] / base_prefill:.2f}x"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="1b6")
     parser.add_argument("--quant", action="append", help="default: q4f16_1 and q4f32_1")
     parser.add_argument("--target", action="append", help="default: CPU, CPU v3, Vulkan, CUDA sm_80")
     parser.add_argument("--work", type=Path, help="a folder to keep everything in (default: a temporary one)")
+    parser.add_argument("--llama-cpp", metavar="SDIST", help="the llama-cpp-python sdist, or `pypi` to download it")
+    parser.add_argument("--anchor-only", action="store_true", help="only the llama.cpp anchor, on a finished --work")
     args = parser.parse_args()
     import docker
 
@@ -230,9 +330,16 @@ def main() -> None:
     targets = args.target or ["cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "cuda-sm80"]
     work = args.work or Path(tempfile.mkdtemp(prefix="factory-real-size-", dir=os.environ.get("TMPDIR")))
     work.mkdir(parents=True, exist_ok=True)
+    if args.anchor_only:
+        anchor_ratios(llama_anchor(args.llama_cpp or "pypi", work, work / "checkpoint"), work, quants, targets)
+        return
     if problems := checks(shape, work, targets):
         raise SystemExit("this machine cannot run the benchmark: " + "; ".join(problems))
     client = docker.from_env(timeout=600)
+    # olah holds a multi-GB file in memory and can pause for longer than huggingface_hub's
+    # 10 s read timeout (measured: a 3.2 GB fetch died at 3.09 GB); both sides get the same.
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "600")
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "600")
     meter = ContainerMeter(client)
 
     since = time.perf_counter()
@@ -261,6 +368,8 @@ def main() -> None:
         print(f"toolchain image: {time.perf_counter() - since:.0f} s (cached after the first run)")
         nodes = factory_build(work, manifest, hub, meter)
         bare = bare_commands(work, hub, commit, meter, client)
+    if args.llama_cpp:
+        anchor_ratios(llama_anchor(args.llama_cpp, work, work / "checkpoint"), work, quants, targets)
     report(nodes, bare, meter, targets, quants, work)
 
 
