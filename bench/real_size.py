@@ -57,8 +57,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from factory.build.report import read_gates  # noqa: E402
 from factory.checkpoints.example import RWKV6_1B6, TINY, Shape, write_checkpoint  # noqa: E402
+from factory.process import run as run_process  # noqa: E402
 from factory.runners.container import STEP_LABEL  # noqa: E402
+from factory.toolchains.base import CONVERTED, MODEL_ROOT, OUT  # noqa: E402
 from tests.support.hub import LocalHub, running_hub  # noqa: E402
 from tests.support.run import factory  # noqa: E402
 from tests.support.wheel import ensure_wheel_wheelhouse, sources_env, wheel_manifest  # noqa: E402
@@ -66,7 +69,6 @@ from tests.support.wheel import ensure_wheel_wheelhouse, sources_env, wheel_mani
 SHAPES = {"1b6": RWKV6_1B6, "tiny": TINY}
 BENCH_LABEL = "org.factory.bench"
 MODEL = "rwkv-6-world-bench"
-BUNDLE = "factory-bundle.json"
 BUILT = re.compile(r"^\s*(?:built|failed) (\S+) \(([0-9.]+) s\)")
 TIMEOUT = 6 * 3600
 LLAMA_VERSION = "0.3.36"
@@ -214,18 +216,18 @@ def bare_commands(root: Path, hub: LocalHub, commit: str, meter: ContainerMeter,
                 out.mkdir(parents=True, exist_ok=True)
                 # Writable, as a user's download is: convert_weight writes a safetensors index there.
                 volumes = {
-                    str(model): {"bind": f"/in/model/{MODEL}", "mode": "rw"},
-                    str(out): {"bind": "/out", "mode": "rw"},
+                    str(model): {"bind": f"{MODEL_ROOT}/{MODEL}", "mode": "rw"},
+                    str(out): {"bind": OUT, "mode": "rw"},
                 }
                 if kind == "compile":
                     converted = bare / "convert" / f"{cell[0]}-{cell[1]}"
-                    volumes[str(converted)] = {"bind": "/in/converted", "mode": "ro"}
+                    volumes[str(converted)] = {"bind": CONVERTED, "mode": "ro"}
                 for recorded in meta["argv"]:
                     argv = recorded[recorded.index("mlc_llm") :]  # without the factory's kernel check
                     label = f"bare {kind} {'/'.join(cell)} {argv[1]}"
                     since = time.perf_counter()
                     container = client.containers.run(
-                        meta["image"], argv, user=user, volumes=volumes, working_dir="/out", network_mode="none",
+                        meta["image"], argv, user=user, volumes=volumes, working_dir=OUT, network_mode="none",
                         environment={"HOME": "/tmp"}, labels={BENCH_LABEL: label}, detach=True,
                     )  # fmt: skip
                     status = container.wait(timeout=TIMEOUT)
@@ -237,14 +239,6 @@ def bare_commands(root: Path, hub: LocalHub, commit: str, meter: ContainerMeter,
     return seconds
 
 
-def run_logged(argv: list[str], **kwargs: Any) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
-    if done.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(argv[:3])} ... failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
-        )
-
-
 def llama_anchor(sdist: str, work: Path, checkpoint: Path) -> dict[str, tuple[float, float]]:
     """{GGUF type: (prefill tok/s, decode tok/s)} of llama.cpp built from the sdist on this checkpoint."""
     from factory.tokenizer.rwkv_world import VOCAB_NAME, upstream_vocab_path
@@ -252,7 +246,7 @@ def llama_anchor(sdist: str, work: Path, checkpoint: Path) -> dict[str, tuple[fl
     where = work / "llama"
     where.mkdir(exist_ok=True)
     if sdist == "pypi":
-        run_logged([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        run_process([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                     f"llama-cpp-python=={LLAMA_VERSION}", "-d", str(where)])  # fmt: skip
         sdist = str(next(where.glob("llama_cpp_python-*.tar.gz")))
     with tarfile.open(sdist) as archive:
@@ -263,15 +257,17 @@ def llama_anchor(sdist: str, work: Path, checkpoint: Path) -> dict[str, tuple[fl
     build = source / "build"
     since = time.perf_counter()
     options = ("TESTS", "EXAMPLES", "SERVER")
-    run_logged(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+    run_process(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
                 "-DLLAMA_CURL=OFF", *(f"-DLLAMA_BUILD_{o}=OFF" for o in options)])  # fmt: skip
-    run_logged(["cmake", "--build", str(build), "--target", "llama-bench", "llama-quantize", "-j", str(os.cpu_count())])
+    run_process(
+        ["cmake", "--build", str(build), "--target", "llama-bench", "llama-quantize", "-j", str(os.cpu_count())]
+    )
     print(f"llama.cpp {top}: built in {time.perf_counter() - since:.0f} s")
     python = LLAMA_VENV / "bin" / "python"
     if not python.exists():
-        run_logged([sys.executable, "-m", "venv", str(LLAMA_VENV)])
-        run_logged([str(python), "-m", "pip", "install", "--quiet", "--find-links", "/opt/wheels", *LLAMA_CONVERT])
-    run_logged([str(python), "-m", "pip", "install", "--quiet", str(source / "gguf-py")])
+        run_process([sys.executable, "-m", "venv", str(LLAMA_VENV)])
+        run_process([str(python), "-m", "pip", "install", "--quiet", "--find-links", "/opt/wheels", *LLAMA_CONVERT])
+    run_process([str(python), "-m", "pip", "install", "--quiet", str(source / "gguf-py")])
     # The converter reads RWKV World's vocabulary beside the weights, as the RWKV repos ship it.
     model = where / "model"
     model.mkdir(exist_ok=True)
@@ -281,9 +277,9 @@ def llama_anchor(sdist: str, work: Path, checkpoint: Path) -> dict[str, tuple[fl
     assert (model / VOCAB_NAME).exists()
     ggufs = {"f16": where / "model-f16.gguf", "Q4_0": where / "model-q4_0.gguf"}
     since = time.perf_counter()
-    run_logged([str(python), str(source / "convert_hf_to_gguf.py"), str(model), "--outtype", "f16",
+    run_process([str(python), str(source / "convert_hf_to_gguf.py"), str(model), "--outtype", "f16",
                 "--outfile", str(ggufs["f16"])])  # fmt: skip
-    run_logged([str(build / "bin" / "llama-quantize"), str(ggufs["f16"]), str(ggufs["Q4_0"]), "Q4_0"])
+    run_process([str(build / "bin" / "llama-quantize"), str(ggufs["f16"]), str(ggufs["Q4_0"]), "Q4_0"])
     print(f"llama.cpp: convert_hf_to_gguf + llama-quantize Q4_0 {time.perf_counter() - since:.0f} s")
     figures = {}
     for kind, gguf in ggufs.items():
@@ -305,11 +301,10 @@ def anchor_ratios(figures: dict[str, tuple[float, float]], work: Path, quants: l
     base_prefill, base_decode = figures["Q4_0"]
     for target in (t for t in targets if t.startswith("cpu-")):
         for quant in quants:
-            folder = work / "dist" / f"{MODEL}-{quant}-{target}"
-            if not (folder / BUNDLE).is_file():
+            gates = read_gates(work / "dist" / f"{MODEL}-{quant}-{target}")
+            if gates is None:
                 print(f"{quant} {target}: no bundle (a gate refused it)")
                 continue
-            gates = json.loads((folder / BUNDLE).read_text())["gates"]
             smoke = gates.get("smoke", {})
             if smoke.get("status") != "passed":
                 print(f"{quant} {target}: no smoke figures ({smoke.get('reason', smoke.get('status'))})")
@@ -402,12 +397,10 @@ def report(
     print(f"factory fetch+tokenizer+convert+compile {ours:.1f} s, bare {theirs:.1f} s (fetch {bare['fetch']:.1f} s)")
     for target in targets:
         for quant in quants:
-            folder = work / "dist" / f"{MODEL}-{quant}-{target}"
-            if not (folder / BUNDLE).is_file():
+            gate = read_gates(work / "dist" / f"{MODEL}-{quant}-{target}")
+            if gate is None:
                 print(f"{quant} {target}: no bundle (a gate refused it, see above)")
                 continue
-            bundle = json.loads((folder / BUNDLE).read_text())
-            gate = bundle["gates"]
             smoke, parity = gate.get("smoke", {}), gate.get("parity", {})
             figures = (
                 f"decode {smoke['decode_tok_s']:.2f} tok/s, prefill {smoke['prefill_tok_s']:.2f} tok/s"
