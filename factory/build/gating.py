@@ -5,6 +5,8 @@ inside the bundle's toolchain through its runner (factory/build/gates.py judges 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import shutil
 import sys
@@ -166,7 +168,42 @@ def _parity_blocker(ctx: BuildContext, c: Candidate) -> str | None:
         return f"the Relax VM runner does not drive {target.device_kind} devices"
     if not has_device(target):
         return f"no {target.device_kind} device on this host: {device_reason(target)}"
-    return None
+    return reference_shortfall(ctx.model_dir(c.model), host_memory())
+
+
+def host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def checkpoint_parameters(folder: Path) -> tuple[int, int]:
+    """(weights, of which the embedding's) of a checkpoint, from its safetensors headers
+    (no tensor is read); a pickle checkpoint is counted as 2 bytes a weight, no embedding."""
+    from safetensors import safe_open
+
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        return sum(p.stat().st_size for p in folder.glob("pytorch_model*.bin")) // 2, 0
+    total = embedding = 0
+    for shard in shards:
+        with safe_open(str(shard), framework="numpy") as opened:
+            for name in opened.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                count = math.prod(opened.get_slice(name).get_shape())
+                total += count
+                embedding += count if name.endswith("embeddings.weight") else 0
+    return total, embedding
+
+
+def reference_shortfall(folder: Path, memory: int) -> str | None:
+    """Why this host cannot hold the parity reference for the checkpoint in `folder`, or None."""
+    from factory.build import parity
+
+    need = parity.reference_memory(*checkpoint_parameters(folder))
+    if need <= memory:
+        return None
+    return (
+        f"the float32 reference needs about {need / 1e9:.1f} GB for this checkpoint and this host has "
+        f"{memory / 1e9:.1f} GB; run the gate on a host with more memory"
+    )
 
 
 def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:

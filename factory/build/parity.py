@@ -26,6 +26,30 @@ PARITY_TOKENS = 24
 PARITY_PREFILL = 16
 
 
+# The reference runs in float32, one token at a time, and compares PARITY_TOKENS tokens.
+# - float32, not the checkpoint's fp16/bf16: the reference must carry no rounding of the
+#   kind the gate is looking for. A q4f16_1 bundle's error and an fp16 reference's are of
+#   the same size, and the gate could then not tell rounding from a wrong model.
+# - Its cost is memory: 4 bytes a weight, held once (factory/in_toolchain/reference_script.py
+#   converts tensor by tensor and lets go of its copy before the reference loads), plus a
+#   float32 copy of the embedding the reference layer-norms while it still holds the loaded
+#   one. 1.6B: about 7 GB; 3B: 13 GB, inside a 24 GiB runner; 7B: 30 GB, which is not.
+#   Where the host is too small the gate says so instead of being killed by the kernel.
+# - 24 tokens: at 1.6B the bundle's two runs (decode, then prefill + decode) take 1-3
+#   minutes on 2 cores (measured: 180 s for the whole q4f32_1 gate), and 24 positions
+#   already separate rounding (KL mean about 1e-8 for an exact fixture) from a wrong model
+#   (0.2 and above) by orders of magnitude; more tokens would cost time linearly and
+#   change no verdict the fixtures have produced.
+REFERENCE_BASE = 1 << 30
+"""The reference's interpreter, torch and activations (0.3 GB measured), with room."""
+
+
+def reference_memory(parameters: int, embedding: int) -> int:
+    """PURE: the bytes the parity reference needs for a checkpoint of `parameters` weights
+    whose embedding holds `embedding` of them."""
+    return REFERENCE_BASE + 4 * (parameters + embedding)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Threshold:
     kl_mean: float

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,60 +88,97 @@ def reference_name_v7(hf_name: str) -> tuple[str, bool]:
     return ".".join(head + rest), False
 
 
-def _hf_tensors(folder: Path) -> dict[str, Any]:
-    import torch
-
+def _checkpoint_shards(folder: Path) -> tuple[list[Path], bool]:
+    """(the checkpoint's weight files, whether they are safetensors)."""
     single = folder / "model.safetensors"
     shards = sorted(folder.glob("model-*.safetensors")) or ([single] if single.is_file() else [])
-    tensors: dict[str, Any] = {}
     if shards:
-        from safetensors.torch import load_file
-
-        for shard in shards:
-            tensors.update(load_file(str(shard), device="cpu"))
-    else:
-        for shard in sorted(folder.glob("pytorch_model*.bin")):
-            tensors.update(torch.load(shard, map_location="cpu", weights_only=True))
-    if not tensors:
+        return shards, True
+    shards = sorted(folder.glob("pytorch_model*.bin"))
+    if not shards:
         raise SystemExit(f"{folder}: no model.safetensors or pytorch_model*.bin")
-    return tensors
+    return shards, False
+
+
+def _each_hf_tensor(folder: Path) -> Iterator[tuple[str, Any]]:
+    """The checkpoint's tensors one at a time, each read only when it is asked for."""
+    import torch
+
+    shards, safetensors = _checkpoint_shards(folder)
+    for shard in shards:
+        if safetensors:
+            from safetensors import safe_open
+
+            with safe_open(str(shard), framework="pt", device="cpu") as opened:
+                names = list(opened.keys())
+            for name in names:
+                # Opened again for each tensor: the pages a mapping has read count as the
+                # process's own memory until it is closed (a whole fp16 checkpoint's worth).
+                with safe_open(str(shard), framework="pt", device="cpu") as opened:
+                    tensor = opened.get_tensor(name)
+                yield name, tensor
+        else:
+            # mmap: a pickle shard's tensors stay on disk until each is converted.
+            yield from torch.load(shard, map_location="cpu", weights_only=True, mmap=True).items()
+
+
+def _hf_tensors(folder: Path) -> dict[str, Any]:
+    return dict(_each_hf_tensor(folder))
+
+
+def _renamed(hf_name: str, tensor: Any, v7: bool) -> tuple[str, Any]:
+    if not v7:
+        return reference_name(hf_name), tensor
+    name, transposed = reference_name_v7(hf_name)
+    return name, (tensor.t().contiguous() if transposed else tensor)
 
 
 def reference_tensors(hf: dict[str, Any]) -> dict[str, Any]:
     """Hugging Face tensors under the reference's names (RWKV-7's LoRA factors transposed)."""
-    if not is_rwkv7(hf):
-        return {reference_name(k): v for k, v in hf.items()}
-    out = {}
-    for hf_name, tensor in hf.items():
-        name, transposed = reference_name_v7(hf_name)
-        out[name] = tensor.t().contiguous() if transposed else tensor
-    return out
+    v7 = is_rwkv7(hf)
+    return dict(_renamed(name, tensor, v7) for name, tensor in hf.items())
 
 
 def reference_weights(model_dir: str) -> dict[str, Any]:
-    """The checkpoint's tensors under the reference's names, in float32."""
-    return reference_tensors({k: v.float() for k, v in _hf_tensors(Path(model_dir)).items()})
+    """The checkpoint's tensors under the reference's names, in float32, converted one at a
+    time: the float32 copy is the only full copy held (an fp16 checkpoint's own bytes are
+    never all in memory beside it)."""
+    folder = Path(model_dir)
+    shards, safetensors = _checkpoint_shards(folder)
+    if safetensors:
+        from safetensors import safe_open
+
+        with safe_open(str(shards[0]), framework="pt", device="cpu") as opened:
+            v7 = is_rwkv7(opened.keys())
+    else:
+        v7 = is_rwkv7(_hf_tensors(folder))
+    return dict(_renamed(name, tensor.float(), v7) for name, tensor in _each_hf_tensor(folder))
 
 
 def reference_logits(weights: dict[str, Any], tokens: list[int]) -> tuple[Any, float]:
-    """(float32 [T, vocab] logits after each token, the version the reference detected)."""
-    os.environ.setdefault("RWKV_JIT_ON", "0")
-    os.environ.setdefault("RWKV_CUDA_ON", "0")
-    v7 = "blocks.0.att.k_k" in weights
-    if v7:  # read once, at import: a process runs one generation only
-        os.environ["RWKV_V7_ON"] = "1"
-    import numpy as np
+    """(float32 [T, vocab] logits after each token, the version the reference detected).
+    The caller keeps `weights`: the reference loads its own copy from a file."""
     import torch
-    from rwkv.model import RWKV
 
+    v7 = "blocks.0.att.k_k" in weights
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference"
         torch.save(weights, f"{path}.pth")
-        model = (
-            RWKV(model=str(path), strategy="cpu fp32")
-            if v7
-            else RWKV(model=str(path), strategy="cpu fp32", verbose=False)
-        )
+        return _reference_run(path, v7, tokens)
+
+
+def _reference_run(path: Path, v7: bool, tokens: list[int]) -> tuple[Any, float]:
+    """The reference package on a saved `.pth` (the only way it loads weights)."""
+    os.environ.setdefault("RWKV_JIT_ON", "0")
+    os.environ.setdefault("RWKV_CUDA_ON", "0")
+    if v7:  # read once, at import: a process runs one generation only
+        os.environ["RWKV_V7_ON"] = "1"
+    import numpy as np
+    from rwkv.model import RWKV
+
+    model = (
+        RWKV(model=str(path), strategy="cpu fp32") if v7 else RWKV(model=str(path), strategy="cpu fp32", verbose=False)
+    )
     state = None
     rows = []
     for token in tokens:
@@ -151,9 +189,18 @@ def reference_logits(weights: dict[str, Any], tokens: list[int]) -> tuple[Any, f
 
 def run(model_dir: str, tokens_json: str, out_npy: str) -> None:
     import numpy as np
+    import torch
 
     tokens = [int(t) for t in json.loads(Path(tokens_json).read_text())]
-    logits, version = reference_logits(reference_weights(model_dir), tokens)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference"
+        weights = reference_weights(model_dir)
+        v7 = "blocks.0.att.k_k" in weights
+        torch.save(weights, f"{path}.pth")
+        # Dropped before the reference loads its own copy: the float32 weights are held
+        # once, not twice (12-13 GB for a 1.6B model before, about 6.5 GB now).
+        del weights
+        logits, version = _reference_run(path, v7, tokens)
     np.save(out_npy, logits)
     print(MARK + json.dumps({"version": version, "positions": len(logits)}), flush=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from factory.build.parity import compare, threshold_for, verdict
@@ -60,3 +62,37 @@ def test_the_summary_names_both_paths() -> None:
     )
     line = gate_summary(GateResult("parity", "passed", details=details))
     assert line == "parity passed (KL mean 0, top-1 1.00; after prefill 0)"
+
+
+def test_the_parameter_count_comes_from_the_safetensors_headers(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from factory.build.gating import checkpoint_parameters
+    from factory.checkpoints.example import TINY, write_checkpoint
+
+    files = write_checkpoint(tmp_path, 6, TINY)
+    tensors = load_file(str(next(f for f in files if f.suffix == ".safetensors")))
+    total, embedding = checkpoint_parameters(tmp_path)
+    assert total == sum(t.size for t in tensors.values())
+    assert embedding == tensors["rwkv.embeddings.weight"].size == 65536 * TINY.hidden
+
+
+def test_the_gate_says_when_the_host_cannot_hold_the_reference(tmp_path: Path) -> None:
+    from factory.build.gating import checkpoint_parameters, reference_shortfall
+    from factory.build.parity import reference_memory
+    from factory.checkpoints.example import TINY, write_checkpoint
+
+    write_checkpoint(tmp_path, 6, TINY)
+    need = reference_memory(*checkpoint_parameters(tmp_path))
+    assert reference_shortfall(tmp_path, need) is None
+    reason = reference_shortfall(tmp_path, need - 1)
+    assert reason is not None and "float32 reference needs about" in reason and "more memory" in reason
+
+
+def test_a_1b6_reference_fits_a_24_gib_runner_and_a_7b_one_does_not() -> None:
+    from factory.build.parity import reference_memory
+
+    runner = 24 << 30
+    # RWKV-6 World 1B6 (1.60e9 weights, 65536 x 2048 embedding) and 7B (7.64e9, 65536 x 4096).
+    assert reference_memory(1_600_000_000, 65536 * 2048) < runner / 2
+    assert reference_memory(7_640_000_000, 65536 * 4096) > runner
