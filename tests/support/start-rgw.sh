@@ -11,16 +11,17 @@ if [[ -f "$dir/env" ]] && curl -fsS -o /dev/null "http://127.0.0.1:${port}/"; th
     echo "RGW already answers on port ${port}"
     exit 0
 fi
-# Stop a previous cluster of ours (a full or stuck one ignores SIGTERM: wait, then SIGKILL).
-pattern="(ceph-mon|ceph-osd|radosgw) -c $dir/ceph.conf"
-pkill -f "$pattern" 2>/dev/null || true
-for _ in $(seq 20); do pgrep -f "$pattern" >/dev/null || break; sleep 0.5; done
-pkill -9 -f "$pattern" 2>/dev/null || true
-rm -rf "$dir"
-mkdir -p "$dir"/{mon,osd,run,log}
-fsid="$(python3 -c 'import uuid; print(uuid.uuid4())')"
-conf="$dir/ceph.conf"
-cat > "$conf" <<CONF
+start_cluster() {
+    # Stop a previous cluster of ours (a full or stuck one ignores SIGTERM: wait, then SIGKILL).
+    pattern="(ceph-mon|ceph-osd|radosgw) -c $dir/ceph.conf"
+    pkill -f "$pattern" 2>/dev/null || true
+    for _ in $(seq 20); do pgrep -f "$pattern" >/dev/null || break; sleep 0.5; done
+    pkill -9 -f "$pattern" 2>/dev/null || true
+    rm -rf "$dir"
+    mkdir -p "$dir"/{mon,osd,run,log}
+    fsid="$(python3 -c 'import uuid; print(uuid.uuid4())')"
+    conf="$dir/ceph.conf"
+    cat > "$conf" <<CONF
 [global]
 fsid = ${fsid}
 mon host = v1:127.0.0.1:6789
@@ -61,18 +62,26 @@ rgw gc processor period = 10
 rgw gc processor max time = 10
 CONF
 
-monmaptool --create --add a 127.0.0.1:6789 --fsid "$fsid" "$dir/monmap" >/dev/null
-ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" >/dev/null
-ceph-mon -c "$conf" -i a
-osd_id="$(ceph -c "$conf" osd create)"
-ceph-osd -c "$conf" -i "$osd_id" --mkfs >/dev/null 2>&1
-ceph-osd -c "$conf" -i "$osd_id" 2>>"$dir/log/start.log"
-radosgw -c "$conf" -n client.rgw.a
-for _ in $(seq 120); do
-    curl -fsS -o /dev/null "http://127.0.0.1:${port}/" 2>/dev/null && break
-    sleep 0.5
-done
-curl -fsS -o /dev/null "http://127.0.0.1:${port}/"
+    monmaptool --create --add a 127.0.0.1:6789 --fsid "$fsid" "$dir/monmap" >/dev/null
+    ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" >/dev/null
+    ceph-mon -c "$conf" -i a
+    osd_id="$(ceph -c "$conf" osd create)"
+    ceph-osd -c "$conf" -i "$osd_id" --mkfs >/dev/null 2>&1
+    ceph-osd -c "$conf" -i "$osd_id" 2>>"$dir/log/start.log"
+    radosgw -c "$conf" -n client.rgw.a
+    for _ in $(seq 120); do
+        curl -fsS -o /dev/null "http://127.0.0.1:${port}/" 2>/dev/null && break
+        sleep 0.5
+    done
+    curl -fsS -o /dev/null "http://127.0.0.1:${port}/" || return 1
+}
+
+# A first start on a machine that has just booted has been seen to fail (the OSD's
+# first command to the monitor refused: 'wrong fsid'); a second, from scratch, worked.
+if ! start_cluster; then
+    echo "RGW did not answer; starting the cluster again from scratch" >&2
+    start_cluster
+fi
 
 access="factory-test-access"
 secret="factory-test-secret-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
