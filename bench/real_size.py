@@ -23,7 +23,7 @@ the nearest to q4f16_1/q4f32_1), and llama-bench's prefill (64 tokens) and decod
 tok/s print beside the factory CPU bundles' smoke figures, as ratios. `--anchor-only`
 runs just that against a finished `--work` folder.
 
-The last line reads exactly:
+The report's last line (the last of all without `--llama-cpp`, whose figures follow it) reads exactly:
 
     overhead=R factory=F bare=B gates=G peak-gate=P
 
@@ -255,6 +255,9 @@ def llama_anchor(sdist: str, work: Path, checkpoint: Path) -> dict[str, tuple[fl
             archive.extractall(where, filter="data")
     source = where / top / "vendor" / "llama.cpp"
     build = source / "build"
+    cache = build / "CMakeCache.txt"
+    if cache.is_file() and f"CMAKE_HOME_DIRECTORY:INTERNAL={source}\n" not in cache.read_text():
+        shutil.rmtree(build)  # configured for a folder that was moved: cmake refuses to reuse it
     since = time.perf_counter()
     options = ("TESTS", "EXAMPLES", "SERVER")
     run_process(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
@@ -369,9 +372,11 @@ def main() -> None:
         print(f"toolchain image: {time.perf_counter() - since:.0f} s (cached after the first run)")
         nodes = factory_build(work, manifest, hub, meter)
         bare = bare_commands(work, hub, commit, meter, client)
+    # The report first: the anchor builds llama.cpp, and a failure there must not take an
+    # hour of measurements with it (it did once).
+    report(nodes, bare, meter, targets, quants, work)
     if args.llama_cpp:
         anchor_ratios(llama_anchor(args.llama_cpp, work, work / "checkpoint"), work, quants, targets)
-    report(nodes, bare, meter, targets, quants, work)
 
 
 def report(
