@@ -89,6 +89,9 @@ class ContainerMeter:
     """Wall time and peak memory of every container carrying one of our labels."""
 
     client: Any
+    record: Path | None = None
+    """Where each container's figures are appended as a JSON line when it ends, so a run
+    that dies later keeps what it measured."""
     usage: dict[str, Usage] = field(default_factory=dict)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -120,7 +123,13 @@ class ContainerMeter:
                     self._threads.append(thread)
                     thread.start()
                 elif event.get("Action") == "die" and name in self.usage:
-                    self.usage[name].seconds = stamp - self.usage[name].started
+                    usage = self.usage[name]
+                    usage.seconds = stamp - usage.started
+                    if self.record is not None:
+                        # The peak is the last sample's (cgroup v1's maximum is cumulative).
+                        line = {"container": name, "seconds": round(usage.seconds, 1), "peak_bytes": usage.peak}
+                        with self.record.open("a") as out:
+                            out.write(json.dumps(line) + "\n")
         except Exception:  # the stream is closed on exit
             return
 
@@ -344,7 +353,7 @@ def main() -> None:
     # 10 s read timeout (measured: a 3.2 GB fetch died at 3.09 GB); both sides get the same.
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "600")
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "600")
-    meter = ContainerMeter(client)
+    meter = ContainerMeter(client, record=work / "containers.jsonl")
 
     since = time.perf_counter()
     files = write_checkpoint(work / "checkpoint", 6, shape)

@@ -5,6 +5,7 @@ are the benchmark's own output."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -45,3 +46,12 @@ def test_the_real_size_benchmark_runs_its_machinery_on_the_tiny_shape(tmp_path: 
     result = next(line for line in lines if line.startswith("q4f32_1 cpu-x86_64: "))
     kl = float(re.search(r"parity KL mean ([0-9.e+-]+) top-1 1\.00", result).group(1))  # type: ignore[union-attr]
     assert kl <= 1e-8, result
+    # Each container's figures were also written as it ended, for a run that dies later.
+    records = [json.loads(line) for line in (tmp_path / "work" / "containers.jsonl").read_text().splitlines()]
+    by_name = {r["container"]: r for r in records}
+    assert any(name.startswith("bare ") and name.endswith(" compile") for name in by_name), by_name
+    assert any(name.startswith("compile:") for name in by_name), by_name
+    assert all(r["seconds"] > 0 for r in records), records
+    # The engine's stats stream gives its first reading a second or two after a start, so only
+    # a container that lived longer than that is sure to have a peak when it ends.
+    assert all(r["peak_bytes"] > 0 for r in records if r["seconds"] > 10), records
