@@ -284,8 +284,11 @@ def llama_anchor(sdist: str, work: Path, checkpoint: Path) -> dict[str, tuple[fl
     model = where / "model"
     model.mkdir(exist_ok=True)
     for path in [*checkpoint.iterdir(), upstream_vocab_path()]:
-        if not (model / path.name).exists():
-            (model / path.name).symlink_to(path.resolve())
+        link = model / path.name
+        if link.is_symlink() and not link.exists():
+            link.unlink()  # left from a work folder that was moved
+        if not link.exists():
+            link.symlink_to(path.resolve())
     assert (model / VOCAB_NAME).exists()
     ggufs = {"f16": where / "model-f16.gguf", "Q4_0": where / "model-q4_0.gguf"}
     since = time.perf_counter()
