@@ -57,6 +57,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from factory.build.gating import host_memory  # noqa: E402
 from factory.build.report import read_gates  # noqa: E402
 from factory.checkpoints.example import RWKV6_1B6, TINY, Shape, write_checkpoint  # noqa: E402
 from factory.process import run as run_process  # noqa: E402
@@ -160,7 +161,7 @@ def checks(shape: Shape, work: Path, targets: list[str]) -> list[str]:
     free = shutil.disk_usage(work).free
     if disk > free:
         problems.append(f"disk: about {disk / 1e9:.1f} GB needed in {work}, {free / 1e9:.1f} GB free")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    memory = host_memory()
     # The parity gate's reference holds every weight in float32.
     if 4 * params > memory * 0.8:
         problems.append(f"memory: the fp32 reference needs {4 * params / 1e9:.1f} GB of {memory / 1e9:.1f} GB")

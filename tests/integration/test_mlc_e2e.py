@@ -572,30 +572,35 @@ def test_a_bundle_with_two_layers_swapped_is_refused_by_the_parity_gate(
     assert not (out / f"{model}-q4f32_1-cpu-x86_64").exists()
 
 
-def test_the_reference_conversion_matches_the_reference_on_the_original_layout(
-    built: Built, docker_client: Any
-) -> None:
-    """factory/in_toolchain/reference_script.py's renaming, checked in the toolchain against models the
-    reference package loads directly (tests/support/reference_roundtrip.py)."""
-    bundle = json.loads(
-        (built.bundle("rwkv-5-world-tiny", "q4f16_1", "cpu-x86_64") / "factory-bundle.json").read_text()
-    )
-    work = built.root / "roundtrip"
-    work.mkdir()
+def _support_script(docker_client: Any, bundle: Path, work: Path, mark: str, argv: list[str]) -> Any:
+    """Run a tests/support script in the toolchain image that built `bundle`, with
+    factory/in_toolchain at /factory and `work` at /w; the JSON it printed after `mark`."""
+    image = json.loads((bundle / "factory-bundle.json").read_text())["provenance"]["image"]
     repo = Path(__file__).resolve().parents[2]
     logs = docker_client.containers.run(
-        bundle["provenance"]["image"],
-        ["python", "/t/reference_roundtrip.py", "/factory", "/work/rt"],
+        image,
+        ["python", f"/t/{argv[0]}", *argv[1:]],
         volumes={
             str(repo / "factory" / "in_toolchain"): {"bind": "/factory", "mode": "ro"},
             str(repo / "tests" / "support"): {"bind": "/t", "mode": "ro"},
-            str(work): {"bind": "/work/rt", "mode": "rw"},
+            str(work): {"bind": "/w", "mode": "rw"},
         },
         user=f"{os.getuid()}:{os.getgid()}",
         network_mode="none",
         remove=True,
     ).decode()
-    report = json.loads(next(line for line in logs.splitlines() if line.startswith("ROUNDTRIP "))[len("ROUNDTRIP ") :])
+    return json.loads(next(line for line in logs.splitlines() if line.startswith(mark))[len(mark) :])
+
+
+def test_the_reference_conversion_matches_the_reference_on_the_original_layout(
+    built: Built, docker_client: Any
+) -> None:
+    """factory/in_toolchain/reference_script.py's renaming, checked in the toolchain against models the
+    reference package loads directly (tests/support/reference_roundtrip.py)."""
+    work = built.root / "roundtrip"
+    work.mkdir()
+    image = built.bundle("rwkv-5-world-tiny", "q4f16_1", "cpu-x86_64")
+    report = _support_script(docker_client, image, work, "ROUNDTRIP ", ["reference_roundtrip.py", "/factory", "/w"])
     assert report["v5"] == {"max_abs_diff": 0.0, "version": 5.2}
     assert report["v6"]["max_abs_diff"] == 0.0 and report["v6"]["version"] == 6
     # RWKV-7: BlinkDL's .pth layout run directly against the -HF layout through the renaming.
@@ -607,9 +612,6 @@ def test_the_parity_reference_holds_the_float32_weights_once(built: Built, docke
     were held twice beside the fp16 ones: 2.2x, which put a 1.6B model's reference at
     12-13 GB), measured as the reference process's peak RSS on a 0.3B-parameter RWKV-6
     checkpoint against the tiny one, in the toolchain."""
-    bundle = json.loads(
-        (built.bundle("rwkv-6-world-tiny", "q4f32_1", "cpu-x86_64") / "factory-bundle.json").read_text()
-    )
     work = built.root / "reference-memory"
     medium_shape = Shape(hidden=1024, layers=12, intermediate=3584)
     models = {"tiny": TINY, "medium": medium_shape}
@@ -618,20 +620,9 @@ def test_the_parity_reference_holds_the_float32_weights_once(built: Built, docke
         files = write_checkpoint(work / name, 6, shape)
         fp32[name] = 2 * sum(f.stat().st_size for f in files if f.suffix == ".safetensors")
     (work / "tokens.json").write_text(json.dumps([3, 17, 250, 9, 77, 400, 1, 33]))
-    repo = Path(__file__).resolve().parents[2]
-    logs = docker_client.containers.run(
-        bundle["provenance"]["image"],
-        ["python", "/t/reference_memory.py", "/factory", "/w/tokens.json", "/w", "/w/tiny", "/w/medium"],
-        volumes={
-            str(repo / "factory" / "in_toolchain"): {"bind": "/factory", "mode": "ro"},
-            str(repo / "tests" / "support"): {"bind": "/t", "mode": "ro"},
-            str(work): {"bind": "/w", "mode": "rw"},
-        },
-        user=f"{os.getuid()}:{os.getgid()}",
-        network_mode="none",
-        remove=True,
-    ).decode()
-    peaks = json.loads(next(line for line in logs.splitlines() if line.startswith("PEAK "))[len("PEAK ") :])
+    argv = ["reference_memory.py", "/factory", "/w/tokens.json", "/w", "/w/tiny", "/w/medium"]
+    image = built.bundle("rwkv-6-world-tiny", "q4f32_1", "cpu-x86_64")
+    peaks = _support_script(docker_client, image, work, "PEAK ", argv)
     growth = peaks["/w/medium"] - peaks["/w/tiny"]
     weights = fp32["medium"] - fp32["tiny"]
     # Beside the weights, the reference makes a layer-normed copy of the embedding (vocab x
