@@ -91,6 +91,9 @@ def _compatibility(ctx: BuildContext, compile_node: Node, c: Candidate) -> dict[
     if c.target.device_kind == "vulkan" and "tvm" in sources:
         # The wheel's Vulkan runtime is built beside it: a runtime must carry the same one.
         compatibility["tvm_vulkan"] = sources["tvm"].commit
+    if c.target.device_kind == "webgpu" and "tvm" in sources:
+        # The .wasm carries TVM's web runtime: the JS runtime that loads it must be the same commit's.
+        compatibility["tvm_web"] = sources["tvm"].commit
     return compatibility
 
 

@@ -29,6 +29,9 @@ SMOKE_TOKENS = 8
 # Kinds whose runs need the host's GPU passed into the container. Vulkan runs on the
 # driver the toolchain image carries (Mesa's lavapipe, on the CPU).
 GPU_PASSTHROUGH = frozenset({"cuda", "metal"})
+# WebGPU bundles run in the toolchain image's Chromium (factory/in_toolchain/browser_script.py)
+# on SwiftShader, which has no shader-f16: only float32 activations run there.
+BROWSER_SCRIPT = "/factory/browser_script.py"
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 
 
@@ -80,7 +83,9 @@ def run_gates(ctx: BuildContext, c: Candidate) -> list[gates.GateResult]:
     ]
     settings = ctx.settings
     if settings.smoke or settings.require_smoke:
-        if has_device(c.target):
+        if (browser := browser_blocker(c)) is not None:
+            smoke = gates.no_device(c.target.device_kind, browser)
+        elif has_device(c.target):
             smoke = smoke_gate(ctx, c, hint)
         else:
             smoke = gates.no_device(c.target.device_kind, device_reason(c.target))
@@ -107,14 +112,14 @@ def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gat
         return gates.GateResult("library", "failed", (problem,), "rebuild in a toolchain whose TVM can run nvcc")
     if needs_kernel_check(c.target) and (refused := kernels.judge_kernels(c.library, c.kernel_check)):
         return refused
-    argv = ("/factory/vm_script.py", "library", f"/bundle/{c.library}")
-    code, lines = c.run(ctx, f"library {c.library}", argv, gpu=False)
+    script = BROWSER_SCRIPT if c.target.device_kind == "webgpu" else "/factory/vm_script.py"
+    code, lines = c.run(ctx, f"library {c.library}", (script, "library", f"/bundle/{c.library}"), gpu=False)
     probe = gates.parse_library(lines)
     if probe is None:
         reason = f"the toolchain could not load it (exit {code}): {lines[-1] if lines else 'no output'}"
-        if c.target.device_kind == "llvm":
+        if c.target.device_kind in ("llvm", "webgpu"):
             tail = tuple(lines[-8:])
-            return gates.GateResult("library", "failed", (reason, *tail), "a CPU library must load on a CPU")
+            return gates.GateResult("library", "failed", (reason, *tail), "the image's own runtime must load it")
         # A GPU library may need the device's driver just to load; that is not a verdict.
         return _with_kernel_figures(c, gates.not_run("library", reason))
     judged = gates.judge_library(
@@ -143,11 +148,13 @@ def smoke_gate(ctx: BuildContext, c: Candidate, hint: str) -> gates.GateResult:
     library = f"/bundle/{c.library}"
     kind = c.target.device_kind
     toolchain = ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain]
-    if kind in gates.VM_DEVICES and (kind != "cuda" or toolchain.is_wheel):
+    if kind == "webgpu":
+        argv: tuple[str, ...] = (BROWSER_SCRIPT, "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS))
+    elif kind in gates.VM_DEVICES and (kind != "cuda" or toolchain.is_wheel):
         # The Relax VM runner: CPU and Vulkan bundles, and CUDA ones of a toolchain
         # without mlc-llm's native runtime (the wheel toolchain).
         vm = ("/factory/vm_script.py", "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS), gates.VM_DEVICES[kind])
-        argv: tuple[str, ...] = vm
+        argv = vm
     else:
         argv = ("/factory/smoke_script.py", toolchain.flow, params, library, kind)
     code, lines = c.run(ctx, f"smoke {c.library}", argv, gpu=kind in GPU_PASSTHROUGH)
@@ -164,11 +171,20 @@ def _parity_blocker(ctx: BuildContext, c: Candidate) -> str | None:
         return "not asked for (--smoke)"
     if ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow == "legacy":
         return "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
-    if target.device_kind not in gates.VM_DEVICES:
+    if target.device_kind not in gates.VM_DEVICES and target.device_kind != "webgpu":
         return f"the Relax VM runner does not drive {target.device_kind} devices"
+    if (browser := browser_blocker(c)) is not None:
+        return browser
     if not has_device(target):
         return f"no {target.device_kind} device on this host: {device_reason(target)}"
     return reference_shortfall(ctx.model_dir(c.model), host_memory())
+
+
+def browser_blocker(c: Candidate) -> str | None:
+    """Why the image's browser cannot run this WebGPU bundle, or None (not WebGPU: None)."""
+    if c.target.device_kind == "webgpu" and "f16" in c.quant:
+        return f"{c.quant} needs WebGPU's shader-f16, which SwiftShader (the image's adapter) lacks"
+    return None
 
 
 def host_memory() -> int:
@@ -224,14 +240,16 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     (work / "tokens.json").write_text(json.dumps(tokens))
     prefill = min(parity.PARITY_PREFILL, len(tokens))
     extra = (ctx.model_mount(c.model), Mount(source=work, target="/parity", read_only=False))
-    device = gates.VM_DEVICES[target.device_kind]
     params_in = f"/bundle/{c.params_dir}" if c.params_dir else "/bundle"
+    logits = (params_in, f"/bundle/{c.library}", "/parity/tokens.json", "/parity/bundle.npy")
+    if target.device_kind == "webgpu":
+        bundle_run: tuple[str, ...] = (BROWSER_SCRIPT, "logits", *logits, str(prefill))
+    else:
+        bundle_run = ("/factory/vm_script.py", "logits", *logits, gates.VM_DEVICES[target.device_kind], str(prefill))
     runs = (
         ("reference", ("/factory/reference_script.py", f"{MODEL_ROOT}/{c.model}",
                        "/parity/tokens.json", "/parity/reference.npy"), False),
-        ("bundle", ("/factory/vm_script.py", "logits", params_in, f"/bundle/{c.library}",
-                    "/parity/tokens.json", "/parity/bundle.npy", device, str(prefill)),
-         target.device_kind in GPU_PASSTHROUGH),
+        ("bundle", bundle_run, target.device_kind in GPU_PASSTHROUGH),
     )  # fmt: skip
     for label, argv, gpu in runs:
         code, lines = c.run(ctx, f"parity {label} {c.library}", argv, gpu=gpu, extra=extra)
@@ -278,8 +296,9 @@ def has_device(target: Target) -> bool:
         host_os = {"linux": "linux", "darwin": "macos"}.get(sys.platform)
         same = host_os == target.os and _HOST_ARCH.get(platform.machine().lower()) == target.arch
         return same and _cpu_lacks(target) is None
-    if kind == "vulkan":
-        # A Vulkan toolchain image carries Mesa's lavapipe: a device wherever it runs.
+    if kind in ("vulkan", "webgpu"):
+        # A Vulkan toolchain image carries Mesa's lavapipe, a WebGPU one Chromium with
+        # SwiftShader: a device wherever it runs.
         return target.runner == "container"
     return False
 
@@ -305,6 +324,6 @@ def device_reason(target: Target) -> str:
         return lacks
     if kind == "llvm":
         return f"this host is {sys.platform}/{platform.machine()}, the library is for {target.os}/{target.arch}"
-    if kind == "vulkan":
-        return "Vulkan bundles are gated in their toolchain image (lavapipe); this target's runner is not a container"
+    if kind in ("vulkan", "webgpu"):
+        return f"{kind} bundles are gated in their toolchain image; this target's runner is not a container"
     return f"smoke runs are not supported for {kind}"

@@ -10,38 +10,31 @@ import difflib
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlparse
 
+from factory.manifest.findings import Finding
 from factory.manifest.matrix import expand_cells, rule_matches
-from factory.manifest.model import NAME_RE, PATCHED_MODEL_TYPES, Manifest, Model, Toolchain, WeightFormat, WheelPin
+from factory.manifest.model import NAME_RE, PATCHED_MODEL_TYPES, Manifest, Model, WeightFormat
+from factory.manifest.toolchain_checks import project_file, toolchain_findings
 from factory.manifest.weights import WEIGHT_PATTERNS, local_files, other_format
-from factory.manifest.yamlfile import PathKey
 from factory.toolchains import FLOWS, Unsupported
 
 # Which runner serves which device kinds. The container runner is Docker on
 # Linux; the host runner is the macOS metal-runner prefix.
 RUNNER_SERVES: dict[tuple[str, str], frozenset[str]] = {
-    ("container", "linux"): frozenset({"cuda", "vulkan", "llvm"}),
+    ("container", "linux"): frozenset({"cuda", "vulkan", "webgpu", "llvm"}),
     ("host", "macos"): frozenset({"metal"}),
 }
 # The toolchain build switch a device kind needs.
-BACKEND_SWITCH = {"cuda": "cuda", "vulkan": "vulkan", "metal": "metal", "llvm": "llvm"}
+BACKEND_SWITCH = {"cuda": "cuda", "vulkan": "vulkan", "webgpu": "webgpu", "metal": "metal", "llvm": "llvm"}
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NAME_FIX = "use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit (e.g. rwkv-4-world-1b5)"
 
 
-@dataclass(frozen=True)
-class Finding:
-    path: PathKey
-    message: str
-    fix: str
-
-
 def check_manifest(manifest: Manifest, root: Path) -> list[Finding]:
     findings: list[Finding] = []
-    for rule in (_names, _models, _quantization_names, _targets, _toolchains, _matrix_rules, _store):
+    for rule in (_names, _models, _quantization_names, _targets, toolchain_findings, _matrix_rules, _store):
         findings.extend(rule(manifest, root))
     if not findings:
         # Cell rules assume every reference resolves.
@@ -178,7 +171,7 @@ def _models(m: Manifest, root: Path) -> Iterator[Finding]:
             yield Finding(("models", i, "name"), problem.message, problem.fix)
         yield from _patch_provisions(m, i, model)
         if model.tokenizer.path is not None:
-            yield from _project_file(
+            yield from project_file(
                 root.resolve(),
                 model.tokenizer.path,
                 ("models", i, "tokenizer", "path"),
@@ -241,76 +234,13 @@ def _targets(m: Manifest, root: Path) -> Iterator[Finding]:
                 f"no runner serves a {target.device_kind!r} device on runner: {target.runner}, os: {target.os}",
                 f"pick a runner and os that serve it ({able})",
             )
-
-
-def _toolchains(m: Manifest, root: Path) -> Iterator[Finding]:
-    base = root.resolve()
-    for name, toolchain in m.toolchains.items():
-        options = toolchain.build
-        for switch in ("cutlass", "cublas"):
-            if getattr(options, switch) and not options.cuda:
-                yield Finding(
-                    ("toolchains", name, "build", switch),
-                    f"{switch} needs CUDA, which this toolchain does not build",
-                    f"set build.cuda: true or build.{switch}: false",
-                )
-        if toolchain.is_wheel:
-            yield from _wheel_toolchain(name, toolchain)
-        if options.cuda and toolchain.cuda_version is None:
+        if target.device_kind == "webgpu" and target.suffix != "wasm":
+            # mlc-llm's WebGPU build links a .wasm and asserts the output's suffix.
             yield Finding(
-                ("toolchains", name, "cuda_version"),
-                "build.cuda is on but no cuda_version is given",
-                "set cuda_version, e.g. '12.8'",
+                ("targets", name, "suffix"),
+                "a webgpu library is a WebAssembly module that browsers load",
+                "set suffix: wasm",
             )
-        for j, patch in enumerate(toolchain.patches):
-            yield from _project_file(
-                base, patch.path, ("toolchains", name, "patches", j, "path"), "patch", "patches/legacy/NAME.patch"
-            )
-
-
-# What the apache-tvm wheel from PyPI is built with (FACTS: LLVM and CUDA on; Metal,
-# Vulkan, cuBLAS and CUTLASS off). A wheel toolchain cannot switch more on, except
-# Vulkan, which its image builds beside the wheel from the wheel's own TVM sources.
-_WHEEL_LACKS = ("metal", "cublas", "cutlass")
-
-
-def _wheel_toolchain(name: str, toolchain: Toolchain) -> Iterator[Finding]:
-    if toolchain.flow != "current":
-        yield Finding(
-            ("toolchains", name, "flow"),
-            "a TVM wheel toolchain runs the current flow (mlc-llm's python/ package without libmlc_llm)",
-            "set flow: current, or pin tvm to a relax commit for the legacy flow",
-        )
-    tvm = toolchain.tvm
-    if toolchain.build.vulkan and isinstance(tvm, WheelPin) and (tvm.source is None or tvm.ffi_source is None):
-        missing = "source" if tvm.source is None else "ffi_source"
-        yield Finding(
-            ("toolchains", name, "tvm", missing),
-            "build.vulkan on a wheel toolchain builds TVM's Vulkan runtime and codegen from the wheel's sources",
-            "add tvm.source (apache/tvm at the wheel's commit) and tvm.ffi_source (its tvm-ffi submodule commit)",
-        )
-    for switch in _WHEEL_LACKS:
-        if getattr(toolchain.build, switch):
-            yield Finding(
-                ("toolchains", name, "build", switch),
-                f"the apache-tvm wheel is not built with {switch}",
-                f"set build.{switch}: false, or use a source-built toolchain (tvm: {{repo, commit}})",
-            )
-
-
-def _project_file(base: Path, relative: str, where: PathKey, what: str, example: str) -> Iterator[Finding]:
-    """A file the manifest names must exist inside the root: it is hashed into keys and copied into builds."""
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base) or PurePosixPath(relative).is_absolute():
-        yield Finding(
-            where, f"{what} path {relative!r} leaves the manifest root", f"keep it inside the project, e.g. {example}"
-        )
-    elif not path.is_file():
-        yield Finding(
-            where,
-            f"{what} file {relative!r} not found under {base}",
-            "create it, or fix the path (relative to the manifest's root)",
-        )
 
 
 def _matrix_rules(m: Manifest, root: Path) -> Iterator[Finding]:

@@ -48,7 +48,8 @@ class WheelPin(Frozen):
     source: SourcePin | None = Field(
         default=None,
         description="apache/tvm at the commit the wheel was built from: the image builds what the wheel "
-        "leaves out (the Vulkan runtime and codegen) from it. Needed with build.vulkan",
+        "leaves out (the Vulkan runtime and codegen; the web runtime) from it. Needed with build.vulkan "
+        "and build.webgpu",
     )
     ffi_source: SourcePin | None = Field(
         default=None, description="apache/tvm-ffi at that commit's 3rdparty/tvm-ffi submodule commit"
@@ -60,7 +61,7 @@ class WheelPin(Frozen):
 
 
 class BuildOptions(Frozen):
-    """TVM/mlc-llm build switches. The Linux image honours cuda/cutlass/cublas/vulkan;
+    """TVM/mlc-llm build switches. The Linux image honours cuda/cutlass/cublas/vulkan/webgpu;
     the macOS metal-runner honours metal. LLVM is needed for host code everywhere."""
 
     cuda: StrictBool = False
@@ -69,6 +70,11 @@ class BuildOptions(Frozen):
     llvm: StrictBool = True
     metal: StrictBool = False
     vulkan: StrictBool = False
+    webgpu: StrictBool = Field(
+        default=False,
+        description="emscripten, TVM's web runtime and Chromium in the image: WebGPU .wasm bundles, "
+        "gated in the browser on SwiftShader (wheel toolchains)",
+    )
 
 
 class Patch(Frozen):

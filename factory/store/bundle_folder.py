@@ -152,6 +152,9 @@ def run_command(flow: str, params_dir: str, library_name: str, device_kind: str)
     if device_kind in ("llvm", "vulkan"):
         # CPU and Vulkan bundles run through TVM's Relax VM in their toolchain (factory/in_toolchain/vm_script.py).
         return f"factory run {bundle_dir} --prompt 'Hello'"
+    if device_kind == "webgpu":
+        # A browser runs it: WebLLM (or TVM's JS runtime) fetches both over HTTP.
+        return f"serve {bundle_dir} over HTTP; WebLLM model: {bundle_dir}/, model_lib: {bundle_dir}/{library_name}"
     if flow == "legacy":
         # mlc-llm b44cdc53's runtime package is mlc_chat: `python -m mlc_chat chat MODEL --model-lib-path`.
         return (

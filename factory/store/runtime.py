@@ -37,6 +37,8 @@ def runtime_words(compat: Mapping[str, object]) -> str:
         parts.append(f"on TVM {_short(tvm)} ({source})")
     if compat.get("tvm_vulkan"):
         parts.append(f"with TVM's Vulkan runtime built from apache/tvm {_short(compat['tvm_vulkan'])}")
+    if compat.get("tvm_web"):
+        parts.append(f"with TVM's web runtime built from apache/tvm {_short(compat['tvm_web'])}")
     text = " ".join(parts) + f"; device {compat.get('device', '?')}"
     if compat.get("patches"):
         text += f"; the factory's patches {_short(str(compat['patches']))[:8]}"

@@ -63,6 +63,10 @@ class StepArgv:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+# Where a WebGPU image (images/wheel/webgpu/build.sh) keeps what `mlc_llm compile --device
+# webgpu` links into a .wasm: TVM's web runtime objects under TVM_HOME/web/dist/wasm and
+# mlc-llm's under MLC_LLM_SOURCE_DIR/web/dist/wasm.
+WEBGPU_COMPILE_ENV = {"TVM_HOME": "/opt/factory/webgpu/tvm", "MLC_LLM_SOURCE_DIR": "/opt/mlc-llm"}
 # Where a build mounts factory/in_toolchain/ for its steps and gates.
 SCRIPTS_MOUNT = "/factory"
 # What the kernel check (in_toolchain/kernel_check_script.py) writes beside the library.

@@ -15,6 +15,7 @@ from factory.toolchains.base import (
     CONVERTED,
     MODEL_ROOT,
     OUT,
+    WEBGPU_COMPILE_ENV,
     SourceFormat,
     StepArgv,
     Unsupported,
@@ -143,6 +144,8 @@ class CurrentFlow:
         archs = target.device.get("arch") if isinstance(target.device, dict) else None
         if target.device_kind == "cuda" and isinstance(archs, list):
             env["MLC_MULTI_ARCH"] = ",".join(a.removeprefix("sm_") for a in archs)
+        if target.device_kind == "webgpu":
+            env.update(WEBGPU_COMPILE_ENV)
         return (StepArgv(name="compile", argv=argv, env=env),)
 
     def compiled_library(self, model: str, quant: str, target_name: str, target: Target) -> str:

@@ -37,16 +37,20 @@ from tests.support.wheel import TOOLCHAIN, ensure_wheel_wheelhouse, sources_env,
 
 pytestmark = [pytest.mark.mlc, pytest.mark.docker, pytest.mark.hub]
 QUANTS = ["q4f16_1", "q4f32_1"]
-TARGETS = ["cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "cuda-sm80"]
+TARGETS = ["cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "cuda-sm80", "webgpu"]
 CPU_TARGETS = {"cpu-x86_64": "x86-64", "cpu-x86_64-v3": "x86-64-v3"}
 # Whether this machine can execute x86-64-v3 code: its bundles are gated only where it can.
 HOST_V3 = level_of(host_flags() or frozenset()) >= 3
 MODELS = {"rwkv-5-world-tiny": ("rwkv5", 5), "rwkv-6-world-tiny": ("rwkv6", 6), "rwkv-7-world-tiny": ("rwkv7", 7)}
 # Cells left out to keep CI inside its time: the v3 CPU target and CUDA q4f32_1 are each
 # proven on RWKV-6 (the LoRA matmuls that once ran on the host) and RWKV-7 (its own kernel)
-# or RWKV-6 alone; every generation keeps both quantizations on the CPU and Vulkan.
+# or RWKV-6 alone; every generation keeps both quantizations on the CPU and Vulkan. WebGPU
+# runs q4f32_1 of RWKV-5 and RWKV-6 (the issue's pair) in Chromium: SwiftShader has no
+# shader-f16, so a q4f16_1 WebGPU bundle could be built but not gated here.
 EXCLUDED = [
     {"model": "rwkv-5-world-tiny", "target": "cpu-x86_64-v3"},
+    {"quant": "q4f16_1", "target": "webgpu"},
+    {"model": "rwkv-7-world-tiny", "target": "webgpu"},
     {"model": "rwkv-5-world-tiny", "quant": "q4f32_1", "target": "cuda-sm80"},
     {"model": "rwkv-7-world-tiny", "quant": "q4f32_1", "target": "cuda-sm80"},
 ]
@@ -176,7 +180,7 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
         "--mlc-llm-source", sources["FACTORY_MLC_LLM_SOURCE"], env=sources, cwd=root, timeout=1800,
     )  # fmt: skip
     assert image.returncode == 0, image.stderr[-4000:]
-    print(f"mlc e2e: the wheel toolchain image (with Vulkan) took {time.time() - since:.0f} s")
+    print(f"mlc e2e: the wheel toolchain image (with Vulkan and WebGPU) took {time.time() - since:.0f} s")
     with StepWatch(docker_client, "-world-tiny/") as watch:
         since = time.time()
         done = factory(
@@ -194,7 +198,7 @@ def test_build_runs_the_real_tools_once_per_node(built: Built) -> None:
     converts = [s for s in built.steps if s.startswith("convert:")]
     compiles = [s for s in built.steps if s.startswith("compile:")]
     assert len(converts) == 2 * len(MODELS) * len(QUANTS)  # convert_weight + gen_config per model x quant
-    assert len(compiles) == len(CELLS) == 20
+    assert len(compiles) == len(CELLS) == 22
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -275,8 +279,9 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
         else:
             smoke = gates["smoke"]
             assert smoke["status"] == "passed", smoke
-            device = "vulkan" if target == "vulkan-x86_64" else "cpu"
-            assert smoke["runtime"] == f"relax-vm-{device}" and smoke["logits_shape"] == [65536]
+            device = {"vulkan-x86_64": "vulkan", "webgpu": "webgpu"}.get(target, "cpu")
+            runtime = "tvmjs-chromium-webgpu" if device == "webgpu" else f"relax-vm-{device}"
+            assert smoke["runtime"] == runtime and smoke["logits_shape"] == [65536]
             assert smoke["prefill_tok_s"] > 0 and smoke["decode_tok_s"] > 0
             assert len(smoke["generated_tokens"]) == 8
             if device == "vulkan":
@@ -285,6 +290,13 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
                 assert compat["device"] == "vulkan:generic"
                 assert compat["tvm_vulkan"].startswith("c7b458e946bc")  # the wheel's own commit
                 assert any((built.root / "work" / "mesa-shader-cache").rglob("*"))
+                SMOKE_SEEN[(model, quant, target)] = (smoke["prefill_tok_s"], smoke["decode_tok_s"])
+            elif device == "webgpu":
+                # A WebAssembly module, run by TVM's JS runtime of the same TVM commit in the
+                # image's Chromium, on SwiftShader's adapter (Google's CPU implementation).
+                assert library[:4] == b"\0asm" and compat["device"] == "webgpu:generic"
+                assert compat["tvm_web"].startswith("c7b458e946bc")
+                assert "swiftshader" in smoke["device"].lower(), smoke
                 SMOKE_SEEN[(model, quant, target)] = (smoke["prefill_tok_s"], smoke["decode_tok_s"])
             else:
                 # The portable target names no host-specific CPU; v3 exactly its level.
@@ -339,11 +351,11 @@ def test_the_kernel_check_refuses_the_rwkv6_cuda_library_of_the_unpatched_pipeli
     model = {"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit}, "type": f"rwkv{version}-world"}
     data = wheel_manifest([model], ["q4f32_1"], ["cuda-sm80"], name="unbound")
     toolchain = data["toolchains"][TOOLCHAIN]
-    # The same toolchain without the fix (and without Vulkan, which this cell does not need).
+    # The same toolchain without the fix (and without Vulkan and WebGPU, which this cell does not need).
     toolchain["patches"] = [
         p for p in toolchain["patches"] if "low-batch-gemv" not in p["path"] and p.get("applies_to") != "tvm"
     ]
-    toolchain["build"]["vulkan"] = False
+    toolchain["build"].update(vulkan=False, webgpu=False)
     manifest = _write(built.root, "unbound.yaml", data, built.hub)
     image = built.run(
         "images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheel_wheelhouse()), "--offline"
@@ -631,3 +643,38 @@ def test_the_parity_reference_holds_the_float32_weights_once(built: Built, docke
     # weights for the allocator.
     embedding = 4 * 65536 * (medium_shape.hidden - TINY.hidden)
     assert growth <= weights + embedding + weights // 20, (growth, weights, embedding)
+
+
+def test_a_wasm_the_browser_cannot_load_fails_the_browser_run_with_the_pages_error(
+    built: Built, docker_client: Any
+) -> None:
+    """The browser gate's failure path, for real: a truncated .wasm in the image's Chromium
+    must end the run at once with the page's own error, not wait for the timeout."""
+    bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")
+    image = json.loads((bundle / "factory-bundle.json").read_text())["provenance"]["image"]
+    work = built.root / "broken-wasm"
+    work.mkdir()
+    library = next(bundle.glob("*.wasm")).read_bytes()
+    (work / "broken.wasm").write_bytes(library[: len(library) // 2])
+    repo = Path(__file__).resolve().parents[2]
+    started = time.time()
+    container = docker_client.containers.run(
+        image,
+        ["python", "/factory/browser_script.py", "library", "/w/broken.wasm"],
+        volumes={
+            str(repo / "factory" / "in_toolchain"): {"bind": "/factory", "mode": "ro"},
+            str(work): {"bind": "/w", "mode": "ro"},
+        },
+        environment={"FACTORY_BROWSER_TIMEOUT": "600"},
+        user=f"{os.getuid()}:{os.getgid()}",
+        network_mode="none",
+        detach=True,
+    )
+    try:
+        code = container.wait(timeout=900)["StatusCode"]
+        logs = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert code != 0 and "the page failed: " in logs and "FACTORY-LIBRARY" not in logs, logs[-3000:]
+    assert "WebAssembly" in logs or "wasm" in logs.lower(), logs[-3000:]
+    assert time.time() - started < 300, "the failure waited for the timeout instead of the page's error"

@@ -22,13 +22,17 @@ WHEELHOUSE = Path(os.environ.get("FACTORY_TEST_WHEEL_WHEELHOUSE", REPO / ".cache
 LOCAL_WHEELS = Path("/opt/wheels")
 THIRD_PARTY = REPO.parent / "shared" / "third_party"
 MLC_SOURCE = Path(os.environ.get("FACTORY_MLC_LLM_SOURCE", THIRD_PARTY / "mlc-llm-79d603f0-python.tar.gz"))
-# The wheel's own TVM commit and its tvm-ffi submodule, which the image builds Vulkan from.
+# The wheel's own TVM commit and its tvm-ffi submodule, which the image builds Vulkan and
+# the web runtime from, and mlc-llm's web/ at its commit (its wasm runtime object).
 TVM_SOURCES = {
     "FACTORY_TVM_SOURCE": Path(
         os.environ.get("FACTORY_TVM_SOURCE", THIRD_PARTY / "apache-tvm-v0.26.0-c7b458e9-src.tar.gz")
     ),
     "FACTORY_TVM_FFI_SOURCE": Path(
         os.environ.get("FACTORY_TVM_FFI_SOURCE", THIRD_PARTY / "apache-tvm-ffi-12dbf053-src.tar.gz")
+    ),
+    "FACTORY_MLC_LLM_WEB_SOURCE": Path(
+        os.environ.get("FACTORY_MLC_LLM_WEB_SOURCE", THIRD_PARTY / "mlc-llm-79d603f0-web.tar.gz")
     ),
 }
 TOOLCHAIN = "wheel-tvm0.26"

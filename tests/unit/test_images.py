@@ -94,6 +94,7 @@ def test_world_build_args_render_the_manifest_pins() -> None:
         "USE_CUBLAS": "ON",
         "USE_LLVM": "ON",
         "USE_VULKAN": "OFF",
+        "USE_WEBGPU": "OFF",
         "CUDA_VERSION": "12.1",
         # Every CUDA arch its cells target, as upstream's legacy CI spelled them.
         "CUDA_ARCHITECTURES": "80;90",
@@ -225,7 +226,11 @@ def test_the_wheel_toolchain_renders_its_wheel_pin_and_takes_mlc_llm_as_a_source
     assert plan.build_args["USE_VULKAN"] == "ON"
     assert plan.build_args["TVM_REPO"] == "https://github.com/apache/tvm"
     assert plan.build_args["TVM_COMMIT"].startswith("c7b458e946bc")
-    assert [(kind, pin.commit[:8]) for kind, pin in plan.tvm_sources] == [("tvm", "c7b458e9"), ("tvm-ffi", "12dbf053")]
+    # WebGPU: the web runtime from the same sources, and mlc-llm's web/ at the toolchain's commit.
+    assert plan.build_args["USE_WEBGPU"] == "ON"
+    assert [(kind, pin.commit[:8]) for kind, pin in plan.tvm_sources] == [
+        ("tvm", "c7b458e9"), ("tvm-ffi", "12dbf053"), ("mlc-llm-web", "79d603f0"),
+    ]  # fmt: skip
     assert plan.mlc_llm_source is not None and plan.mlc_llm_source.commit.startswith("79d603f0")
     # Every patch is staged in manifest order and named by content in the labels (and so in the tag).
     assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == [f"{i:02d}" for i in range(11)]
@@ -257,3 +262,41 @@ def test_a_wheel_toolchain_image_does_not_depend_on_the_selected_targets(tmp_pat
     cpu_only.write_text(yaml.safe_dump(data))
     tags = {plan_image(load_manifest(p), "wheel-tvm0.26", _lock_for(p)).tag for p in (full, cpu_only)}
     assert len(tags) == 1
+
+
+def test_webgpu_alone_still_takes_the_wheels_tvm_sources_and_changes_the_tag(tmp_path: Path) -> None:
+    """The web runtime is built from the wheel's TVM sources even without Vulkan; switching
+    WebGPU off drops mlc-llm's web/ and the switch, and so names another image."""
+    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
+    data["root"] = str(REPO)
+    build = data["toolchains"]["wheel-tvm0.26"]["build"]
+    every = dict(data["targets"])
+    cpu = {k: t for k, t in every.items() if not isinstance(t["device"], str)}
+    tags = {}
+    for vulkan, webgpu in ((False, True), (True, False)):
+        build.update(vulkan=vulkan, webgpu=webgpu)
+        gpu = "webgpu" if webgpu else "vulkan-x86_64"
+        data["targets"] = {**cpu, gpu: every[gpu]}
+        path = tmp_path / f"v{int(vulkan)}w{int(webgpu)}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        plan = plan_image(load_manifest(path), "wheel-tvm0.26", _lock_for(path))
+        kinds = [kind for kind, _ in plan.tvm_sources]
+        assert kinds == (["tvm", "tvm-ffi", "mlc-llm-web"] if webgpu else ["tvm", "tvm-ffi"])
+        assert plan.build_args["USE_WEBGPU"] == ("ON" if webgpu else "OFF")
+        assert plan.build_args["TVM_COMMIT"].startswith("c7b458e946bc")
+        tags[(vulkan, webgpu)] = plan.tag
+    assert len(set(tags.values())) == 2
+
+
+def test_webgpu_is_refused_where_no_image_builds_it(tmp_path: Path) -> None:
+    """A source-built toolchain has no web runtime stage, and a webgpu target must link a .wasm."""
+    data = yaml.safe_load((REPO / "manifests" / "world.yaml").read_text())
+    data["root"] = str(REPO)
+    data["toolchains"]["current-v0.20.0"]["build"]["webgpu"] = True
+    data["targets"]["browser"] = {"device": "webgpu:generic", "runner": "container", "os": "linux"}
+    path = tmp_path / "world.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = factory("plan", "-m", str(path))
+    assert done.returncode == 2, done.stderr
+    assert "toolchains.current-v0.20.0.build.webgpu" in done.stderr and "images/wheel" in done.stderr
+    assert "targets.browser.suffix" in done.stderr and "set suffix: wasm" in done.stderr

@@ -114,9 +114,9 @@ BAD_INPUTS: dict[str, tuple[Edit, str, str]] = {
         "safe folder name",
     ),
     "target no runner serves": (
-        _set(("targets", "cuda-sm80", "device"), "webgpu:generic"),
+        _set(("targets", "cuda-sm80", "device"), "opencl:generic"),
         "targets.cuda-sm80.device",
-        "no runner serves a 'webgpu' device",
+        "no runner serves a 'opencl' device",
     ),
     "runner on the wrong os": (
         _set(("targets", "cuda-sm80", "os"), "macos"),

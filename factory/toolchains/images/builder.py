@@ -19,7 +19,14 @@ from factory.errors import FactoryError, InputError, NetworkError, Problem
 from factory.manifest.load import LoadedManifest
 from factory.manifest.lock import Lock
 from factory.toolchains.images.plan import EXTRA_DIR, LABEL, ImagePlan, context_files, plan_image
-from factory.toolchains.images.sources import TVM, TVM_FFI, default_source, mlc_llm_archive, source_archive
+from factory.toolchains.images.sources import (
+    MLC_LLM_WEB,
+    TVM,
+    TVM_FFI,
+    default_source,
+    mlc_llm_archive,
+    source_archive,
+)
 
 _EXTRA_DIRS = (
     "",
@@ -51,7 +58,9 @@ class BuildExtras:
     """A local mlc-llm archive or checkout for wheel toolchains (else downloaded by commit)."""
     tvm_source: Path | None = field(default_factory=lambda: default_source(TVM))
     tvm_ffi_source: Path | None = field(default_factory=lambda: default_source(TVM_FFI))
-    """Local TVM and tvm-ffi archives or checkouts for a wheel toolchain with Vulkan."""
+    mlc_llm_web_source: Path | None = field(default_factory=lambda: default_source(MLC_LLM_WEB))
+    """Local TVM, tvm-ffi and mlc-llm web/ archives or checkouts for a wheel toolchain with
+    Vulkan or WebGPU (else downloaded by commit)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,11 @@ def build_image(client: Any, plan: ImagePlan, extras: BuildExtras, log: BuildLog
     sources = {}
     if plan.mlc_llm_source is not None:
         sources["mlc-llm.tar.gz"] = mlc_llm_archive(plan.mlc_llm_source, extras.mlc_llm_source)
-    given = {"tvm": (TVM, extras.tvm_source), "tvm-ffi": (TVM_FFI, extras.tvm_ffi_source)}
+    given = {
+        "tvm": (TVM, extras.tvm_source),
+        "tvm-ffi": (TVM_FFI, extras.tvm_ffi_source),
+        "mlc-llm-web": (MLC_LLM_WEB, extras.mlc_llm_web_source),
+    }
     for kind_name, pin in plan.tvm_sources:
         kind, local = given[kind_name]
         sources[f"{kind_name}.tar.gz"] = source_archive(kind, pin, local)

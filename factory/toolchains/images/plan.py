@@ -45,6 +45,7 @@ PIN_ARGS = (
     "USE_CUBLAS",
     "USE_LLVM",
     "USE_VULKAN",
+    "USE_WEBGPU",
     "CUDA_VERSION",
     "CUDA_ARCHITECTURES",
     "PYTHON_VERSION",
@@ -69,7 +70,7 @@ class ImagePlan:
     mlc_llm_source: SourcePin | None = None
     """Wheel toolchains take mlc-llm as a source archive staged by the factory (the pin)."""
     tvm_sources: tuple[tuple[str, SourcePin], ...] = ()
-    """(kind, pin) of the TVM sources a wheel toolchain with Vulkan builds from."""
+    """(kind, pin) of the sources a wheel toolchain with Vulkan or WebGPU builds from."""
 
     @property
     def ref(self) -> str:
@@ -113,7 +114,8 @@ def build_args(name: str, toolchain: Toolchain, base: str, cuda_archs: str = "")
     tok = toolchain.tokenizers_cpp
     tvm = toolchain.tvm
     # A wheel toolchain's TVM commit is the wheel's own, when its sources build Vulkan.
-    source = tvm if isinstance(tvm, SourcePin) else tvm.source if toolchain.build.vulkan else None
+    beside = toolchain.build.vulkan or toolchain.build.webgpu
+    source = tvm if isinstance(tvm, SourcePin) else tvm.source if beside else None
     wheel = "" if isinstance(tvm, SourcePin) else tvm.wheel
     return {
         "BASE_IMAGE": base,
@@ -131,6 +133,7 @@ def build_args(name: str, toolchain: Toolchain, base: str, cuda_archs: str = "")
         "USE_CUBLAS": on(toolchain.build.cublas),
         "USE_LLVM": on(toolchain.build.llvm),
         "USE_VULKAN": on(toolchain.build.vulkan),
+        "USE_WEBGPU": on(toolchain.build.webgpu),
         "CUDA_VERSION": toolchain.cuda_version or "",
         "CUDA_ARCHITECTURES": cuda_archs,
         "PYTHON_VERSION": toolchain.python_version,
@@ -228,11 +231,17 @@ def plan_image(loaded: LoadedManifest, name: str, lock: Lock, *, local_base_id: 
 
 
 def wheel_tvm_sources(toolchain: Toolchain) -> tuple[tuple[str, SourcePin], ...]:
-    """The TVM sources a wheel toolchain's image builds Vulkan from (none without Vulkan)."""
+    """The sources a wheel toolchain's image builds Vulkan and WebGPU from: TVM and tvm-ffi
+    for either, and mlc-llm's web/ for WebGPU (none without them)."""
     tvm = toolchain.tvm
-    if not isinstance(tvm, WheelPin) or not toolchain.build.vulkan:
+    build = toolchain.build
+    if not isinstance(tvm, WheelPin) or not (build.vulkan or build.webgpu):
         return ()
-    pins = (("tvm", tvm.source), ("tvm-ffi", tvm.ffi_source))
+    pins = (
+        ("tvm", tvm.source),
+        ("tvm-ffi", tvm.ffi_source),
+        *((("mlc-llm-web", toolchain.mlc_llm),) if build.webgpu else ()),
+    )
     return tuple((kind, pin) for kind, pin in pins if pin is not None)
 
 
@@ -312,6 +321,7 @@ _LINUX_ONLY = {
     "USE_CUBLAS",
     "USE_LLVM",
     "USE_VULKAN",
+    "USE_WEBGPU",
     "CUDA_VERSION",
     "CUDA_ARCHITECTURES",
 }

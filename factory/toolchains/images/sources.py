@@ -1,12 +1,14 @@
 """The sources a wheel toolchain image is built from, each as one .tar.gz.
 
-mlc-llm's `python/` package always; for a wheel toolchain with Vulkan, also apache/tvm
-at the wheel's own commit and its tvm-ffi submodule commit (the wheel ships neither
-the Vulkan runtime nor its codegen, so the image builds them beside it).
+mlc-llm's `python/` package always; for a wheel toolchain with Vulkan or WebGPU, also
+apache/tvm at the wheel's own commit and its tvm-ffi submodule commit (the wheel ships
+neither the Vulkan runtime nor its codegen, nor the web runtime a .wasm links, so the
+image builds them beside it), and with WebGPU mlc-llm's `web/` (its wasm runtime object).
 A connected builder downloads GitHub's archive of each pinned commit (kept in the
 cache by commit); an offline or air-gapped one names a local archive or folder
-(`--mlc-llm-source` or FACTORY_MLC_LLM_SOURCE; FACTORY_TVM_SOURCE and
-FACTORY_TVM_FFI_SOURCE). The image gets factory-extra/sources/NAME.tar.gz, each with
+(`--mlc-llm-source` or FACTORY_MLC_LLM_SOURCE; FACTORY_TVM_SOURCE,
+FACTORY_TVM_FFI_SOURCE and FACTORY_MLC_LLM_WEB_SOURCE, which may be the same archive or
+checkout as the mlc-llm source when it holds web/). The image gets factory-extra/sources/NAME.tar.gz, each with
 one top folder.
 Like CA certificates and wheelhouses this is transport: the commit, already in
 the image tag and build keys, says which bytes these are, and an archive that
@@ -42,12 +44,15 @@ class SourceKind:
 MLC_LLM = SourceKind("mlc-llm", "FACTORY_MLC_LLM_SOURCE", "--mlc-llm-source", "python/mlc_llm/", ("python",))
 TVM = SourceKind(
     "tvm", "FACTORY_TVM_SOURCE", "FACTORY_TVM_SOURCE", "src/backend/vulkan/",
-    ("CMakeLists.txt", "cmake", "include", "src", "3rdparty/compiler-rt", "LICENSE", "NOTICE"),
+    ("CMakeLists.txt", "cmake", "include", "src", "web", "3rdparty/compiler-rt", "LICENSE", "NOTICE"),
 )  # fmt: skip
 TVM_FFI = SourceKind(
     "tvm-ffi", "FACTORY_TVM_FFI_SOURCE", "FACTORY_TVM_FFI_SOURCE", "include/tvm/ffi/",
     ("CMakeLists.txt", "cmake", "include", "src", "LICENSE", "NOTICE"),
 )  # fmt: skip
+MLC_LLM_WEB = SourceKind(
+    "mlc-llm-web", "FACTORY_MLC_LLM_WEB_SOURCE", "FACTORY_MLC_LLM_WEB_SOURCE", "web/emcc/", ("web", "LICENSE", "NOTICE")
+)
 ENV = MLC_LLM.env
 
 
