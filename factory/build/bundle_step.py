@@ -15,6 +15,7 @@ from factory.plan.graph import Node
 from factory.store import bundle_folder as bundles
 from factory.store.documents import BUNDLE_MANIFEST, DocumentError
 from factory.toolchains import FLOWS
+from factory.toolchains.base import web_runtime_name
 from factory.toolchains.images.plan import wheel_tvm_sources
 
 
@@ -25,6 +26,7 @@ def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> st
     compile_node, convert_node = ctx.dep(node, "compile"), ctx.dep(node, "convert")
     tokenizer_node = ctx.dep(node, "tokenizer")
     flow = FLOWS[str(compile_node.attrs["flow"])]
+    compiled = ctx.cache.path(compile_node)
     candidate = Candidate(
         node_id=node.id,
         folder=out / "bundle",
@@ -42,12 +44,13 @@ def bundle(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> st
         params_source=ctx.cache.path(convert_node) / flow.converted_params(model.name, quant),
         params_dir=candidate.params_dir,
         params_index=candidate.params_index,
-        library=ctx.cache.path(compile_node) / flow.compiled_library(model.name, quant, target_name, target),
+        library=compiled / flow.compiled_library(model.name, quant, target_name, target),
         library_name=candidate.library,
         tokenizer_dir=ctx.cache.path(tokenizer_node),
         # The legacy runtime (mlc_chat at b44cdc53) would also load tokenizer.json first,
         # with a tokenizers crate of 2023 nobody has checked it against: it keeps its own file.
         tokenizer_files=bundles.TOKENIZER_FILES if flow.name == "current" else (bundles.TOKENIZER,),
+        web_runtime=compiled / web_runtime_name(candidate.library) if target.device_kind == "webgpu" else None,
     )
     results = run_gates(ctx, candidate)
     failed = [r for r in results if r.failed]

@@ -151,12 +151,17 @@ def catalog(
     libs_url: Annotated[
         str, typer.Option("--libs-url", help="Base URL of the published libraries, for WebLLM's model_lib.")
     ] = "libs",
+    hub_url: Annotated[
+        str,
+        typer.Option("--hub-url", help="Where the weight repos are served (WebLLM's model URL, the run page's)."),
+    ] = "https://huggingface.co",
 ) -> None:
-    """Write a static catalog page of every bundle a store holds."""
+    """Write a static catalog page of every bundle a store holds, and the page that runs its
+    WebGPU bundles in the visitor's browser."""
     from factory.store.catalog import ClientNames, make_catalog
     from factory.store.choice import choose_store
 
-    names = ClientNames(org=hf_org, libs_url=libs_url)
+    names = ClientNames(org=hf_org, libs_url=libs_url, hub_url=hub_url)
     echo_lines(
         make_catalog(choose_store(store, endpoint_url), trusted(trust), out, publish=publish_to_store, names=names)
     )

@@ -12,8 +12,9 @@ driven by browser_page.html, which posts its results back to this script's serve
     python browser_script.py run PARAMS_DIR LIBRARY PROMPT TOKENS
         prefill PROMPT, decode TOKENS greedy tokens: `FACTORY-SMOKE {json}`.
 
-Chromium comes from the image (FACTORY_CHROMIUM, default /usr/bin/chromium) and so does
-TVM's JS runtime (FACTORY_TVMJS, default /opt/factory/webgpu/tvmjs.js). Nothing leaves
+Chromium comes from the image (FACTORY_CHROMIUM, default /usr/bin/chromium). TVM's JS
+runtime is the bundle's own copy beside the library (X.tvmjs.js beside X.wasm), else the
+image's (FACTORY_TVMJS, default /opt/factory/webgpu/tvmjs.js). Nothing leaves
 127.0.0.1. The page gets FACTORY_BROWSER_TIMEOUT seconds (default 3600).
 """
 
@@ -51,7 +52,11 @@ class PageRun:
 
     def __init__(self, job: dict[str, Any], library: Path, params: Path | None) -> None:
         self.job = job
-        self.files = {"/page.html": PAGE, "/tvmjs.js": Path(TVMJS), "/library.wasm": library}
+        # A bundle carries the JS runtime its .wasm was built with (X.wasm beside X.tvmjs.js):
+        # the gates run that copy, as a visitor's browser will.
+        beside = library.with_name(library.name.removesuffix(".wasm") + ".tvmjs.js")
+        runtime = beside if beside.is_file() else Path(TVMJS)
+        self.files = {"/page.html": PAGE, "/tvmjs.js": runtime, "/library.wasm": library}
         self.params = params
         self.posted: dict[str, bytes] = {}
         self.finished = threading.Event()

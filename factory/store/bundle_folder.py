@@ -15,6 +15,7 @@ from typing import Any
 
 from factory.errors import FactoryError
 from factory.store.documents import BUNDLE_MANIFEST, BUNDLE_SCHEMA, BundleFile, BundleManifest, read_file
+from factory.toolchains.base import web_runtime_name
 
 CHAT_CONFIG = "mlc-chat-config.json"
 TOKENIZER = "tokenizer_model"
@@ -50,10 +51,12 @@ def assemble(
     library_name: str,
     tokenizer_dir: Path,
     tokenizer_files: Sequence[str] = (TOKENIZER,),
+    web_runtime: Path | None = None,
 ) -> None:
     """Lay out a bundle in `dest` (a new folder): params, index and chat config from the
     conversion, our tokenizer files beside them (listed in tokenizer_files, which neither
-    MLC flow does for RWKV World), the library."""
+    MLC flow does for RWKV World), the library, and beside a WebGPU library the JS runtime
+    that loads it (`web_runtime`)."""
     params = dest / params_dir if params_dir else dest
     params.mkdir(parents=True, exist_ok=True)
     index = json.loads((params_source / params_index).read_text())
@@ -86,12 +89,16 @@ def assemble(
         config["tokenizer_info"] = info
     (params / CHAT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     link_or_copy(library, dest / library_name)
+    if web_runtime is not None:
+        link_or_copy(web_runtime, dest / web_runtime_name(library_name))
 
 
 def role_of(relative: str, params_index: str, library_name: str) -> str:
     name = relative.rsplit("/", 1)[-1]
     if relative == library_name:
         return "library"
+    if relative == web_runtime_name(library_name):
+        return "web-runtime"
     if name.startswith("params_shard_"):
         return "params-shard"
     named = {params_index: "params-index", B16_INDEX: "params-index-b16", CHAT_CONFIG: "chat-config"}

@@ -14,10 +14,11 @@ from factory.errors import LocalDiskError
 from factory.store.backends.base import Store
 from factory.store.bundle_folder import BUNDLE_PLACEHOLDER
 from factory.store.catalog_page import render_page
-from factory.store.client_records import DEFAULT_LIBS_URL, client_records
+from factory.store.client_records import DEFAULT_HUB_URL, DEFAULT_LIBS_URL, client_records
 from factory.store.documents import BundleManifest, IndexRecord
 from factory.store.index import read_bundle_manifest
 from factory.store.mlc_repo import DEFAULT_ORG
+from factory.store.run_page import RUN_PAGE
 from factory.store.runtime import runtime_words
 from factory.store.trust import Trust, open_index
 
@@ -92,7 +93,7 @@ def _entry(
         f"--store {store_url} --out .",
         run=manifest.run.replace(BUNDLE_PLACEHOLDER, folder),
         runtime=runtime_words(compat),
-        records=client_records(manifest, org=names.org, libs_url=names.libs_url),
+        records=client_records(manifest, org=names.org, libs_url=names.libs_url, hub_url=names.hub_url),
     )  # fmt: skip
 
 
@@ -102,6 +103,7 @@ class ClientNames:
 
     org: str = DEFAULT_ORG
     libs_url: str = DEFAULT_LIBS_URL
+    hub_url: str = DEFAULT_HUB_URL
 
 
 def build_catalog(store: Store, trust: Trust | None = None, names: ClientNames | None = None) -> Catalog:
@@ -117,11 +119,16 @@ def build_catalog(store: Store, trust: Trust | None = None, names: ClientNames |
     return Catalog(store.url, index.version is not None, tuple(entries))
 
 
-def write_catalog(catalog: Catalog, out: Path) -> tuple[Path, Path]:
-    """DIR/index.html (which embeds its data, so it works from file://) and DIR/catalog.json;
-    each written to a temporary file and renamed, so a reader never sees half a page."""
+def _files(catalog: Catalog) -> dict[str, bytes]:
     data = catalog.to_json()
-    files = {out / "catalog.json": data.encode(), out / "index.html": render_page(data).encode()}
+    return {"catalog.json": data.encode(), "index.html": render_page(data).encode(), "run.html": RUN_PAGE.encode()}
+
+
+def write_catalog(catalog: Catalog, out: Path) -> tuple[Path, Path]:
+    """DIR/index.html (which embeds its data, so it works from file://), DIR/catalog.json and
+    DIR/run.html (the page that runs a WebGPU bundle in the visitor's browser); each written
+    to a temporary file and renamed, so a reader never sees half a page."""
+    files = {out / name: body for name, body in _files(catalog).items()}
     try:
         out.mkdir(parents=True, exist_ok=True)
         for path, body in files.items():
@@ -137,9 +144,8 @@ def write_catalog(catalog: Catalog, out: Path) -> tuple[Path, Path]:
 
 
 def publish_catalog(catalog: Catalog, store: Store) -> list[str]:
-    """The same two files under catalog/ in the store (for a bucket's static website)."""
-    data = catalog.to_json()
-    keys = {"catalog/catalog.json": data.encode(), "catalog/index.html": render_page(data).encode()}
+    """The same files under catalog/ in the store (for a bucket's static website)."""
+    keys = {f"catalog/{name}": body for name, body in _files(catalog).items()}
     for key, body in keys.items():
         store.put_doc(key, body)
     return sorted(keys)

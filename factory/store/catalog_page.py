@@ -1,7 +1,8 @@
 """The catalog's one HTML page. Its data is embedded as JSON (a <script
 type="application/json">), so the page works from file:// (where browsers refuse to
 fetch a sibling file) and from a bucket's static website alike; catalog.json beside it
-holds the same data for machines. The script builds the table with textContent only,
+holds the same data for machines, and each WebGPU bundle links to run.html beside it
+(factory/store/run_page.py). The script builds the table with textContent only,
 so nothing from a store is ever parsed as HTML."""
 
 from __future__ import annotations
@@ -114,6 +115,16 @@ function render() {
     const cmds = cell(tr, "");
     for (const text of [e.pull, e.run]) {
       const code = document.createElement("code"); code.textContent = text; cmds.appendChild(code);
+    }
+    const web = e.records && e.records.webllm;
+    if (web && e.records.web_runtime) {
+      // run.html beside this page runs it here: the weight repo, the .wasm and its JS runtime.
+      const link = document.createElement("a");
+      link.className = "run";
+      link.href = "run.html#" + new URLSearchParams(
+        { model: web.model, model_lib: web.model_lib, runtime: e.records.web_runtime, name: e.name });
+      link.textContent = "run in this browser (WebGPU)";
+      cmds.appendChild(link);
     }
     body.appendChild(tr);
   }

@@ -18,6 +18,8 @@ from factory.toolchains.base import system_lib_prefix
 
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4, "uint32": 4, "int8": 1, "uint8": 1}
 _MIB = 1 << 20
+DEFAULT_HUB_URL = "https://huggingface.co"
+"""Where the weight repos `factory export` writes are served (a mirror's HF_ENDPOINT works too)."""
 LOW_RESOURCE_MB = 2048
 """WebLLM's `low_resource_required`: models that fit in 2 GiB run on phones and iGPUs."""
 
@@ -97,15 +99,17 @@ def is_system_lib(manifest: BundleManifest) -> bool:
     return library is not None and library[0].endswith(".tar")
 
 
-def webllm_record(manifest: BundleManifest, *, repo_id: str, lib_base_url: str) -> dict[str, Any] | None:
+def webllm_record(
+    manifest: BundleManifest, *, repo_id: str, lib_base_url: str, hub_url: str = DEFAULT_HUB_URL
+) -> dict[str, Any] | None:
     """PURE: the WebLLM ModelRecord of a WebGPU bundle (None for other targets). `model` is the
-    weight repo's URL (WebLLM appends resolve/main/), `model_lib` the wasm's URL."""
+    weight repo's URL on the hub (WebLLM appends resolve/main/), `model_lib` the wasm's URL."""
     library = _library(manifest)
     if library is None or not is_webgpu(manifest):
         return None
     name, lib_sha = library
     record: dict[str, Any] = {
-        "model": f"https://huggingface.co/{repo_id}",
+        "model": f"{hub_url.rstrip('/')}/{repo_id}",
         "model_id": repo_id.split("/", 1)[1],
         "model_lib": f"{lib_base_url.rstrip('/')}/{manifest.model}/{name}",
         "model_type": 0,  # ModelType.LLM
@@ -126,6 +130,15 @@ def webllm_record(manifest: BundleManifest, *, repo_id: str, lib_base_url: str) 
         integrity["tokenizer"] = dict(sorted(tokenizers.items()))
     record["integrity"] = integrity
     return record
+
+
+def web_runtime_url(manifest: BundleManifest, lib_base_url: str) -> str | None:
+    """PURE: where `factory export` puts a WebGPU bundle's JS runtime (beside its library),
+    for the catalog's run page; None for a bundle without one (built before bundles carried it)."""
+    entry = next((f for f in manifest.files if f.role == "web-runtime"), None)
+    if entry is None:
+        return None
+    return f"{lib_base_url.rstrip('/')}/{manifest.model}/{entry.path.rsplit('/', 1)[-1]}"
 
 
 def mlc_package_entry(manifest: BundleManifest, *, repo_id: str) -> dict[str, Any] | None:
@@ -150,13 +163,18 @@ the weight repo, relative to the page that loads the record; publish the librari
 their base URL (`factory catalog --libs-url`) for records that work anywhere."""
 
 
-def client_records(manifest: BundleManifest, *, org: str, libs_url: str = DEFAULT_LIBS_URL) -> dict[str, Any]:
+def client_records(
+    manifest: BundleManifest, *, org: str, libs_url: str = DEFAULT_LIBS_URL, hub_url: str = DEFAULT_HUB_URL
+) -> dict[str, Any]:
     """PURE: the weight repo id `factory export --repo` would default to under `org`, and the
-    records this bundle's target has (WebLLM for WebGPU, mlc-package for system libraries)."""
+    records this bundle's target has (WebLLM for WebGPU, with the URL of the JS runtime the
+    catalog's run page loads; mlc-package for system libraries)."""
     repo_id = f"{org}/{manifest.model}-{manifest.quant}-MLC"
     records: dict[str, Any] = {"hf_repo": repo_id}
-    if (web := webllm_record(manifest, repo_id=repo_id, lib_base_url=libs_url)) is not None:
+    if (web := webllm_record(manifest, repo_id=repo_id, lib_base_url=libs_url, hub_url=hub_url)) is not None:
         records["webllm"] = web
+        if (runtime := web_runtime_url(manifest, libs_url)) is not None:
+            records["web_runtime"] = runtime
     if (package := mlc_package_entry(manifest, repo_id=repo_id)) is not None:
         records["mlc_package"] = package
     return records

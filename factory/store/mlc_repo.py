@@ -27,6 +27,8 @@ from factory.store.verify import verified_manifest
 DEFAULT_ORG = "factory"  # also client_records: one default namespace
 """The namespace of the repo id when none is given: `factory/{model}-{quant}-MLC`."""
 MODEL_CARD = "README.md"
+LIBRARY_ROLES = ("library", "web-runtime")
+"""Files kept apart from the weight repo, under libs/: the library, and a WebGPU library's JS runtime."""
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -73,7 +75,7 @@ def export_bundle(bundle: Path, out: Path, repo_id: str | None, *, hf_cache: boo
         raise UsageError(f"{bundle}: the bundle lists no library", hint="pull or rebuild it")
     # The params folder's files keep their names: mlc-chat-config.json, the index, the
     # shards and tokenizer files lie side by side in a weight repo.
-    repo_files = [f for f in manifest.files if f.role != "library"]
+    repo_files = [f for f in manifest.files if f.role not in LIBRARY_ROLES]
     names = [f.path.rsplit("/", 1)[-1] for f in repo_files]
     if len(set(names)) != len(names):
         raise UsageError(f"{bundle}: two files share a name", hint="this bundle cannot be laid out flat")
@@ -88,12 +90,16 @@ def export_bundle(bundle: Path, out: Path, repo_id: str | None, *, hf_cache: boo
     replace_folder(weights, fill)
     library_dest = libraries / lib_rel
     library_dest.parent.mkdir(parents=True, exist_ok=True)
-    staged = library_dest.with_name(f".{library_dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        link_or_copy(bundle / library.path, staged)
-        os.replace(staged, library_dest)
-    finally:
-        staged.unlink(missing_ok=True)
+    # A WebGPU library's JS runtime lies beside it, as the page that loads both expects.
+    runtimes = [f for f in manifest.files if f.role == "web-runtime"]
+    for entry in (*runtimes, library):
+        dest = library_dest.with_name(entry.path.rsplit("/", 1)[-1])
+        staged = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            link_or_copy(bundle / entry.path, staged)
+            os.replace(staged, dest)
+        finally:
+            staged.unlink(missing_ok=True)
     return ExportedRepo(repo_id=repo_id, weights=weights, library=library_dest, files=listed)
 
 

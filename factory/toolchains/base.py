@@ -67,6 +67,18 @@ class StepArgv:
 # webgpu` links into a .wasm: TVM's web runtime objects under TVM_HOME/web/dist/wasm and
 # mlc-llm's under MLC_LLM_SOURCE_DIR/web/dist/wasm.
 WEBGPU_COMPILE_ENV = {"TVM_HOME": "/opt/factory/webgpu/tvm", "MLC_LLM_SOURCE_DIR": "/opt/mlc-llm"}
+# TVM's JS runtime the same image built from the same TVM commit as the .wasm's runtime
+# objects: a WebGPU bundle carries a copy beside its library, since a page that loads the
+# .wasm needs exactly this one (npm's @mlc-ai/web-runtime is another commit).
+WEB_RUNTIME_IN_IMAGE = "/opt/factory/webgpu/tvmjs.js"
+WEB_RUNTIME_SUFFIX = ".tvmjs.js"
+
+
+def web_runtime_name(library: str) -> str:
+    """The JS runtime's file name beside a WebGPU library: `X.wasm` -> `X.tvmjs.js`."""
+    return library.removesuffix(".wasm") + WEB_RUNTIME_SUFFIX
+
+
 # Where a build mounts factory/in_toolchain/ for its steps and gates.
 SCRIPTS_MOUNT = "/factory"
 # What the kernel check (in_toolchain/kernel_check_script.py) writes beside the library.

@@ -15,12 +15,14 @@ from factory.toolchains.base import (
     CONVERTED,
     MODEL_ROOT,
     OUT,
+    WEB_RUNTIME_IN_IMAGE,
     WEBGPU_COMPILE_ENV,
     SourceFormat,
     StepArgv,
     Unsupported,
     host_triple,
     system_lib_prefix,
+    web_runtime_name,
 )
 from factory.toolchains.contract import current_contract
 
@@ -144,9 +146,13 @@ class CurrentFlow:
         archs = target.device.get("arch") if isinstance(target.device, dict) else None
         if target.device_kind == "cuda" and isinstance(archs, list):
             env["MLC_MULTI_ARCH"] = ",".join(a.removeprefix("sm_") for a in archs)
+        steps = [StepArgv(name="compile", argv=argv, env=env)]
         if target.device_kind == "webgpu":
             env.update(WEBGPU_COMPILE_ENV)
-        return (StepArgv(name="compile", argv=argv, env=env),)
+            # The JS runtime that loads this .wasm, from the same image: it travels with the bundle.
+            runtime = ("cp", WEB_RUNTIME_IN_IMAGE, f"{OUT}/{web_runtime_name(library)}")
+            steps.append(StepArgv(name="web_runtime", argv=runtime))
+        return tuple(steps)
 
     def compiled_library(self, model: str, quant: str, target_name: str, target: Target) -> str:
         library = self.library_name(model, quant, target_name, target)

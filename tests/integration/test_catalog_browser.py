@@ -203,3 +203,66 @@ def test_the_catalog_published_into_the_rgw_is_served_over_http(
     assert len(_rows(page)) == 5
     assert rgw.url in page.inner_text("#summary")
     page.close()
+
+
+def test_a_webgpu_bundle_links_to_the_run_page_with_its_weights_library_and_runtime(
+    browser: Any, tmp_path: Path
+) -> None:
+    bundle = make_bundle(tmp_path / "dist", quant="q4f32_1", target="webgpu", suffix="wasm", device="webgpu:generic",
+                         gates={"layout": {"status": "passed"}})  # fmt: skip
+    other = make_bundle(tmp_path / "dist", quant="q4f32_1", target="cpu-x86-64", seed=1)
+    url = f"file://{tmp_path / 'store'}"
+    assert factory("publish", str(bundle), str(other), "--store", url).returncode == 0
+    made = factory("catalog", "--store", url, "-o", str(tmp_path / "site"), "--hub-url", "http://hub.test/")
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "site" / "run.html").is_file()
+    page = browser.new_page()
+    page.goto((tmp_path / "site" / "index.html").as_uri())
+    page.wait_for_selector("#catalog tbody tr")
+    links = page.eval_on_selector_all("a.run", "links => links.map(a => a.getAttribute('href'))")
+    [href] = links  # the CPU bundle has no run page
+    assert href.startswith("run.html#")
+    from urllib.parse import parse_qs
+
+    query = {k: v for k, [v] in parse_qs(href.split("#", 1)[1]).items()}
+    assert query == {
+        "model": "http://hub.test/factory/rwkv-5-world-tiny-q4f32_1-MLC",
+        "model_lib": "libs/rwkv-5-world-tiny/rwkv-5-world-tiny-q4f32_1-webgpu.wasm",
+        "runtime": "libs/rwkv-5-world-tiny/rwkv-5-world-tiny-q4f32_1-webgpu.tvmjs.js",
+        "name": "rwkv-5-world-tiny/q4f32_1/webgpu",
+    }
+    # Opened without a bundle in its address, the page says where to open it from.
+    page.goto((tmp_path / "site" / "run.html").as_uri())
+    page.wait_for_function("document.getElementById('status').className === 'error'")
+    assert "open it from the catalog" in page.inner_text("#status")
+    page.close()
+
+
+def test_the_run_pages_tokenizer_is_the_reference_one_on_tokenizer_json(browser: Any, tmp_path: Path) -> None:
+    """The run page encodes prompts itself from the bundle's tokenizer.json: the same ids as
+    the `rwkv` package's tokenizer on the corpus, and decoding gives the text back."""
+    from factory.store.run_page import RUN_PAGE
+    from factory.tokenizer import hf_json
+    from factory.tokenizer.rwkv_world import CORPUS, parse_vocab, reference_encoder, upstream_vocab_path
+
+    (tmp_path / "run.html").write_text(RUN_PAGE)
+    tokenizer = json.loads(hf_json.tokenizer_json(parse_vocab(upstream_vocab_path())))
+    page = browser.new_page()
+    page.goto((tmp_path / "run.html").as_uri())
+    texts = [*CORPUS, "<|endoftext|> is text here", "\u00e9\u0301 \U0001f600" * 3, ""]
+    got = page.evaluate(
+        """([json, texts]) => {
+            const tokenizer = new WorldTokenizer(json);
+            return texts.map((text) => {
+                const ids = tokenizer.encode(text);
+                const decode = tokenizer.decoder();
+                return [ids, ids.map(decode).join("") + decode(null)];
+            });
+        }""",
+        [tokenizer, texts],
+    )
+    encode = reference_encoder()
+    for text, (ids, back) in zip(texts, got, strict=True):
+        assert ids == encode(text), text
+        assert back == text
+    page.close()

@@ -196,9 +196,12 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
 def test_build_runs_the_real_tools_once_per_node(built: Built) -> None:
     assert built.code == 0, built.stderr[-6000:] + built.stdout[-3000:]
     converts = [s for s in built.steps if s.startswith("convert:")]
-    compiles = [s for s in built.steps if s.startswith("compile:")]
+    compiles = [s for s in built.steps if s.startswith("compile:") and s.endswith(" compile")]
+    runtimes = [s for s in built.steps if s.startswith("compile:") and s.endswith(" web_runtime")]
     assert len(converts) == 2 * len(MODELS) * len(QUANTS)  # convert_weight + gen_config per model x quant
     assert len(compiles) == len(CELLS) == 22
+    # A WebGPU compile also copies out the JS runtime its .wasm was linked for.
+    assert len(runtimes) == len([c for c in CELLS if c[2] == "webgpu"]) == 2
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -678,3 +681,84 @@ def test_a_wasm_the_browser_cannot_load_fails_the_browser_run_with_the_pages_err
     assert code != 0 and "the page failed: " in logs and "FACTORY-LIBRARY" not in logs, logs[-3000:]
     assert "WebAssembly" in logs or "wasm" in logs.lower(), logs[-3000:]
     assert time.time() - started < 300, "the failure waited for the timeout instead of the page's error"
+
+
+def test_the_catalogs_run_page_runs_a_webgpu_bundle_in_the_visitors_browser(built: Built) -> None:
+    """The catalog links a WebGPU bundle to run.html; in Chromium on this host (SwiftShader,
+    as a visitor without a GPU has) the page loads the exported weight repo from a hub URL,
+    the .wasm and the JS runtime the bundle carries, encodes the smoke prompt from
+    tokenizer.json and decodes greedily: exactly the tokens the build's browser gate made."""
+    import functools
+    import http.server
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    from factory.build.gating import SMOKE_PROMPT, SMOKE_TOKENS
+    from factory.store.mlc_repo import export_bundle
+    from factory.tokenizer.rwkv_world import reference_encoder
+
+    bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")
+    manifest = json.loads((bundle / "factory-bundle.json").read_text())
+    runtime = [f for f in manifest["files"] if f["role"] == "web-runtime"]
+    assert [f["path"] for f in runtime] == ["rwkv-6-world-tiny-q4f32_1-webgpu.tvmjs.js"]
+    smoke = manifest["gates"]["smoke"]
+    assert smoke["status"] == "passed" and len(smoke["generated_tokens"]) == SMOKE_TOKENS
+
+    # The site as a publisher would lay it out: the catalog and libs/ (export's) side by side,
+    # the weight repo under a hub URL that serves resolve/main/ as Hugging Face does.
+    site = built.root / "run-page-site"
+    store = f"file://{built.root / 'run-page-store'}"
+    assert factory("publish", str(bundle), "--store", store).returncode == 0
+    exported = export_bundle(bundle, site, "factory/rwkv-6-world-tiny-q4f32_1-MLC")
+    resolved = site / "hub" / "factory" / "rwkv-6-world-tiny-q4f32_1-MLC" / "resolve"
+    resolved.mkdir(parents=True)
+    (resolved / "main").symlink_to(exported.weights)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        made = factory("catalog", "--store", store, "-o", str(site), "--hub-url", f"{base}/hub")
+        assert made.returncode == 0, made.stderr
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        args = ["--headless", "--no-sandbox", "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run"]  # fmt: skip
+        with sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=chromium, headless=True, args=args)
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(f"{base}/index.html")
+                page.click("a.run")
+                assert urlsplit(page.url).path == "/run.html"
+                # Loading compiles every shader on the CPU: minutes on a slow shared machine.
+                page.wait_for_function(
+                    "!document.getElementById('go').disabled || document.getElementById('status').className",
+                    timeout=900_000,
+                )
+                assert page.get_attribute("#status", "class") != "error", page.inner_text("#status")
+                page.fill("#prompt", SMOKE_PROMPT)
+                page.fill("#tokens", str(SMOKE_TOKENS))
+                page.click("#go")
+                page.wait_for_function(
+                    "(window.factoryRun && window.factoryRun.done) || document.getElementById('status').className",
+                    timeout=900_000,
+                )
+                run = page.evaluate("window.factoryRun")
+                status = page.inner_text("#status")
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+    assert run and run["done"], status
+    assert run["prompt_ids"] == reference_encoder()(SMOKE_PROMPT)
+    assert run["generated"] == smoke["generated_tokens"], (run, smoke)
+    # The smoke gate decodes as Python does (invalid UTF-8 as U+FFFD) and keeps 200 characters.
+    assert run["text"][:200] == smoke["output"] and "decode" in status and not errors, (run, status, errors)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from factory.store.bundle_folder import bundle_manifest, describe, write_manifest
+from factory.toolchains.base import web_runtime_name
 
 
 def make_params(folder: Path, *, seed: int = 0, megabytes: float = 1.0) -> None:
@@ -56,6 +57,8 @@ def make_bundle(
         (bundle / library).write_bytes(np.random.default_rng(seed).bytes(int(library_megabytes * (1 << 20))))
     else:
         (bundle / library).write_bytes(f"library for {target} {seed}".encode() * 100)
+    if suffix == "wasm":  # a WebGPU bundle carries the JS runtime its .wasm was linked for
+        (bundle / web_runtime_name(library)).write_text(f"var tvmjs = {{}}; // {seed}\n")
     manifest = bundle_manifest(
         cell={"model": model, "quant": quant, "target": target, "name": f"{model}/{quant}/{target}"},
         files=describe(bundle, "tensor-cache.json", library),

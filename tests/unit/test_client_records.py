@@ -55,7 +55,10 @@ def test_a_webgpu_bundle_gets_a_webllm_record_with_exactly_its_fields(
     bundle = _bundle(tmp_path, quant, "webgpu", "wasm")
     manifest = read_manifest(bundle)
     made = records.client_records(manifest, org="my-org", libs_url="https://libs.example/v1/")
-    assert set(made) == {"hf_repo", "webllm"}
+    assert set(made) == {"hf_repo", "webllm", "web_runtime"}
+    # The catalog's run page loads the JS runtime built with the .wasm from beside it.
+    assert made["web_runtime"] == f"https://libs.example/v1/rwkv-5-world-tiny/rwkv-5-world-tiny-{quant}-webgpu.tvmjs.js"
+    assert [f.role for f in manifest.files if f.path.endswith(".tvmjs.js")] == ["web-runtime"]
     record: dict[str, Any] = made["webllm"]
     assert set(record) <= WEBLLM_FIELDS and set(record["integrity"]) <= INTEGRITY_FIELDS
     assert record["model"] == f"https://huggingface.co/my-org/rwkv-5-world-tiny-{quant}-MLC"
@@ -142,6 +145,20 @@ def test_export_writes_the_weight_repo_and_the_library_apart(tmp_path: Path) -> 
     assert "mlc_llm chat HF://my-org/repo" in card and "parity: passed" in card and "build key" in card
     index = json.loads((repo / "tensor-cache.json").read_text())
     assert all((repo / shard["dataPath"]).is_file() for shard in index["records"])
+
+
+def test_export_puts_a_webgpu_librarys_js_runtime_beside_it_and_a_mirror_hub_in_the_record(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, "q4f32_1", "webgpu", "wasm")
+    made = export_bundle(bundle, tmp_path / "out", "my-org/repo")
+    libs = tmp_path / "out" / "libs" / "rwkv-5-world-tiny"
+    assert sorted(p.name for p in libs.iterdir()) == [
+        "rwkv-5-world-tiny-q4f32_1-webgpu.tvmjs.js", "rwkv-5-world-tiny-q4f32_1-webgpu.wasm"]  # fmt: skip
+    runtime = libs / "rwkv-5-world-tiny-q4f32_1-webgpu.tvmjs.js"
+    assert runtime.read_bytes() == (bundle / runtime.name).read_bytes()
+    assert not any(name.endswith((".wasm", ".js")) for name, _, _ in made.files)
+    record = records.client_records(read_manifest(bundle), org="my-org", hub_url="http://127.0.0.1:8000/hub/")
+    assert record["webllm"]["model"] == "http://127.0.0.1:8000/hub/my-org/rwkv-5-world-tiny-q4f32_1-MLC"
+    assert record["web_runtime"] == "libs/rwkv-5-world-tiny/rwkv-5-world-tiny-q4f32_1-webgpu.tvmjs.js"
 
 
 def test_export_refuses_a_tampered_bundle_and_writes_nothing(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ def _candidate(quant: str, target: Target = WEBGPU) -> Candidate:
     )  # fmt: skip
 
 
-def test_a_webgpu_compile_links_a_wasm_with_the_images_web_runtime() -> None:
-    [step] = FLOWS["current"].compile_steps(MODEL, "q4f32_1", "webgpu", WEBGPU, BuildOptions(webgpu=True))
+def test_a_webgpu_compile_links_a_wasm_with_the_images_web_runtime_and_keeps_its_js_runtime() -> None:
+    step, runtime = FLOWS["current"].compile_steps(MODEL, "q4f32_1", "webgpu", WEBGPU, BuildOptions(webgpu=True))
     assert step.argv[step.argv.index("--device") + 1] == "webgpu:generic"
     assert step.argv[step.argv.index("--output") + 1].endswith("/rwkv-6-world-tiny-q4f32_1-webgpu.wasm")
     # mlc-llm finds TVM's objects under $TVM_HOME/web/dist/wasm and its own under
@@ -34,6 +34,10 @@ def test_a_webgpu_compile_links_a_wasm_with_the_images_web_runtime() -> None:
     build = Path(__file__).resolve().parents[2] / "images" / "wheel" / "webgpu" / "build.sh"
     text = build.read_text()
     assert '"${out}/tvm/web/dist/wasm"' in text and '"${mlc}/web/dist/wasm"' in text
+    # The JS runtime build.sh bundles from the same TVM sources goes beside the library.
+    assert runtime.argv == ("cp", "/opt/factory/webgpu/tvmjs.js", "/out/rwkv-6-world-tiny-q4f32_1-webgpu.tvmjs.js")
+    assert '--outfile="${out}/tvmjs.js"' in text
+    assert "/opt/mlc-llm /opt/factory/webgpu" in (build.parent.parent / "Dockerfile").read_text()
     cpu = Target.model_validate({"device": "llvm", "runner": "container", "os": "linux"})
     [plain] = FLOWS["current"].compile_steps(MODEL, "q4f32_1", "cpu", cpu, BuildOptions(webgpu=True))
     assert "TVM_HOME" not in plain.env
