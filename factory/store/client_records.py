@@ -115,8 +115,9 @@ def webllm_record(
         "model_type": 0,  # ModelType.LLM
         # f16 quantizations need WebGPU's shader-f16; f32 ones run anywhere WebGPU does.
         "required_features": ["shader-f16"] if "f16" in manifest.quant else [],
-        # RWKV keeps a fixed-size RNN state: no KV cache to size, no sliding window.
-        "overrides": {"context_window_size": -1, "sliding_window_size": -1, "attention_sink_size": -1},
+        # No overrides: WebLLM takes the window sizes from the bundle's mlc-chat-config.json, and
+        # 0.2.86 refuses to load a record that sets context_window_size to -1 without a sliding
+        # window (WindowSizeSpecificationError; seen loading a factory bundle in Chromium).
     }
     vram = vram_bytes(manifest)
     if vram is not None:

@@ -10,6 +10,7 @@ after the pull."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -683,19 +684,63 @@ def test_a_wasm_the_browser_cannot_load_fails_the_browser_run_with_the_pages_err
     assert time.time() - started < 300, "the failure waited for the timeout instead of the page's error"
 
 
+REPO_ID = "factory/rwkv-6-world-tiny-q4f32_1-MLC"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _served_export(bundle: Path, site: Path) -> Iterator[str]:
+    """The bundle as a publisher lays it out, served on 127.0.0.1: `factory export`'s libs/
+    and the weight repo under hub/ORG/REPO/resolve/main/, as Hugging Face serves it. Yields
+    the base URL."""
+    import functools
+    import http.server
+
+    from factory.store.mlc_repo import export_bundle
+
+    exported = export_bundle(bundle, site, REPO_ID)
+    resolved = site / "hub" / REPO_ID / "resolve"
+    resolved.mkdir(parents=True)
+    (resolved / "main").symlink_to(exported.weights)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@contextlib.contextmanager
+def _chromium_page() -> Iterator[tuple[Any, list[str]]]:
+    """A page in this host's Chromium with WebGPU on SwiftShader, and the page errors it raises."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium, headless=True, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield page, errors
+        finally:
+            browser.close()
+
+
 def test_the_catalogs_run_page_runs_a_webgpu_bundle_in_the_visitors_browser(built: Built) -> None:
     """The catalog links a WebGPU bundle to run.html; in Chromium on this host (SwiftShader,
     as a visitor without a GPU has) the page loads the exported weight repo from a hub URL,
     the .wasm and the JS runtime the bundle carries, encodes the smoke prompt from
     tokenizer.json and decodes greedily: exactly the tokens the build's browser gate made."""
-    import functools
-    import http.server
     from urllib.parse import urlsplit
 
-    from playwright.sync_api import sync_playwright
-
     from factory.build.gating import SMOKE_PROMPT, SMOKE_TOKENS
-    from factory.store.mlc_repo import export_bundle
     from factory.tokenizer.rwkv_world import reference_encoder
 
     bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")
@@ -705,60 +750,72 @@ def test_the_catalogs_run_page_runs_a_webgpu_bundle_in_the_visitors_browser(buil
     smoke = manifest["gates"]["smoke"]
     assert smoke["status"] == "passed" and len(smoke["generated_tokens"]) == SMOKE_TOKENS
 
-    # The site as a publisher would lay it out: the catalog and libs/ (export's) side by side,
-    # the weight repo under a hub URL that serves resolve/main/ as Hugging Face does.
     site = built.root / "run-page-site"
     store = f"file://{built.root / 'run-page-store'}"
     assert factory("publish", str(bundle), "--store", store).returncode == 0
-    exported = export_bundle(bundle, site, "factory/rwkv-6-world-tiny-q4f32_1-MLC")
-    resolved = site / "hub" / "factory" / "rwkv-6-world-tiny-q4f32_1-MLC" / "resolve"
-    resolved.mkdir(parents=True)
-    (resolved / "main").symlink_to(exported.weights)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _served_export(bundle, site) as base, _chromium_page() as (page, errors):
         made = factory("catalog", "--store", store, "-o", str(site), "--hub-url", f"{base}/hub")
         assert made.returncode == 0, made.stderr
-        chromium = shutil.which("chromium") or "/usr/bin/chromium"
-        args = ["--headless", "--no-sandbox", "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run"]  # fmt: skip
-        with sync_playwright() as driver:
-            browser = driver.chromium.launch(executable_path=chromium, headless=True, args=args)
-            try:
-                page = browser.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.goto(f"{base}/index.html")
-                page.click("a.run")
-                assert urlsplit(page.url).path == "/run.html"
-                # Loading compiles every shader on the CPU: minutes on a slow shared machine.
-                page.wait_for_function(
-                    "!document.getElementById('go').disabled || document.getElementById('status').className",
-                    timeout=900_000,
-                )
-                assert page.get_attribute("#status", "class") != "error", page.inner_text("#status")
-                page.fill("#prompt", SMOKE_PROMPT)
-                page.fill("#tokens", str(SMOKE_TOKENS))
-                page.click("#go")
-                page.wait_for_function(
-                    "(window.factoryRun && window.factoryRun.done) || document.getElementById('status').className",
-                    timeout=900_000,
-                )
-                run = page.evaluate("window.factoryRun")
-                status = page.inner_text("#status")
-            finally:
-                browser.close()
-    finally:
-        server.shutdown()
+        page.goto(f"{base}/index.html")
+        page.click("a.run")
+        assert urlsplit(page.url).path == "/run.html"
+        # Loading compiles every shader on the CPU: minutes on a slow shared machine.
+        page.wait_for_function(
+            "!document.getElementById('go').disabled || document.getElementById('status').className",
+            timeout=900_000,
+        )
+        assert page.get_attribute("#status", "class") != "error", page.inner_text("#status")
+        page.fill("#prompt", SMOKE_PROMPT)
+        page.fill("#tokens", str(SMOKE_TOKENS))
+        page.click("#go")
+        page.wait_for_function(
+            "(window.factoryRun && window.factoryRun.done) || document.getElementById('status').className",
+            timeout=900_000,
+        )
+        run = page.evaluate("window.factoryRun")
+        status = page.inner_text("#status")
     assert run and run["done"], status
     assert run["prompt_ids"] == reference_encoder()(SMOKE_PROMPT)
     assert run["generated"] == smoke["generated_tokens"], (run, smoke)
     # The smoke gate decodes as Python does (invalid UTF-8 as U+FFFD) and keeps 200 characters.
     assert run["text"][:200] == smoke["output"] and "decode" in status and not errors, (run, status, errors)
+
+
+WEBLLM_PAGE = """<!doctype html><html><head><meta charset="utf-8"><script src="/webllm.js"></script></head>
+<body><script>
+window.load = async (record) => {
+  try {
+    const engine = await webllm.CreateMLCEngine(record.model_id,
+      { appConfig: { model_list: [record], useIndexedDBCache: false } });
+    await engine.unload();
+    return "loaded";
+  } catch (e) { return "failed: " + String(e && e.message ? e.message : e); }
+};
+</script></body></html>"""
+
+
+def test_webllm_loads_a_webgpu_bundle_with_its_model_record_and_checks_its_integrity(built: Built) -> None:
+    """WebLLM from npm (0.2.86) loads the exported bundle with the catalog's ModelRecord in
+    Chromium on SwiftShader: config, tokenizer.json and .wasm checked against the record's
+    SRI strings, params fetched, every shader compiled. A record whose wasm digest is wrong
+    is refused. (Generating is not tested: WebLLM always samples on the GPU, and one
+    argsort_probs over the 65,536-token vocab took 468 s on SwiftShader here.)"""
+    from factory.store.bundle_folder import read_manifest
+    from factory.store.client_records import client_records
+    from tests.support.webllm import webllm_script
+
+    bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")
+    site = built.root / "webllm-site"
+    site.mkdir()
+    shutil.copyfile(webllm_script(), site / "webllm.js")
+    (site / "webllm.html").write_text(WEBLLM_PAGE)
+    with _served_export(bundle, site) as base, _chromium_page() as (page, errors):
+        records = client_records(read_manifest(bundle), org="factory", libs_url=f"{base}/libs", hub_url=f"{base}/hub")
+        record = records["webllm"]
+        assert record["model"] == f"{base}/hub/{REPO_ID}" and record["integrity"]["onFailure"] == "error"
+        page.goto(f"{base}/webllm.html")
+        loaded = page.evaluate("(record) => window.load(record)", record)
+        tampered = {**record, "integrity": {**record["integrity"], "model_lib": "sha256-" + "A" * 43 + "="}}
+        refused = page.evaluate("(record) => window.load(record)", tampered)
+    assert loaded == "loaded", (loaded, errors)
+    assert refused.startswith("failed: ") and "ntegrity" in refused, refused

@@ -65,6 +65,9 @@ def test_a_webgpu_bundle_gets_a_webllm_record_with_exactly_its_fields(
     assert record["model_id"] == f"rwkv-5-world-tiny-{quant}-MLC"
     assert record["model_lib"] == f"https://libs.example/v1/rwkv-5-world-tiny/rwkv-5-world-tiny-{quant}-webgpu.wasm"
     assert record["required_features"] == features
+    # WebLLM reads the window sizes from mlc-chat-config.json (4096 for RWKV); a -1 context
+    # window in the record's overrides makes it refuse to load (0.2.86).
+    assert "overrides" not in record
     assert record["vram_required_MB"] == round((700_000_000 + 40_000_000 + 13_000_000) / (1 << 20), 1)
     assert record["low_resource_required"] is True
     integrity = record["integrity"]
