@@ -1,7 +1,8 @@
 """Runs INSIDE a WebGPU toolchain image (Chromium, TVM's JS runtime), not in the factory:
 the browser's counterpart of vm_script.py. A WebGPU bundle's .wasm runs in headless
 Chromium on SwiftShader's WebGPU adapter (a CPU implementation, so no GPU is needed),
-driven by browser_page.html, which posts its results back to this script's server.
+driven by browser_page.html (and webgpu_session.js beside it), which posts its results
+back to this script's server.
 
     python browser_script.py library LIBRARY
         prints `FACTORY-LIBRARY {json}` as vm_script.py does: `_metadata`, the exported
@@ -35,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vm_script  # type: ignore[import-not-found]  # beside this file, in the image too
 
 PAGE = Path(__file__).resolve().parent / "browser_page.html"
+# The page's WebGPU driver, which the catalog's run.html shares (factory/store/run_page.py).
+SESSION = PAGE.with_name("webgpu_session.js")
 CHROMIUM = os.environ.get("FACTORY_CHROMIUM", "/usr/bin/chromium")
 TVMJS = os.environ.get("FACTORY_TVMJS", "/opt/factory/webgpu/tvmjs.js")
 # --enable-unsafe-webgpu offers WebGPU on Linux, SwiftShader is the adapter every machine
@@ -47,8 +50,8 @@ CHROMIUM_FLAGS = (
 
 
 class PageRun:
-    """One page load: serves the page, the runtime, the library and the params on 127.0.0.1,
-    starts Chromium on it and waits for the page's answer."""
+    """One page load: serves the page and its driver, the runtime, the library and the params
+    on 127.0.0.1, starts Chromium on it and waits for the page's answer."""
 
     def __init__(self, job: dict[str, Any], library: Path, params: Path | None) -> None:
         self.job = job
@@ -56,7 +59,7 @@ class PageRun:
         # the gates run that copy, as a visitor's browser will.
         beside = library.with_name(library.name.removesuffix(".wasm") + ".tvmjs.js")
         runtime = beside if beside.is_file() else Path(TVMJS)
-        self.files = {"/page.html": PAGE, "/tvmjs.js": runtime, "/library.wasm": library}
+        self.files = {"/page.html": PAGE, "/webgpu_session.js": SESSION, "/tvmjs.js": runtime, "/library.wasm": library}
         self.params = params
         self.posted: dict[str, bytes] = {}
         self.finished = threading.Event()

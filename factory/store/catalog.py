@@ -18,7 +18,7 @@ from factory.store.client_records import DEFAULT_HUB_URL, DEFAULT_LIBS_URL, clie
 from factory.store.documents import BundleManifest, IndexRecord
 from factory.store.index import read_bundle_manifest
 from factory.store.mlc_repo import DEFAULT_ORG
-from factory.store.run_page import RUN_PAGE
+from factory.store.run_page import RUN_PAGE, SESSION_SCRIPT
 from factory.store.runtime import runtime_words
 from factory.store.trust import Trust, open_index
 
@@ -121,13 +121,19 @@ def build_catalog(store: Store, trust: Trust | None = None, names: ClientNames |
 
 def _files(catalog: Catalog) -> dict[str, bytes]:
     data = catalog.to_json()
-    return {"catalog.json": data.encode(), "index.html": render_page(data).encode(), "run.html": RUN_PAGE.encode()}
+    return {
+        "catalog.json": data.encode(),
+        "index.html": render_page(data).encode(),
+        "run.html": RUN_PAGE.encode(),
+        SESSION_SCRIPT.name: SESSION_SCRIPT.read_bytes(),
+    }
 
 
 def write_catalog(catalog: Catalog, out: Path) -> tuple[Path, Path]:
-    """DIR/index.html (which embeds its data, so it works from file://), DIR/catalog.json and
-    DIR/run.html (the page that runs a WebGPU bundle in the visitor's browser); each written
-    to a temporary file and renamed, so a reader never sees half a page."""
+    """DIR/index.html (which embeds its data, so it works from file://), DIR/catalog.json,
+    DIR/run.html (the page that runs a WebGPU bundle in the visitor's browser) and the
+    webgpu_session.js it loads; each written to a temporary file and renamed, so a reader
+    never sees half a page."""
     files = {out / name: body for name, body in _files(catalog).items()}
     try:
         out.mkdir(parents=True, exist_ok=True)

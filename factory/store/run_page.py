@@ -8,9 +8,16 @@ with the bundle's `tokenizer.json` (RWKV World is a greedy longest match over UT
 which the file's vocab states exactly), and decodes greedily, taking the argmax of each
 step's logits on the CPU as the build's browser gate does (WebLLM samples on the GPU, which
 hung on SwiftShader: FACTS.md). Nothing is sent anywhere; text is shown with textContent.
+The WebGPU driver is the browser gate's (factory/in_toolchain/webgpu_session.js): the
+catalog writes it beside run.html.
 """
 
 from __future__ import annotations
+
+from factory.in_toolchain import SCRIPTS_DIR
+
+# run.html loads it as ./webgpu_session.js.
+SESSION_SCRIPT = SCRIPTS_DIR / "webgpu_session.js"
 
 RUN_PAGE = """<!doctype html>
 <html lang="en">
@@ -41,6 +48,7 @@ RUN_PAGE = """<!doctype html>
   </div>
 </form>
 <pre id="output"></pre>
+<script src="./webgpu_session.js"></script>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
@@ -133,49 +141,10 @@ async function open() {
   const [wasm, tokenizerJson] = await Promise.all([
     fetched(new URL(lib, location.href).href, "bytes"), fetched(base + "tokenizer.json", "json")]);
   const tokenizer = new WorldTokenizer(tokenizerJson);
-  const tvm = await tvmjs.instantiate(new Uint8Array(wasm), tvmjs.createPolyfillWASI(), console.log);
-  const gpu = await tvmjs.detectGPUDevice();
-  if (gpu === undefined) throw new Error("this browser offers no WebGPU adapter");
-  tvm.initWebGPU(gpu.device);
-  const dev = tvm.webgpu();
-  tvm.beginScope();
-  const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(dev));
-  const meta = JSON.parse(vm.getFunction("_metadata")());
+  const webgpu = await WebGPUSession.open(wasm);
   say("compiling the shaders and fetching the weights");
-  await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-  await tvm.fetchTensorCache(base, dev, "factory-run", "cache");
-  const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(meta.params.map((p) => p.name)));
-  const fn = (name) => tvm.detachFromCurrentScope(vm.getFunction(name));
-  const embed = fn("embed"), prefill = fn("prefill"), decode = fn("decode"), createState = fn("create_rnn_state");
-  const addSequence = tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence");
-  const begin = tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward");
-  const end = tvm.getGlobalFunc("vm.builtin.kv_state_end_forward");
-  let state = null;
-  const restart = () => {
-    if (state !== null) state.dispose();
-    state = tvm.detachFromCurrentScope(createState(tvm.makeShapeTuple([1]), tvm.makeShapeTuple([1])));
-    addSequence(state, new tvmjs.Scalar(0, "int64"));
-  };
-  // The logits after feeding `ids` to the one sequence, copied to the CPU.
-  const forward = async (ids) => {
-    tvm.beginScope();
-    const input = tvm.empty([ids.length], "int32", dev);
-    input.copyFrom(new Int32Array(ids));
-    const embedded = embed(input, params);
-    const x = embedded.view([1, ids.length, embedded.shape[embedded.shape.length - 1]]);
-    begin(state, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
-    const out = (ids.length > 1 ? prefill : decode)(x, state, params);
-    end(state);
-    const logits = out.get(0);
-    const host = tvm.empty(logits.shape, logits.dtype, tvm.cpu());
-    host.copyFrom(logits);
-    await dev.sync();
-    const row = host.toArray();
-    tvm.endScope();
-    return row;
-  };
-  const info = gpu.adapterInfo || {};
-  const adapter = [info.vendor, info.architecture, info.description].filter((s) => s).join(" ") || "WebGPU";
+  const { forward, restart } = await WebGPUSession.session(webgpu, base, "factory-run");
+  const adapter = webgpu.adapter || "WebGPU";
   return { tokenizer, forward, restart, adapter, seconds: (performance.now() - started) / 1000 };
 }
 

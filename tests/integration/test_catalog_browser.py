@@ -196,6 +196,9 @@ def test_the_catalog_published_into_the_rgw_is_served_over_http(
     key = f"{rgw.prefix}/catalog/index.html"
     head = rgw.client.head_object(Bucket=rgw.bucket, Key=key)
     assert head["ContentType"].startswith("text/html")
+    # run.html's WebGPU driver beside it, as a script.
+    script = rgw.client.head_object(Bucket=rgw.bucket, Key=f"{rgw.prefix}/catalog/webgpu_session.js")
+    assert script["ContentType"].startswith("text/javascript")
     link = rgw.client.generate_presigned_url("get_object", Params={"Bucket": rgw.bucket, "Key": key}, ExpiresIn=300)
     page = browser.new_page()
     page.goto(link)
@@ -208,6 +211,8 @@ def test_the_catalog_published_into_the_rgw_is_served_over_http(
 def test_a_webgpu_bundle_links_to_the_run_page_with_its_weights_library_and_runtime(
     browser: Any, tmp_path: Path
 ) -> None:
+    from factory.store.run_page import SESSION_SCRIPT
+
     bundle = make_bundle(tmp_path / "dist", quant="q4f32_1", target="webgpu", suffix="wasm", device="webgpu:generic",
                          gates={"layout": {"status": "passed"}})  # fmt: skip
     other = make_bundle(tmp_path / "dist", quant="q4f32_1", target="cpu-x86-64", seed=1)
@@ -216,6 +221,8 @@ def test_a_webgpu_bundle_links_to_the_run_page_with_its_weights_library_and_runt
     made = factory("catalog", "--store", url, "-o", str(tmp_path / "site"), "--hub-url", "http://hub.test/")
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "site" / "run.html").is_file()
+    # Beside it the WebGPU driver it shares with the browser gate.
+    assert (tmp_path / "site" / "webgpu_session.js").read_bytes() == SESSION_SCRIPT.read_bytes()
     page = browser.new_page()
     page.goto((tmp_path / "site" / "index.html").as_uri())
     page.wait_for_selector("#catalog tbody tr")
@@ -241,14 +248,16 @@ def test_a_webgpu_bundle_links_to_the_run_page_with_its_weights_library_and_runt
 def test_the_run_pages_tokenizer_is_the_reference_one_on_tokenizer_json(browser: Any, tmp_path: Path) -> None:
     """The run page encodes prompts itself from the bundle's tokenizer.json: the same ids as
     the `rwkv` package's tokenizer on the corpus, and decoding gives the text back."""
-    from factory.store.run_page import RUN_PAGE
+    from factory.store.run_page import RUN_PAGE, SESSION_SCRIPT
     from factory.tokenizer import hf_json
     from factory.tokenizer.rwkv_world import CORPUS, parse_vocab, reference_encoder, upstream_vocab_path
 
     (tmp_path / "run.html").write_text(RUN_PAGE)
+    (tmp_path / SESSION_SCRIPT.name).write_bytes(SESSION_SCRIPT.read_bytes())
     tokenizer = json.loads(hf_json.tokenizer_json(parse_vocab(upstream_vocab_path())))
     page = browser.new_page()
     page.goto((tmp_path / "run.html").as_uri())
+    assert page.evaluate("typeof WebGPUSession.session") == "function"  # the driver loads from file:// too
     texts = [*CORPUS, "<|endoftext|> is text here", "\u00e9\u0301 \U0001f600" * 3, ""]
     got = page.evaluate(
         """([json, texts]) => {

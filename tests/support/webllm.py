@@ -11,7 +11,9 @@ from pathlib import Path
 
 WEBLLM_VERSION = "0.2.86"  # the release FACTS.md's hand run loaded a factory-built wasm with
 ESBUILD_VERSION = "0.28.2"
-CACHE = Path(os.environ.get("FACTORY_TEST_CACHE", Path.home() / ".cache" / "factory-tests"))
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("FACTORY_TEST_WEBLLM_CACHE", REPO / ".cache" / "webllm"))
+"""Beside the tests' other caches (the wheelhouses), under the repo's ignored .cache/."""
 
 
 def webllm_script() -> Path:
