@@ -32,6 +32,7 @@ GPU_PASSTHROUGH = frozenset({"cuda", "metal"})
 # WebGPU bundles run in the toolchain image's Chromium (factory/in_toolchain/browser_script.py)
 # on SwiftShader, which has no shader-f16: only float32 activations run there.
 BROWSER_SCRIPT = "/factory/browser_script.py"
+VM_SCRIPT = "/factory/vm_script.py"
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 
 
@@ -104,6 +105,17 @@ def run_gates(ctx: BuildContext, c: Candidate) -> list[gates.GateResult]:
     return results
 
 
+def token_runner(kind: str) -> tuple[str, tuple[str, ...]] | None:
+    """The in-image program that drives bundles of a device kind token by token, for the
+    library, smoke and parity gates, and the device argument it takes: the image's
+    Chromium for WebGPU, TVM's Relax VM for the VM devices; None for the others."""
+    if kind == "webgpu":
+        return BROWSER_SCRIPT, ()
+    if kind in gates.VM_DEVICES:
+        return VM_SCRIPT, (gates.VM_DEVICES[kind],)
+    return None
+
+
 def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gates.GateResult:
     """The library as its own toolchain loads it: `_metadata` and exported functions
     against config and params; a CUDA library must hold compiled GPU code."""
@@ -112,7 +124,8 @@ def library_gate(ctx: BuildContext, c: Candidate, config: dict[str, Any]) -> gat
         return gates.GateResult("library", "failed", (problem,), "rebuild in a toolchain whose TVM can run nvcc")
     if needs_kernel_check(c.target) and (refused := kernels.judge_kernels(c.library, c.kernel_check)):
         return refused
-    script = BROWSER_SCRIPT if c.target.device_kind == "webgpu" else "/factory/vm_script.py"
+    # Libraries of kinds no runner drives still load in the Relax VM (metadata and functions).
+    script = (token_runner(c.target.device_kind) or (VM_SCRIPT, ()))[0]
     code, lines = c.run(ctx, f"library {c.library}", (script, "library", f"/bundle/{c.library}"), gpu=False)
     probe = gates.parse_library(lines)
     if probe is None:
@@ -148,13 +161,11 @@ def smoke_gate(ctx: BuildContext, c: Candidate, hint: str) -> gates.GateResult:
     library = f"/bundle/{c.library}"
     kind = c.target.device_kind
     toolchain = ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain]
-    if kind == "webgpu":
-        argv: tuple[str, ...] = (BROWSER_SCRIPT, "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS))
-    elif kind in gates.VM_DEVICES and (kind != "cuda" or toolchain.is_wheel):
-        # The Relax VM runner: CPU and Vulkan bundles, and CUDA ones of a toolchain
-        # without mlc-llm's native runtime (the wheel toolchain).
-        vm = ("/factory/vm_script.py", "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS), gates.VM_DEVICES[kind])
-        argv = vm
+    runner = token_runner(kind)
+    # CUDA bundles run in mlc-llm's native runtime where the toolchain has one (not the wheel's).
+    if runner is not None and (kind != "cuda" or toolchain.is_wheel):
+        script, device = runner
+        argv: tuple[str, ...] = (script, "run", params, library, SMOKE_PROMPT, str(SMOKE_TOKENS), *device)
     else:
         argv = ("/factory/smoke_script.py", toolchain.flow, params, library, kind)
     code, lines = c.run(ctx, f"smoke {c.library}", argv, gpu=kind in GPU_PASSTHROUGH)
@@ -171,8 +182,8 @@ def _parity_blocker(ctx: BuildContext, c: Candidate) -> str | None:
         return "not asked for (--smoke)"
     if ctx.loaded.manifest.toolchains[ctx.models[c.model].toolchain].flow == "legacy":
         return "legacy-flow libraries have no RNN-state functions the Relax VM runner can drive"
-    if target.device_kind not in gates.VM_DEVICES and target.device_kind != "webgpu":
-        return f"the Relax VM runner does not drive {target.device_kind} devices"
+    if token_runner(target.device_kind) is None:
+        return f"no runner in the image drives {target.device_kind} bundles token by token"
     if (browser := browser_blocker(c)) is not None:
         return browser
     if not has_device(target):
@@ -242,10 +253,9 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     extra = (ctx.model_mount(c.model), Mount(source=work, target="/parity", read_only=False))
     params_in = f"/bundle/{c.params_dir}" if c.params_dir else "/bundle"
     logits = (params_in, f"/bundle/{c.library}", "/parity/tokens.json", "/parity/bundle.npy")
-    if target.device_kind == "webgpu":
-        bundle_run: tuple[str, ...] = (BROWSER_SCRIPT, "logits", *logits, str(prefill))
-    else:
-        bundle_run = ("/factory/vm_script.py", "logits", *logits, gates.VM_DEVICES[target.device_kind], str(prefill))
+    runner = token_runner(target.device_kind)
+    assert runner is not None  # _parity_blocker answered for kinds without one
+    bundle_run = (runner[0], "logits", *logits, *runner[1], str(prefill))
     runs = (
         ("reference", ("/factory/reference_script.py", f"{MODEL_ROOT}/{c.model}",
                        "/parity/tokens.json", "/parity/reference.npy"), False),
