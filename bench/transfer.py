@@ -10,10 +10,12 @@ Against the tests' RGW keep --gib at 2 or less: its objects live in memory, capp
 Ratios are speeds relative to the baseline (baseline seconds / factory seconds), so
 1.0 means as fast, more is faster. Every transfer is repeated (--repeat) and the medians
 compared; each run's times are printed too. A factory publish includes hashing every
-byte; a factory pull includes full sha256 verification and laying out the folder. The
-last line reads exactly:
+byte; a factory pull includes full sha256 verification and laying out the folder, so it
+is also compared with s5cmd's download followed by `sha256sum` of what it wrote (two files
+at a time: this machine's cores), the same work done with the usual tools. The last line
+reads exactly:
 
-    pull/s5cmd=R pull/awscli=R publish/s5cmd=R second-target-upload-bytes=N lib-bytes=M
+    pull/s5cmd=R pull/awscli=R pull/s5cmd+sha256sum=R publish/s5cmd=R second-target-upload-bytes=N lib-bytes=M
 """
 
 from __future__ import annotations
@@ -198,6 +200,14 @@ def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws:
             subprocess.run([*s5, "cp", f"s3://{bucket}/baseline/*", f"{here / 's5'}/"], check=True,
                            stdout=subprocess.DEVNULL)  # fmt: skip
 
+        def s5cmd_verified_pull(here: Path) -> None:
+            folder = here / "s5-verified"
+            subprocess.run([*s5, "cp", f"s3://{bucket}/baseline/*", f"{folder}/"], check=True,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+            files = "\0".join(str(p) for p in folder.iterdir()) + "\0"
+            subprocess.run(["xargs", "-0", "-P", "2", "-n", "1", "sha256sum"], input=files.encode(), check=True,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+
         def aws_pull(here: Path) -> None:
             subprocess.run([aws, "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--only-show-errors",
                             f"s3://{bucket}/baseline/", str(here / "aws")], check=True)  # fmt: skip
@@ -205,18 +215,22 @@ def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws:
         pulls: list[float] = []
         s5_pulls: list[float] = []
         aws_pulls: list[float] = []
+        verified_pulls: list[float] = []
         for attempt in range(repeat):
             here = work / f"pull-{attempt}"
             pulls.append(timed(functools.partial(factory_pull, here)))
             s5_pulls.append(timed(functools.partial(s5cmd_pull, here)))
+            verified_pulls.append(timed(functools.partial(s5cmd_verified_pull, here)))
             aws_pulls.append(timed(functools.partial(aws_pull, here)))
             shutil.rmtree(here)
-        t_pull, t_pull_s5, t_pull_aws = (statistics.median(x) for x in (pulls, s5_pulls, aws_pulls))
+        medians = (statistics.median(x) for x in (pulls, s5_pulls, aws_pulls, verified_pulls))
+        t_pull, t_pull_s5, t_pull_aws, t_pull_verified = medians
         for label, seconds in (
             ("factory publish", t_pub),
             ("s5cmd upload", t_pub_s5),
             ("factory pull (verified)", t_pull),
             ("s5cmd download", t_pull_s5),
+            ("s5cmd + sha256sum", t_pull_verified),
             ("aws s3 cp download", t_pull_aws),
         ):
             print(f"{label:>24}: {seconds:6.2f} s  {total / seconds / (1 << 20):7.1f} MiB/s")
@@ -225,11 +239,13 @@ def run(store: S3Store, bucket: str, endpoint: str, gib: float, s5cmd: str, aws:
             ("s5cmd upload runs", s5_uploads),
             ("pull runs", pulls),
             ("s5cmd download runs", s5_pulls),
+            ("s5cmd + sha256sum runs", verified_pulls),
             ("aws download runs", aws_pulls),
         ):
             print(f"{label:>24}: " + " ".join(f"{r:.2f}" for r in runs) + " s")
     print(
         f"pull/s5cmd={t_pull_s5 / t_pull:.2f} pull/awscli={t_pull_aws / t_pull:.2f} "
+        f"pull/s5cmd+sha256sum={t_pull_verified / t_pull:.2f} "
         f"publish/s5cmd={t_pub_s5 / t_pub:.2f} second-target-upload-bytes={report.uploaded_bytes} lib-bytes={lib_bytes}"
     )
 

@@ -25,10 +25,10 @@ def test_the_benchmark_prints_its_ratio_line() -> None:
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
     match = re.fullmatch(
-        r"pull/s5cmd=(\d+\.\d\d) pull/awscli=(\d+\.\d\d) publish/s5cmd=(\d+\.\d\d) "
+        r"pull/s5cmd=(\d+\.\d\d) pull/awscli=(\d+\.\d\d) pull/s5cmd\+sha256sum=(\d+\.\d\d) publish/s5cmd=(\d+\.\d\d) "
         r"second-target-upload-bytes=(\d+) lib-bytes=(\d+)",
         last,
     )
     assert match, last
     # The second target shares the params: it uploads exactly its library.
-    assert match.group(4) == match.group(5)
+    assert match.group(5) == match.group(6)

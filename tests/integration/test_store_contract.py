@@ -492,12 +492,14 @@ def test_a_full_local_disk_and_a_cancel_pass_through_every_backend_unchanged(sto
         store.get_blob(digest, tmp_path / "part", cancel)
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["http.client", "botocore"])
 @pytest.mark.parametrize("server_name", ["moto", "rgw"])
 def test_a_large_blob_arrives_in_parallel_ranges_in_order_and_resumes(
-    server_name: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    server_name: str, direct: bool, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """S3 downloads fetch ranges in parallel but hand them on in order: the partial file is
-    always a prefix of the blob (so an interrupted pull resumes) and the hash is one pass."""
+    always a prefix of the blob (so an interrupted pull resumes) and the hash is one pass.
+    Both range paths: presigned GETs over http.client, and botocore's (kept for proxies)."""
     import math
     import os
 
@@ -510,7 +512,7 @@ def test_a_large_blob_arrives_in_parallel_ranges_in_order_and_resumes(
     bucket = f"factory-{uuid.uuid4().hex[:12]}"
     server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
     store = S3Store(bucket, "ranges")
-    store.range_part, store.range_window = 1 << 20, 3
+    store.range_part, store.range_window, store.direct_ranges = 1 << 20, 3, direct
     data = os.urandom(5_000_123)
     digest, path = _blob(tmp_path, data)
     store.put_blob(digest, path)
@@ -549,3 +551,40 @@ def test_a_large_blob_arrives_in_parallel_ranges_in_order_and_resumes(
         before = store.requests_sent
         store.get_blob(digest, tmp_path / f"got-{len(small)}")
         assert (tmp_path / f"got-{len(small)}").read_bytes() == small and store.requests_sent - before == 1
+
+
+def test_a_range_the_rgw_refuses_mid_blob_is_an_access_error_that_shows_no_signature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct range path maps the server's refusal like every other call, and never
+    puts the presigned URL (it carries a signature) in the error."""
+    import os
+
+    from factory.store.backends.s3 import S3Store
+
+    server = rgw_server()
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = f"factory-{uuid.uuid4().hex[:12]}"
+    server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    store = S3Store(bucket, "refused")
+    store.range_part = 1 << 20
+    digest, path = _blob(tmp_path, os.urandom(3 << 20))
+    store.put_blob(digest, path)
+    presign = store.client.generate_presigned_url
+    signed: list[str] = []
+
+    def tampered(*args: Any, **kwargs: Any) -> str:
+        url = str(presign(*args, **kwargs))
+        signed.append(url)
+        return url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+
+    monkeypatch.setattr(store.client, "generate_presigned_url", tampered)
+    dest = tmp_path / "got"
+    with pytest.raises(StoreAccessError) as caught:
+        store.get_blob(digest, dest)
+    assert "refused our credentials (SignatureDoesNotMatch)" in caught.value.message
+    assert signed and not any(url.split("?")[1] in caught.value.render() for url in signed)
+    assert "X-Amz-Signature" not in caught.value.render()
+    # What arrived before the refusal is a prefix: the first part, fetched through botocore.
+    assert dest.read_bytes() == path.read_bytes()[: store.range_part]
