@@ -588,3 +588,49 @@ def test_a_range_the_rgw_refuses_mid_blob_is_an_access_error_that_shows_no_signa
     assert "X-Amz-Signature" not in caught.value.render()
     # What arrived before the refusal is a prefix: the first part, fetched through botocore.
     assert dest.read_bytes() == path.read_bytes()[: store.range_part]
+
+
+def test_a_range_url_that_s3_redirects_falls_back_to_botocore_which_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS answers a presigned URL for a bucket in another region with a redirect that only
+    botocore follows: the range is fetched through botocore instead, and so are the rest."""
+    import http.server
+    import os
+
+    from factory.store.backends.s3 import S3Store
+
+    class Moved(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(301)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = rgw_server()
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = f"factory-{uuid.uuid4().hex[:12]}"
+    server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    store = S3Store(bucket, "moved")
+    store.range_part = 1 << 20
+    data = os.urandom((3 << 20) + 17)
+    digest, path = _blob(tmp_path, data)
+    store.put_blob(digest, path)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Moved) as elsewhere:
+        threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+        presign = store.client.generate_presigned_url
+        moved: list[str] = []
+
+        def redirected(*args: Any, **kwargs: Any) -> str:
+            moved.append(str(presign(*args, **kwargs)))
+            return moved[-1].replace(server.env()["AWS_ENDPOINT_URL"], f"http://127.0.0.1:{elsewhere.server_port}")
+
+        monkeypatch.setattr(store.client, "generate_presigned_url", redirected)
+        store.get_blob(digest, tmp_path / "got")
+        elsewhere.shutdown()
+    assert (tmp_path / "got").read_bytes() == data
+    # Only the ranges already in flight when the first redirect came back went there: 3 followed the first part.
+    assert 1 <= len(moved) <= store.range_window < 3 and store.direct_ranges is False

@@ -27,6 +27,10 @@ ATTEMPTS = 3
 TIMEOUT = 60.0
 """Seconds any one connect, send or receive may take."""
 _RETRY_STATUS = {500, 502, 503, 504}
+ELSEWHERE = frozenset({301, 302, 307, 400})
+"""Answers that mean a presigned URL went to the wrong place: AWS sends 301 (or 400,
+AuthorizationHeaderMalformed) for a bucket outside the client's region. botocore follows
+those itself; a presigned URL cannot, so the store falls back to botocore's path."""
 
 
 class RangeRefused(Exception):

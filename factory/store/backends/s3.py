@@ -243,8 +243,13 @@ class S3Store:
             url = self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key})
             if not ranged_http.proxied(url):
                 self._count()
-                self._range_reader().read_into(url, start, view)
-                return view
+                try:
+                    self._range_reader().read_into(url, start, view)
+                    return view
+                except ranged_http.RangeRefused as refused:
+                    if refused.status not in ranged_http.ELSEWHERE:
+                        raise
+                    self.direct_ranges = False  # botocore's path follows S3's redirects
         response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{stop - 1}")
         if not str(response.get("ContentRange") or "").startswith(f"bytes {start}-"):
             raise StoreError(f"{self.url}: the server ignored a range request for {key}")
