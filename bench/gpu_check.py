@@ -17,7 +17,7 @@ device tool's H200: Python 3.12 with numpy and msgpack, NVIDIA's driver, 64 MiB 
   reference's logits for them (WORK/parity/MODEL-QUANT-LIBRARY/; they depend on the model
   only, so one bundle's, the CPU one's where there is one, serves every bundle of it).
 - `vm_script.py` and `parity.py`: copies of factory/in_toolchain/vm_script.py (the runner the
-  gates use) and factory/build/parity.py (the gate's figures and bounds), unchanged.
+  gates use) and factory/cells/parity.py (the gate's figures and bounds), unchanged.
 - `tvm-runtime.tar.gz`: apache-tvm's Python package from the bundles' toolchain image
   (its .py files) with the runtime libraries only (libtvm_runtime, _extra, _cuda, _vulkan;
   never the 256 MB libtvm_compiler.so), and the image's libcudart.so.13, which
@@ -80,7 +80,7 @@ RUNTIME_TAR = "tvm-runtime.tar.gz"
 MIB = 1 << 20
 LIMIT_MIB = 64
 DEFAULT_DEVICES = ("cuda", "vulkan")
-# The Relax VM runner's device for each kind of library (factory/build/run_bundle.py).
+# The Relax VM runner's device for each kind of library (factory/cells/run_bundle.py).
 VM_DEVICES = {"llvm": "cpu", "vulkan": "vulkan", "cuda": "cuda"}
 # Each device's runtime library beside libtvm_runtime.so.
 SIDECARS = {"cpu": (), "cuda": ("tvm_runtime_cuda",), "vulkan": ("tvm_runtime_vulkan",)}
@@ -193,7 +193,7 @@ class Bundle:
 
 
 def read_bundle(folder: Path) -> Bundle:
-    """A bundle folder's factory-bundle.json, read the way factory/build/run_bundle.py reads it."""
+    """A bundle folder's factory-bundle.json, read the way factory/cells/run_bundle.py reads it."""
     path = folder / MANIFEST
     data = json.loads(path.read_text())
     compat = data["compatibility"]
@@ -422,7 +422,7 @@ def _stage(
     shutil.copyfile(REPO / "factory" / "build" / "parity.py", stage / "parity.py")
     shutil.copyfile(Path(__file__).resolve(), stage / "gpu_check.py")
     sys.path.insert(0, str(REPO))
-    from factory.build.gating import SMOKE_PROMPT
+    from factory.cells.gating import SMOKE_PROMPT
 
     config = {
         "image": image, "runtime": runtime, "ffi_wheel": f"wheels/{wheel.name}", "python": args.python,

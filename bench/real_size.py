@@ -57,8 +57,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from factory.build.gating import host_memory  # noqa: E402
-from factory.build.report import read_gates  # noqa: E402
+from factory.cells.gating import host_memory  # noqa: E402
+from factory.cells.report import read_gates  # noqa: E402
 from factory.checkpoints.example import RWKV6_1B6, TINY, Shape, write_checkpoint  # noqa: E402
 from factory.process import run as run_process  # noqa: E402
 from factory.runners.container import STEP_LABEL  # noqa: E402

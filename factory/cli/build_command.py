@@ -57,8 +57,8 @@ def build(
     offline: OfflineOption = False,
 ) -> None:
     """Build every selected cell: fetch, tokenizer, convert once, compile per target, gate, bundle."""
-    from factory.build import BuildSettings
-    from factory.build.matrix import BuildRequest, build_matrix
+    from factory.cells import BuildSettings
+    from factory.cells.matrix import BuildRequest, build_matrix
 
     settings = BuildSettings(
         work=work,

@@ -15,9 +15,9 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     # Types only: `factory --version` should not import the whole factory.
-    from factory.build.executor import Outcome
-    from factory.build.matrix import MatrixBuild
-    from factory.build.run_bundle import RunResult
+    from factory.cells.executor import Outcome
+    from factory.cells.matrix import MatrixBuild
+    from factory.cells.run_bundle import RunResult
     from factory.checkpoints.example import ExampleModel
     from factory.manifest.locked import LockUpdate
     from factory.store.documents import Index
@@ -86,7 +86,7 @@ def build_summary(out: Path) -> Callable[[MatrixBuild], None]:
     """The end-of-build table, shown as soon as the cells are done (before any publish)."""
 
     def show(result: MatrixBuild) -> None:
-        from factory.build.report import render_summary
+        from factory.cells.report import render_summary
 
         print_out(render_summary(result.graph, result.outcomes, out), soft_wrap=True)
 

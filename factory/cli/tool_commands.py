@@ -58,12 +58,12 @@ def run_command(
     image: Annotated[str | None, typer.Option("--image", help="Toolchain image (default: the bundle's).")] = None,
 ) -> None:
     """Run a prompt through a bundle (CPU, Vulkan, CUDA): encode with its tokenizer, prefill, decode; print figures."""
-    from factory.build.run_bundle import RunRequest, run_bundle
+    from factory.cells.run_bundle import RunRequest, run_bundle
 
     result = run_bundle(RunRequest(bundle=bundle, prompt=prompt, tokens=tokens, raw=raw, on_host=on_host, image=image))
     echo_lines(run_lines(result))
     if result.verdict.failed:
-        from factory.build.gates import GateFailure
+        from factory.cells.gates import GateFailure
 
         raise typer.Exit(GateFailure.exit_code)  # the figures are printed; unusable logits fail like the gate
 

@@ -7,7 +7,7 @@ is removed on success, on failure and on Ctrl-C or SIGTERM.
 
 Steps run on worker threads, where no signal arrives: a build shares one
 Cancellation with its runners, and its main thread stops the containers they
-registered (factory/build/interrupt.py). Called on the main thread (`factory run`),
+registered (factory/cells/interrupt.py). Called on the main thread (`factory run`),
 the runner makes its own worker the same way (`base.interruptible`).
 """
 

@@ -249,7 +249,7 @@ class CurrentTargets(_Frozen):
 class SourceWeights(_Frozen):
     """What convert_weight does to the source folder: with a lone model.safetensors and
     no index, it writes the index there (so a read-only source fails unless the factory
-    made the index at fetch time, factory/build/fetch.py index_single_safetensors)."""
+    made the index at fetch time, factory/cells/fetch.py index_single_safetensors)."""
 
     index: str
     single: str

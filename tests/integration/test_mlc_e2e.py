@@ -506,7 +506,7 @@ def test_every_parameter_group_moves_the_reference_far_past_the_exact_bound(
     toolchain): the reference's logits must move by far more than the exact bound, so a
     swapped name, a dropped LoRA or a wrong ln_x eps cannot pass the exact parity. For
     RWKV-7 that covers k_k, k_a, r_k, every LoRA and the v-first mix (layer 1's v LoRA)."""
-    from factory.build.parity import PARITY_TEXT, PARITY_TOKENS
+    from factory.cells.parity import PARITY_TEXT, PARITY_TOKENS
     from factory.in_toolchain.vm_script import Tokenizer
 
     _, version = MODELS[model]
@@ -740,7 +740,7 @@ def test_the_catalogs_run_page_runs_a_webgpu_bundle_in_the_visitors_browser(buil
     tokenizer.json and decodes greedily: exactly the tokens the build's browser gate made."""
     from urllib.parse import urlsplit
 
-    from factory.build.gating import SMOKE_PROMPT, SMOKE_TOKENS
+    from factory.cells.gating import SMOKE_PROMPT, SMOKE_TOKENS
     from factory.tokenizer.rwkv_world import reference_encoder
 
     bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")

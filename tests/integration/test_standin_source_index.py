@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from factory.build.fetch import index_single_safetensors
+from factory.cells.fetch import index_single_safetensors
 from factory.runners import Mount, Step
 from factory.runners.container import ContainerRunner
 from tests.conftest import BuiltToolchain

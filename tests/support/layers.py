@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("toolchain images", ("factory.toolchains.images",)),
     ("plan", ("factory.plan",)),
     ("store", ("factory.store",)),
-    ("build", ("factory.build",)),
+    ("cells", ("factory.cells",)),
     ("cli", ("factory.cli", "factory.__main__")),
 )
 SELF_CONTAINED = ("factory.in_toolchain",)
@@ -45,7 +45,7 @@ SIDE_EFFECTS = (
     "factory.process",
     "factory.runners",
     "factory.store",
-    "factory.build",
+    "factory.cells",
     "factory.cli",
     "factory.manifest.resolvers",
     "factory.toolchains.images.builder",

@@ -7,8 +7,8 @@ import io
 
 from rich.console import Console
 
-from factory.build.executor import Outcome
-from factory.build.progress import StepProgress, elapsed
+from factory.cells.executor import Outcome
+from factory.cells.progress import StepProgress, elapsed
 from factory.plan.graph import Node
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from factory.build.executor import Outcome
-from factory.build.report import gate_column, read_gates, render_summary
+from factory.cells.executor import Outcome
+from factory.cells.report import gate_column, read_gates, render_summary
 from factory.manifest.load import load_manifest
 from factory.manifest.lock import Lock
 from factory.plan.graph import plan

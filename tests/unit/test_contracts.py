@@ -249,7 +249,7 @@ def test_the_current_standin_indexes_a_lone_safetensors_in_the_source_as_upstrea
 def test_the_current_standin_fails_on_a_read_only_source_unless_fetch_made_the_index(
     standin: dict[str, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from factory.build.fetch import index_single_safetensors
+    from factory.cells.fetch import index_single_safetensors
 
     contract = standin["_contract"].load(CURRENT_PIN)
     source = _lone_safetensors(tmp_path / "model")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from factory.build.executor import Executor, NodeCache, NodeHandler
+from factory.cells.executor import Executor, NodeCache, NodeHandler
 from factory.errors import FactoryError
 from factory.manifest.load import load_manifest
 from factory.manifest.lock import Lock

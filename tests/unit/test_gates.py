@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factory.build import gates
+from factory.cells import gates
 from factory.store.bundle_folder import CHAT_CONFIG, TOKENIZER, describe, role_of
 
 LIB = "m-q4f16_1-cuda.so"

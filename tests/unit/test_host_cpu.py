@@ -78,7 +78,7 @@ def test_pull_auto_takes_the_best_cpu_level_the_host_has_and_run_refuses_the_res
 
 
 def test_the_build_gates_a_v3_bundle_only_where_the_cpu_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from factory.build.gating import device_reason, has_device
+    from factory.cells.gating import device_reason, has_device
     from factory.manifest.model import Target
 
     v3 = Target(device=json.loads(_device("x86-64-v3")), runner="container", os="linux")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from factory.build.kernels import judge_kernels, kernel_details
+from factory.cells.kernels import judge_kernels, kernel_details
 from factory.manifest.model import Target
 from factory.toolchains.base import StepArgv, kernel_check_digest, with_kernel_check
 

@@ -46,11 +46,11 @@ def _append(path: Path, text: str) -> int:
 
 def test_a_store_module_importing_the_build_fails_the_check(tmp_path: Path) -> None:
     root = _tree(tmp_path)
-    line = _append(root / "factory/store/publish.py", "from factory.build.gates import parse_smoke_line")
+    line = _append(root / "factory/store/publish.py", "from factory.cells.gates import parse_smoke_line")
     problems = check_layers(root)
     assert [str(p) for p in problems] == [
-        f"factory/store/publish.py:{line}: factory.store.publish imports factory.build.gates: "
-        "layer 'store' may not import layer 'build' above it"
+        f"factory/store/publish.py:{line}: factory.store.publish imports factory.cells.gates: "
+        "layer 'store' may not import layer 'cells' above it"
     ]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from factory.build.fetch import copy_local
+from factory.cells.fetch import copy_local
 from factory.checkpoints.example import checkpoint_files, write_example_model
 from factory.errors import InputError
 from factory.manifest.load import load_manifest

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from factory.build.parity import compare, threshold_for, verdict
+from factory.cells.parity import compare, threshold_for, verdict
 
 
 def _logits(rows: int, seed: int = 0) -> np.ndarray:
@@ -53,8 +53,8 @@ def test_both_paths_within_bounds_pass() -> None:
 
 
 def test_the_summary_names_both_paths() -> None:
-    from factory.build.gates import GateResult
-    from factory.build.gating import gate_summary
+    from factory.cells.gates import GateResult
+    from factory.cells.gating import gate_summary
 
     ref = _logits(24)
     _, _, details = verdict(
@@ -67,7 +67,7 @@ def test_the_summary_names_both_paths() -> None:
 def test_the_parameter_count_comes_from_the_safetensors_headers(tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
-    from factory.build.gating import checkpoint_parameters
+    from factory.cells.gating import checkpoint_parameters
     from factory.checkpoints.example import TINY, write_checkpoint
 
     files = write_checkpoint(tmp_path, 6, TINY)
@@ -78,8 +78,8 @@ def test_the_parameter_count_comes_from_the_safetensors_headers(tmp_path: Path) 
 
 
 def test_the_gate_says_when_the_host_cannot_hold_the_reference(tmp_path: Path) -> None:
-    from factory.build.gating import checkpoint_parameters, reference_shortfall
-    from factory.build.parity import reference_memory
+    from factory.cells.gating import checkpoint_parameters, reference_shortfall
+    from factory.cells.parity import reference_memory
     from factory.checkpoints.example import TINY, write_checkpoint
 
     write_checkpoint(tmp_path, 6, TINY)
@@ -90,7 +90,7 @@ def test_the_gate_says_when_the_host_cannot_hold_the_reference(tmp_path: Path) -
 
 
 def test_a_1b6_reference_fits_a_24_gib_runner_and_a_7b_one_does_not() -> None:
-    from factory.build.parity import reference_memory
+    from factory.cells.parity import reference_memory
 
     runner = 24 << 30
     # RWKV-6 World 1B6 (1.60e9 weights, 65536 x 2048 embedding) and 7B (7.64e9, 65536 x 4096).

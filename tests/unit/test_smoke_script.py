@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from factory.build import gates
+from factory.cells import gates
 from factory.in_toolchain import smoke_script
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factory.build.gating import Candidate, browser_blocker, device_reason, has_device
+from factory.cells.gating import Candidate, browser_blocker, device_reason, has_device
 from factory.manifest.model import BuildOptions, Model, Target
 from factory.store.bundle_folder import run_command
 from factory.store.runtime import runtime_words

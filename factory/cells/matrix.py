@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from factory.build import BuildSettings, execute
-from factory.build.context import bundle_name
-from factory.build.executor import Outcome
-from factory.build.report import exit_code
+from factory.cells import BuildSettings, execute
+from factory.cells.context import bundle_name
+from factory.cells.executor import Outcome
+from factory.cells.report import exit_code
 from factory.manifest.locked import load_locked
 from factory.plan.graph import BuildGraph
 from factory.plan.graph import plan as make_plan

@@ -4,7 +4,7 @@ reference implementation's on the same checkpoint and the same tokens.
 The figures follow llama.cpp's measure of quantization quality: the KL divergence
 of the bundle's distribution from the reference's at every position (mean and max),
 top-1 agreement, and the largest logit difference. Everything here is pure; the
-runs that produce the logits are in factory/build/gating.py (factory/in_toolchain/reference_script.py and
+runs that produce the logits are in factory/cells/gating.py (factory/in_toolchain/reference_script.py and
 factory/in_toolchain/vm_script.py, inside the toolchain).
 """
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from rich.console import Console
 
-from factory.build import steps
-from factory.build.bundle_step import bundle, cached_bundle
-from factory.build.context import (
+from factory.cells import steps
+from factory.cells.bundle_step import bundle, cached_bundle
+from factory.cells.context import (
     BuildContext,
     BuildSettings,
     RunnerUnavailable,
@@ -35,9 +35,9 @@ from factory.build.context import (
     bundle_name,
     patches_digest,
 )
-from factory.build.executor import Executor, NodeHandler, Outcome
-from factory.build.interrupt import BuildInterrupted, signals_cancel
-from factory.build.progress import StepProgress
+from factory.cells.executor import Executor, NodeHandler, Outcome
+from factory.cells.interrupt import BuildInterrupted, signals_cancel
+from factory.cells.progress import StepProgress
 from factory.manifest.load import LoadedManifest
 from factory.manifest.lock import Lock
 from factory.plan.graph import BuildGraph, Node

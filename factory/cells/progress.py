@@ -19,8 +19,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from factory.build.context import LineSink
-from factory.build.executor import Outcome
+from factory.cells.context import LineSink
+from factory.cells.executor import Outcome
 from factory.plan.graph import Node
 
 PLAIN_EVERY = 60.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factory.build import gates
+from factory.cells import gates
 from factory.errors import FactoryError, InputError, Problem
 from factory.in_toolchain import SCRIPTS_DIR
 from factory.process import run as run_process

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from factory.build.executor import NodeCache, Watch
+from factory.cells.executor import NodeCache, Watch
 from factory.errors import FactoryError
 from factory.in_toolchain import SCRIPTS_DIR
 from factory.manifest.load import LoadedManifest

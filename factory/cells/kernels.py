@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from factory.build.gates import GateResult
+from factory.cells.gates import GateResult
 
 _SHOWN = 4  # blocks or buffers named per function; the report keeps them all
 _HINT = (

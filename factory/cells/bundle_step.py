@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from factory import __version__
-from factory.build import gates
-from factory.build.context import BuildContext, bundle_name, patches_digest
-from factory.build.gating import Candidate, device_reason, gate_summary, has_device, run_gates
+from factory.cells import gates
+from factory.cells.context import BuildContext, bundle_name, patches_digest
+from factory.cells.gating import Candidate, device_reason, gate_summary, has_device, run_gates
 from factory.plan.graph import Node
 from factory.store import bundle_folder as bundles
 from factory.store.documents import BUNDLE_MANIFEST, DocumentError

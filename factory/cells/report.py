@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from factory.build.executor import Outcome
+from factory.cells.executor import Outcome
 from factory.plan.graph import BuildGraph
 from factory.store.bundle_folder import read_manifest
 from factory.store.documents import BUNDLE_MANIFEST, DocumentError

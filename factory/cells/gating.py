@@ -1,6 +1,6 @@
 """The gates a new bundle passes before it is accepted, wired to the build: layout and
 params are checked here on the host; library, smoke and parity run factory scripts
-inside the bundle's toolchain through its runner (factory/build/gates.py judges the output)."""
+inside the bundle's toolchain through its runner (factory/cells/gates.py judges the output)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from factory.build import gates, kernels
-from factory.build.context import BuildContext
+from factory.cells import gates, kernels
+from factory.cells.context import BuildContext
 from factory.manifest.model import Target
 from factory.runners import Mount
 from factory.store import bundle_folder as bundles
@@ -222,7 +222,7 @@ def checkpoint_parameters(folder: Path) -> tuple[int, int]:
 
 def reference_shortfall(folder: Path, memory: int) -> str | None:
     """Why this host cannot hold the parity reference for the checkpoint in `folder`, or None."""
-    from factory.build import parity
+    from factory.cells import parity
 
     need = parity.reference_memory(*checkpoint_parameters(folder))
     if need <= memory:
@@ -235,8 +235,8 @@ def reference_shortfall(folder: Path, memory: int) -> str | None:
 
 def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
     """The bundle's next-token distributions against the RWKV reference implementation
-    on the same checkpoint and tokens (factory/build/parity.py has the figures and bounds)."""
-    from factory.build import parity
+    on the same checkpoint and tokens (factory/cells/parity.py has the figures and bounds)."""
+    from factory.cells import parity
     from factory.in_toolchain.vm_script import Tokenizer
 
     blocker = _parity_blocker(ctx, c)

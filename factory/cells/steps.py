@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from factory.build.context import BuildContext, StepFailed
+from factory.cells.context import BuildContext, StepFailed
 from factory.in_toolchain import SCRIPTS_DIR
 from factory.plan.graph import Node
 from factory.runners import Mount
@@ -33,7 +33,7 @@ from factory.toolchains.base import (
 
 
 def fetch(ctx: BuildContext, node: Node, out: Path, meta: dict[str, Any]) -> str:
-    from factory.build.fetch import copy_local, fetch_snapshot
+    from factory.cells.fetch import copy_local, fetch_snapshot
 
     model = ctx.models[str(node.attrs["model"])]
     index = ctx.loaded.manifest.models.index(model)
