@@ -1,4 +1,5 @@
-"""`factory build`: one small function per node kind, walked by the executor.
+"""The cells of a build: their steps, gates and bundles (`factory build`, `factory run`),
+one small function per node kind, walked by the executor.
 
 steps.py        fetch, tokenizer, convert, compile
 bundle_step.py  bundle: assemble, gate, describe, lay out under --out
@@ -14,7 +15,8 @@ report.py       the end-of-build summary; matrix.py plan, execute, then publish
 run_bundle.py   `factory run`: a bundle through its toolchain's Relax VM
 
 The top of the pipeline below the CLI. May import every layer but the CLI: the shared
-modules, manifest, toolchains, runners, plan, store, tokenizer and in_toolchain.
+modules, manifest, toolchains, runners, tokenizer, devices, plan, store, trust, clients
+and in_toolchain.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factory.clients import client_records
 from factory.errors import FactoryError
-from factory.store import client_records
 
 FLOAT_DTYPES = {"float16", "float32", "bfloat16", "float64"}
 # The Relax VM runner's device (factory/in_toolchain/vm_script.py) per target kind it drives.

@@ -16,10 +16,10 @@ from typing import Any
 
 from factory.cells import gates, kernels
 from factory.cells.context import BuildContext
+from factory.devices.host_cpu import shortfall
 from factory.manifest.model import Target
 from factory.runners import Mount
 from factory.store import bundle_folder as bundles
-from factory.store.host_cpu import shortfall
 from factory.toolchains.base import MODEL_ROOT, needs_kernel_check
 
 # The smoke run of CPU bundles: a fixed prompt in the conversation template's own

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from factory.cells import gates
+from factory.devices.host_cpu import shortfall
 from factory.errors import FactoryError, InputError, Problem
 from factory.in_toolchain import SCRIPTS_DIR
 from factory.process import run as run_process
 from factory.runners import Mount, Step
 from factory.store.bundle_folder import CHAT_CONFIG, read_manifest
 from factory.store.documents import BUNDLE_MANIFEST, BundleManifest
-from factory.store.host_cpu import shortfall
 
 
 @dataclass(frozen=True, kw_only=True)

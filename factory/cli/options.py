@@ -12,7 +12,7 @@ import typer
 from factory.store.choice import DEFAULT_MATRIX
 
 if TYPE_CHECKING:
-    from factory.store.trust import Trust
+    from factory.trust.policy import Trust
 
 MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="Matrix manifest, e.g. manifests/world.yaml")]
 OnlyOption = Annotated[
@@ -84,6 +84,6 @@ def retired(spelling: str, instead: str) -> Callable[[object], object]:
 
 def trusted(keys: list[str] | None) -> Trust | None:
     """--trust, else FACTORY_TRUST, else the trust file; None when nothing is configured."""
-    from factory.store.trust import load_trust
+    from factory.trust.policy import load_trust
 
     return load_trust(keys)

@@ -19,19 +19,19 @@ if TYPE_CHECKING:
     from factory.cells.matrix import MatrixBuild
     from factory.cells.run_bundle import RunResult
     from factory.checkpoints.example import ExampleModel
+    from factory.clients.mlc_repo import ExportedRepo
+    from factory.clients.release import Release
     from factory.manifest.locked import LockUpdate
     from factory.store.documents import Index
     from factory.store.housekeeping import GcReport
     from factory.store.mirror import MirrorReport
-    from factory.store.mlc_repo import ExportedRepo
     from factory.store.publish import PublishReport
     from factory.store.pull import Pulled
-    from factory.store.release import Release
-    from factory.store.signing import KeyPair
     from factory.store.verify import Verified
     from factory.tokenizer.rwkv_world import TokenizerFile
     from factory.toolchains.images.builder import BuildLog
     from factory.toolchains.images.manage import ImageListing, ImageResult
+    from factory.trust.signing import KeyPair
 
 # Piped output gets wide lines rather than truncated columns.
 PIPED_WIDTH = 200

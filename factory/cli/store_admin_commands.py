@@ -91,7 +91,7 @@ def release(
     ] = None,
 ) -> None:
     """Write the release manifest and the index for the manifest's release version, and print the notes."""
-    from factory.store.release import release_matrix
+    from factory.clients.release import release_matrix
 
     made, url = release_matrix(
         matrix, store=store, endpoint_url=endpoint_url, only=tuple(only or ()), notes=notes, output_file=output_file
@@ -108,7 +108,7 @@ def keygen(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
 ) -> None:
     """Make an ed25519 signing key pair (private key mode 0600, never printed)."""
-    from factory.store.signing import keygen as make_keys
+    from factory.trust.signing import keygen as make_keys
 
     echo_lines(keygen_lines(make_keys(out, force=force)))
 
@@ -158,7 +158,7 @@ def catalog(
 ) -> None:
     """Write a static catalog page of every bundle a store holds, and the page that runs its
     WebGPU bundles in the visitor's browser."""
-    from factory.store.catalog import ClientNames, make_catalog
+    from factory.clients.catalog import ClientNames, make_catalog
     from factory.store.choice import choose_store
 
     names = ClientNames(org=hf_org, libs_url=libs_url, hub_url=hub_url)

@@ -83,9 +83,9 @@ def pull(
     ] = None,
 ) -> None:
     """Download a bundle, verify every byte, and lay it out for its runtime."""
+    from factory.devices.runtime import RuntimeSpec
     from factory.store.choice import choose_store
     from factory.store.pull import pull as do_pull
-    from factory.store.runtime import RuntimeSpec
 
     spec = RuntimeSpec.parse(runtime) if runtime else None
     pulled = do_pull(
@@ -94,7 +94,7 @@ def pull(
     )  # fmt: skip
     echo_lines(pulled_lines(pulled))
     if mlc_cache is not None:
-        from factory.store.mlc_repo import export_bundle
+        from factory.clients.mlc_repo import export_bundle
 
         echo_lines(mlc_cache_lines(export_bundle(pulled.path, mlc_cache, repo, hf_cache=True), mlc_cache))
 
@@ -109,7 +109,7 @@ def export(
     ] = None,
 ) -> None:
     """Write a verified bundle as a Hugging Face MLC weight repo (with a model card) and its library apart."""
-    from factory.store.mlc_repo import export_bundle
+    from factory.clients.mlc_repo import export_bundle
 
     echo_lines(export_repo_lines(export_bundle(bundle, out, repo)))
 
@@ -124,7 +124,7 @@ def ls(
 ) -> None:
     """List the bundles a store's index holds."""
     from factory.store.choice import choose_store
-    from factory.store.trust import open_index
+    from factory.trust.policy import open_index
 
     print_out(index_table(open_index(choose_store(store, endpoint_url, matrix), trusted(trust))))
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vm_script  # type: ignore[import-not-found]  # beside this file, in the image too
 
 PAGE = Path(__file__).resolve().parent / "browser_page.html"
-# The page's WebGPU driver, which the catalog's run.html shares (factory/store/run_page.py).
+# The page's WebGPU driver, which the catalog's run.html shares (factory/clients/run_page.py).
 SESSION = PAGE.with_name("webgpu_session.js")
 CHROMIUM = os.environ.get("FACTORY_CHROMIUM", "/usr/bin/chromium")
 TVMJS = os.environ.get("FACTORY_TVMJS", "/opt/factory/webgpu/tvmjs.js")

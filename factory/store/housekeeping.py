@@ -14,9 +14,9 @@ from factory.errors import FactoryError, IntegrityError, UsageError
 from factory.store.backends.base import LocalWriteError, Store
 from factory.store.documents import STORED_BUNDLE_FIX, BundleManifest, Index, parse
 from factory.store.index import read_bundle_manifest, update_index
-from factory.store.release_signing import check_release_signatures
 from factory.store.transfer_progress import item_progress
-from factory.store.trust import Trust, open_index
+from factory.trust.policy import Trust, open_index
+from factory.trust.release_signing import check_release_signatures
 
 
 def referenced_blobs(store: Store) -> set[str]:

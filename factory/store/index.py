@@ -25,7 +25,7 @@ from factory.store.documents import (
     is_envelope,
     parse,
 )
-from factory.store.signing import Signer, expiry_after, signer_from_env
+from factory.trust.signing import Signer, expiry_after, signer_from_env
 
 __all__ = ["INDEX", "bundle_doc_key", "published_build_keys", "read_bundle_manifest", "read_index", "update_index"]
 

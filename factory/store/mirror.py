@@ -25,9 +25,9 @@ from factory.store.backends.base import PreconditionFailed, Store, TransferCance
 from factory.store.documents import INDEX, Index, ReleaseManifest, bundle_doc_key, is_envelope, parse
 from factory.store.index import read_bundle_manifest
 from factory.store.mirror_index import merge_index
-from factory.store.release_signing import release_signature_key
 from factory.store.transfer_progress import byte_progress
-from factory.store.trust import Trust, check_index
+from factory.trust.policy import Trust, check_index
+from factory.trust.release_signing import release_signature_key
 
 
 @dataclass(frozen=True)

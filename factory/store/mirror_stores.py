@@ -9,7 +9,7 @@ from factory.store.archive import archive_for_reading, archive_for_writing, is_a
 from factory.store.backends import Store, open_store
 from factory.store.choice import choose_store
 from factory.store.mirror import MirrorReport, mirror
-from factory.store.trust import Trust
+from factory.trust.policy import Trust
 
 
 def run_mirror(

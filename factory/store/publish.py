@@ -32,8 +32,8 @@ from factory.store.documents import (
 )
 from factory.store.index import bundle_doc_key, check_index_writable, update_index
 from factory.store.integrity import check_bundle_dir, hash_mismatch
-from factory.store.signing import signer_from_env
 from factory.store.transfer_progress import byte_progress
+from factory.trust.signing import signer_from_env
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,17 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory.devices.host_cpu import bundle_level, host_flags, level_of
+from factory.devices.runtime import RuntimeSpec, runtime_words
 from factory.errors import UsageError
 from factory.paths import blob_cache
 from factory.store.backends.base import LocalWriteError, Store, TransferCancelled
 from factory.store.blob_cache import blob_path, check_room, disk_error, fetch_blob, folder_lock, is_cached, partial_size
 from factory.store.bundle_folder import BUNDLE_PLACEHOLDER, link_or_copy, replace_folder
 from factory.store.documents import BUNDLE_MANIFEST, Index, IndexRecord
-from factory.store.host_cpu import bundle_level, host_flags, level_of
 from factory.store.index import read_bundle_manifest
-from factory.store.runtime import RuntimeSpec, runtime_words
 from factory.store.transfer_progress import byte_progress
-from factory.store.trust import Trust, open_index
+from factory.trust.policy import Trust, open_index
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from factory.errors import UsageError
 from factory.store.choice import choose_store
 from factory.store.documents import BUNDLE_MANIFEST, BundleManifest, read_file
 from factory.store.integrity import check_bundle_dir
-from factory.store.trust import load_trust
+from factory.trust.policy import load_trust
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,7 @@ def test_the_catalog_published_into_the_rgw_is_served_over_http(
 def test_a_webgpu_bundle_links_to_the_run_page_with_its_weights_library_and_runtime(
     browser: Any, tmp_path: Path
 ) -> None:
-    from factory.store.run_page import SESSION_SCRIPT
+    from factory.clients.run_page import SESSION_SCRIPT
 
     bundle = make_bundle(tmp_path / "dist", quant="q4f32_1", target="webgpu", suffix="wasm", device="webgpu:generic",
                          gates={"layout": {"status": "passed"}})  # fmt: skip
@@ -248,7 +248,7 @@ def test_a_webgpu_bundle_links_to_the_run_page_with_its_weights_library_and_runt
 def test_the_run_pages_tokenizer_is_the_reference_one_on_tokenizer_json(browser: Any, tmp_path: Path) -> None:
     """The run page encodes prompts itself from the bundle's tokenizer.json: the same ids as
     the `rwkv` package's tokenizer on the corpus, and decoding gives the text back."""
-    from factory.store.run_page import RUN_PAGE, SESSION_SCRIPT
+    from factory.clients.run_page import RUN_PAGE, SESSION_SCRIPT
     from factory.tokenizer import hf_json
     from factory.tokenizer.rwkv_world import CORPUS, parse_vocab, reference_encoder, upstream_vocab_path
 

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from factory.checkpoints.example import TINY, Shape, write_checkpoint
-from factory.store.host_cpu import host_flags, level_of
+from factory.devices.host_cpu import host_flags, level_of
 from tests.support.gpu_check_case import check_gpu_check_prepares_and_runs
 from tests.support.hub import LocalHub
 from tests.support.run import factory
@@ -697,7 +697,7 @@ def _served_export(bundle: Path, site: Path) -> Iterator[str]:
     import functools
     import http.server
 
-    from factory.store.mlc_repo import export_bundle
+    from factory.clients.mlc_repo import export_bundle
 
     exported = export_bundle(bundle, site, REPO_ID)
     resolved = site / "hub" / REPO_ID / "resolve"
@@ -800,8 +800,8 @@ def test_webllm_loads_a_webgpu_bundle_with_its_model_record_and_checks_its_integ
     SRI strings, params fetched, every shader compiled. A record whose wasm digest is wrong
     is refused. (Generating is not tested: WebLLM always samples on the GPU, and one
     argsort_probs over the 65,536-token vocab took 468 s on SwiftShader here.)"""
+    from factory.clients.client_records import client_records
     from factory.store.bundle_folder import read_manifest
-    from factory.store.client_records import client_records
     from tests.support.webllm import webllm_script
 
     bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")

@@ -24,11 +24,23 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("vocabulary", ("factory.manifest.model",)),
     # The tokenizer asks the recorded contracts whether a tokenizers-cpp pin has the trie fix.
     ("checkpoints", ("factory.checkpoints",)),
+    # What a bundle needs of the machine and runtime that run it (pure, but for /proc/cpuinfo).
+    ("devices", ("factory.devices",)),
     ("flows, runners, tokenizer", ("factory.toolchains", "factory.runners", "factory.tokenizer")),
     ("manifest", ("factory.manifest",)),
     ("toolchain images", ("factory.toolchains.images",)),
     ("plan", ("factory.plan",)),
+    # What a store holds and how it is reached (documents, backends, a bundle's files and
+    # their checks), below trust, which signs and checks those documents, and below the
+    # store's operations, which apply trust.
+    (
+        "store vocabulary",
+        ("factory.store.documents", "factory.store.backends", "factory.store.integrity", "factory.store.bundle_folder"),
+    ),
+    ("trust", ("factory.trust",)),
     ("store", ("factory.store",)),
+    # How other runtimes see bundles: a new client adds a module here and touches no storage.
+    ("clients", ("factory.clients",)),
     ("cells", ("factory.cells",)),
     ("cli", ("factory.cli", "factory.__main__")),
 )
@@ -45,6 +57,8 @@ SIDE_EFFECTS = (
     "factory.process",
     "factory.runners",
     "factory.store",
+    "factory.trust",
+    "factory.clients",
     "factory.cells",
     "factory.cli",
     "factory.manifest.resolvers",

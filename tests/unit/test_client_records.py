@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from factory.clients import client_records as records
+from factory.clients.mlc_repo import export_bundle
+from factory.devices.runtime import RuntimeSpec, runtime_words
 from factory.errors import FactoryError, UsageError
 from factory.manifest.model import BuildOptions, Model, Target
-from factory.store import client_records as records
 from factory.store.bundle_folder import read_manifest
-from factory.store.mlc_repo import export_bundle
-from factory.store.runtime import RuntimeSpec, runtime_words
 from factory.toolchains import FLOWS
 from tests.support.bundles import make_bundle
 
@@ -176,8 +176,8 @@ def test_export_refuses_a_tampered_bundle_and_writes_nothing(tmp_path: Path) -> 
 
 
 def test_release_notes_name_each_runtime_and_carry_the_client_records(tmp_path: Path) -> None:
+    from factory.clients.release import render_notes
     from factory.store.documents import ReleaseManifest
-    from factory.store.release import render_notes
 
     manifest = read_manifest(_bundle(tmp_path, "q4f32_1", "webgpu", "wasm"))
     bundle = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.store.host_cpu import CPU_FLAGS_ENV, bundle_level, host_flags, level_of, missing_for
+from factory.devices.host_cpu import CPU_FLAGS_ENV, bundle_level, host_flags, level_of, missing_for
 from tests.support.bundles import make_bundle
 from tests.support.run import factory
 

@@ -30,6 +30,9 @@ def test_a_module_gets_the_most_specific_layer() -> None:
     assert names[layer_of("factory.manifest.load") or 0] == "manifest"
     assert names[layer_of("factory.toolchains.images.plan") or 0] == "toolchain images"
     assert names[layer_of("factory.toolchains.current") or 0] == "flows, runners, tokenizer"
+    assert names[layer_of("factory.store.documents.index") or 0] == "store vocabulary"
+    assert names[layer_of("factory.store.pull") or 0] == "store"
+    assert names[layer_of("factory.trust.policy") or 0] == "trust"
     assert layer_of("factory.newthing") is None
 
 
@@ -44,7 +47,7 @@ def _append(path: Path, text: str) -> int:
     return len(lines) + 1
 
 
-def test_a_store_module_importing_the_build_fails_the_check(tmp_path: Path) -> None:
+def test_a_store_module_importing_the_cells_fails_the_check(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     line = _append(root / "factory/store/publish.py", "from factory.cells.gates import parse_smoke_line")
     problems = check_layers(root)
@@ -52,6 +55,21 @@ def test_a_store_module_importing_the_build_fails_the_check(tmp_path: Path) -> N
         f"factory/store/publish.py:{line}: factory.store.publish imports factory.cells.gates: "
         "layer 'store' may not import layer 'cells' above it"
     ]
+
+
+def test_storage_knows_nothing_of_its_clients_and_trust_nothing_of_storage_operations(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    _append(root / "factory/store/pull.py", "from factory.clients.mlc_repo import DEFAULT_ORG")
+    _append(root / "factory/trust/policy.py", "from factory.store.index import read_index")
+    found = {(p.importer, p.imported, p.why) for p in check_layers(root)}
+    assert found == {
+        (
+            "factory.store.pull",
+            "factory.clients.mlc_repo",
+            "layer 'store' may not import layer 'clients' above it",
+        ),
+        ("factory.trust.policy", "factory.store.index", "layer 'trust' may not import layer 'store' above it"),
+    }
 
 
 def test_relative_and_lazy_imports_count_too(tmp_path: Path) -> None:

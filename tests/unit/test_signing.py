@@ -16,8 +16,8 @@ from factory.errors import BadSignature, ExpiredIndex, MissingSignature, Rollbac
 from factory.store.backends.local import LocalStore
 from factory.store.documents import INDEX, Index, SignedEnvelope, parse
 from factory.store.index import update_index
-from factory.store.signing import keygen, load_signer, parse_public
-from factory.store.trust import Trust, load_trust, open_index
+from factory.trust.policy import Trust, load_trust, open_index
+from factory.trust.signing import keygen, load_signer, parse_public
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +146,7 @@ def _see(args: tuple[str, str, int]) -> str:
     """One process recording that it saw `version` of a store (the trust state's writer)."""
     cache, url, version = args
     os.environ["XDG_CACHE_HOME"] = cache
-    from factory.store.trust import _record
+    from factory.trust.policy import _record
 
     trust = load_trust(["ed25519:" + base64.b64encode(b"\x01" * 32).decode()])
     assert trust is not None

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from factory.cells.gating import Candidate, browser_blocker, device_reason, has_device
+from factory.devices.runtime import runtime_words
 from factory.manifest.model import BuildOptions, Model, Target
 from factory.store.bundle_folder import run_command
-from factory.store.runtime import runtime_words
 from factory.toolchains import FLOWS
 
 WEBGPU = Target.model_validate({"device": "webgpu:generic", "suffix": "wasm", "runner": "container", "os": "linux"})

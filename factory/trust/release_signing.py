@@ -10,8 +10,8 @@ import hashlib
 from factory.errors import BadSignature
 from factory.store.backends.base import Store
 from factory.store.documents import RELEASE_PAYLOAD, Index, SignedEnvelope, parse
-from factory.store.signing import Signer
-from factory.store.trust import Trust, check_envelope
+from factory.trust.policy import Trust, check_envelope
+from factory.trust.signing import Signer
 
 
 def release_signature_key(manifest_key: str) -> str:

@@ -2,7 +2,7 @@
 type="application/json">), so the page works from file:// (where browsers refuse to
 fetch a sibling file) and from a bucket's static website alike; catalog.json beside it
 holds the same data for machines, and each WebGPU bundle links to run.html beside it
-(factory/store/run_page.py). The script builds the table with textContent only,
+(factory/clients/run_page.py). The script builds the table with textContent only,
 so nothing from a store is ever parsed as HTML."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`factory catalog`: what a store holds, as a static site (factory/store/catalog_page.py renders
+"""`factory catalog`: what a store holds, as a static site (factory/clients/catalog_page.py renders
 the HTML; the entries here are its JSON). Read through the same trust checks as pull."""
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from factory.clients.catalog_page import render_page
+from factory.clients.client_records import DEFAULT_HUB_URL, DEFAULT_LIBS_URL, client_records
+from factory.clients.mlc_repo import DEFAULT_ORG
+from factory.clients.run_page import RUN_PAGE, SESSION_SCRIPT
+from factory.devices.runtime import runtime_words
 from factory.errors import LocalDiskError
 from factory.store.backends.base import Store
 from factory.store.bundle_folder import BUNDLE_PLACEHOLDER
-from factory.store.catalog_page import render_page
-from factory.store.client_records import DEFAULT_HUB_URL, DEFAULT_LIBS_URL, client_records
 from factory.store.documents import BundleManifest, IndexRecord
 from factory.store.index import read_bundle_manifest
-from factory.store.mlc_repo import DEFAULT_ORG
-from factory.store.run_page import RUN_PAGE, SESSION_SCRIPT
-from factory.store.runtime import runtime_words
-from factory.store.trust import Trust, open_index
+from factory.trust.policy import Trust, open_index
 
 CATALOG_SCHEMA = "factory.catalog/v1"
 

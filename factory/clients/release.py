@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from factory import __version__
+from factory.clients.client_records import client_records
+from factory.clients.mlc_repo import DEFAULT_ORG
+from factory.devices.runtime import runtime_words
 from factory.errors import FactoryError
 from factory.manifest.locked import load_locked
 from factory.plan.graph import BuildGraph
 from factory.plan.graph import plan as make_plan
 from factory.store.backends.base import Store
 from factory.store.choice import choose_store
-from factory.store.client_records import client_records
 from factory.store.documents import (
     RELEASE_SCHEMA,
     STORED_BUNDLE_FIX,
@@ -39,11 +41,9 @@ from factory.store.documents import (
     release_doc_key,
 )
 from factory.store.index import bundle_doc_key
-from factory.store.mlc_repo import DEFAULT_ORG
 from factory.store.publish import add_to_index, index_record, put_once
-from factory.store.release_signing import sign_release
-from factory.store.runtime import runtime_words
-from factory.store.signing import signer_from_env
+from factory.trust.release_signing import sign_release
+from factory.trust.signing import signer_from_env
 
 __all__ = ["RELEASE_SCHEMA", "Release", "make_release", "release_doc_key", "release_matrix", "render_notes"]
 

@@ -18,10 +18,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory.devices.runtime import runtime_words
 from factory.errors import UsageError
 from factory.store.bundle_folder import link_or_copy, replace_folder
 from factory.store.documents import BundleManifest
-from factory.store.runtime import runtime_words
 from factory.store.verify import verified_manifest
 
 DEFAULT_ORG = "factory"  # also client_records: one default namespace

@@ -26,7 +26,7 @@ from factory.file_lock import file_lock
 from factory.paths import cache_home
 from factory.store.backends.base import Store
 from factory.store.documents import INDEX, INDEX_PAYLOAD, Index, SignedEnvelope, is_envelope, parse
-from factory.store.signing import PublicKey, parse_public
+from factory.trust.signing import PublicKey, parse_public
 
 TRUST_ENV = "FACTORY_TRUST"
 
