@@ -65,9 +65,24 @@ CONF
     monmaptool --create --add a 127.0.0.1:6789 --fsid "$fsid" "$dir/monmap" >/dev/null
     ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" >/dev/null
     ceph-mon -c "$conf" -i a
+    for _ in $(seq 60); do timeout 10 ceph -c "$conf" -s >/dev/null 2>&1 && break; sleep 0.5; done
     osd_id="$(ceph -c "$conf" osd create)"
     ceph-osd -c "$conf" -i "$osd_id" --mkfs >/dev/null 2>&1
-    ceph-osd -c "$conf" -i "$osd_id" 2>>"$dir/log/start.log"
+    # An OSD's first start on a fresh monitor can lose a race: its first command reaches the
+    # monitor with a zero fsid ('wrong fsid', EPERM) and the OSD exits. Started again on the
+    # same data it comes up (seen on a fresh CI machine, twice), so start it until it is up.
+    for _ in $(seq 5); do
+        pgrep -f "ceph-osd -c $conf" >/dev/null || ceph-osd -c "$conf" -i "$osd_id" 2>>"$dir/log/start.log" || true
+        up=""
+        for _ in $(seq 20); do
+            up="$(timeout 10 ceph -c "$conf" osd stat 2>/dev/null || true)"
+            [[ "$up" == *"1 up"* ]] && break
+            pgrep -f "ceph-osd -c $conf" >/dev/null || break
+            sleep 0.5
+        done
+        [[ "$up" == *"1 up"* ]] && break
+        echo "OSD not up yet (${up:-no answer}); starting it again" >&2
+    done
     radosgw -c "$conf" -n client.rgw.a
     for _ in $(seq 120); do
         curl -fsS -o /dev/null "http://127.0.0.1:${port}/" 2>/dev/null && break
