@@ -419,7 +419,7 @@ def _stage(
         for deb in debs:
             shutil.copyfile(deb, stage / "debs" / deb.name)
     shutil.copyfile(REPO / "factory" / "in_toolchain" / "vm_script.py", stage / "vm_script.py")
-    shutil.copyfile(REPO / "factory" / "build" / "parity.py", stage / "parity.py")
+    shutil.copyfile(REPO / "factory" / "cells" / "parity.py", stage / "parity.py")
     shutil.copyfile(Path(__file__).resolve(), stage / "gpu_check.py")
     sys.path.insert(0, str(REPO))
     from factory.cells.gating import SMOKE_PROMPT

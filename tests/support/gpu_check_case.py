@@ -78,7 +78,7 @@ def check_gpu_check_prepares_and_runs(root: Path, dist: Path, work: Path, image:
         reference = gzip.decompress((out / "parity" / model / "reference.npy.gz").read_bytes())
         assert reference == (parity / "reference.npy").read_bytes()
     assert (out / "vm_script.py").read_bytes() == (REPO / "factory" / "in_toolchain" / "vm_script.py").read_bytes()
-    assert (out / "parity.py").read_bytes() == (REPO / "factory" / "build" / "parity.py").read_bytes()
+    assert (out / "parity.py").read_bytes() == (REPO / "factory" / "cells" / "parity.py").read_bytes()
     with tarfile.open(out / "tvm-runtime.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"tvm/__init__.py", "tvm/lib/libtvm_runtime.so", "tvm/lib/libtvm_runtime_vulkan.so"} <= names
