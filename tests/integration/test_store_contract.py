@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,6 +22,9 @@ from factory.store.publish import publish
 from factory.store.pull import pull
 from tests.support.bundles import make_bundle
 from tests.support.s3servers import S3Server, moto_server, rgw_server
+
+if TYPE_CHECKING:
+    from factory.store.backends.s3 import S3Store
 
 pytestmark = pytest.mark.s3
 
@@ -37,11 +40,26 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     if request.param == "local":
         return f"file://{tmp_path / 'store'}", None
     server: S3Server = request.getfixturevalue("moto") if request.param == "moto" else rgw_server()
+    return f"s3://{_fresh_bucket(server, monkeypatch)}/releases", server
+
+
+def _fresh_bucket(server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on `server`, with the environment pointing boto3 (so every store) at the server."""
     for key, value in server.env().items():
         monkeypatch.setenv(key, value)
     bucket = f"factory-{uuid.uuid4().hex[:12]}"
     server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-    return f"s3://{bucket}/releases", server
+    return bucket
+
+
+def _fresh_s3_store(server: S3Server, monkeypatch: pytest.MonkeyPatch, prefix: str) -> S3Store:
+    """An S3Store on a new bucket of `server` that reads blobs in ranges of 1 MiB, so that
+    a blob of a few MiB takes several."""
+    from factory.store.backends.s3 import S3Store
+
+    store = S3Store(_fresh_bucket(server, monkeypatch), prefix)
+    store.range_part = 1 << 20
+    return store
 
 
 @pytest.fixture
@@ -504,15 +522,10 @@ def test_a_large_blob_arrives_in_parallel_ranges_in_order_and_resumes(
     import os
 
     from factory.store.backends.base import TransferCancelled
-    from factory.store.backends.s3 import S3Store
 
     server: S3Server = request.getfixturevalue("moto") if server_name == "moto" else rgw_server()
-    for key, value in server.env().items():
-        monkeypatch.setenv(key, value)
-    bucket = f"factory-{uuid.uuid4().hex[:12]}"
-    server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-    store = S3Store(bucket, "ranges")
-    store.range_part, store.range_window, store.direct_ranges = 1 << 20, 3, direct
+    store = _fresh_s3_store(server, monkeypatch, "ranges")
+    store.range_window, store.direct_ranges = 3, direct
     data = os.urandom(5_000_123)
     digest, path = _blob(tmp_path, data)
     store.put_blob(digest, path)
@@ -560,15 +573,7 @@ def test_a_range_the_rgw_refuses_mid_blob_is_an_access_error_that_shows_no_signa
     puts the presigned URL (it carries a signature) in the error."""
     import os
 
-    from factory.store.backends.s3 import S3Store
-
-    server = rgw_server()
-    for key, value in server.env().items():
-        monkeypatch.setenv(key, value)
-    bucket = f"factory-{uuid.uuid4().hex[:12]}"
-    server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-    store = S3Store(bucket, "refused")
-    store.range_part = 1 << 20
+    store = _fresh_s3_store(rgw_server(), monkeypatch, "refused")
     digest, path = _blob(tmp_path, os.urandom(3 << 20))
     store.put_blob(digest, path)
     presign = store.client.generate_presigned_url
@@ -598,8 +603,6 @@ def test_a_range_url_that_s3_redirects_falls_back_to_botocore_which_follows_it(
     import http.server
     import os
 
-    from factory.store.backends.s3 import S3Store
-
     class Moved(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(301)
@@ -610,12 +613,7 @@ def test_a_range_url_that_s3_redirects_falls_back_to_botocore_which_follows_it(
             pass
 
     server = rgw_server()
-    for key, value in server.env().items():
-        monkeypatch.setenv(key, value)
-    bucket = f"factory-{uuid.uuid4().hex[:12]}"
-    server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-    store = S3Store(bucket, "moved")
-    store.range_part = 1 << 20
+    store = _fresh_s3_store(server, monkeypatch, "moved")
     data = os.urandom((3 << 20) + 17)
     digest, path = _blob(tmp_path, data)
     store.put_blob(digest, path)
