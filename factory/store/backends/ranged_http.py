@@ -43,7 +43,8 @@ class RangeRefused(Exception):
 
 def proxied(url: str) -> bool:
     """Whether the environment sends `url` through a proxy (HTTP(S)_PROXY, minus NO_PROXY):
-    http.client does not, so such stores keep botocore's path."""
+    http.client does not, so such stores keep botocore's path. A store asks once, at its
+    first range: the answer holds for its endpoint, which never changes."""
     parts = urllib.parse.urlsplit(url)
     return parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname or "")
 

@@ -52,6 +52,17 @@ fetches up to 8 blobs at once, so 2 x 16 MiB each: on 2 cores shared with the se
 took 4.3-5.5 s against 3.8-4.0 (the same run, 3 pulls each); 32 and 64 MiB parts did worse."""
 
 
+def _new_range_reader() -> ranged_http.RangeReader:
+    import ssl
+
+    from botocore.httpsession import get_cert_path
+    from botocore.session import Session
+
+    # The CA bundle botocore would use: AWS_CA_BUNDLE or the profile's ca_bundle, else its default.
+    bundle = Session().get_config_variable("ca_bundle") or get_cert_path(True)
+    return ranged_http.RangeReader(ssl.create_default_context(cafile=bundle))
+
+
 class S3Store:
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None) -> None:
         import boto3
@@ -78,26 +89,27 @@ class S3Store:
         self._counting = threading.Lock()
         self.range_part, self.range_window = RANGE_PART, RANGE_WINDOW
         # Ranges after a blob's first part go over http.client (ranged_http.py says why),
-        # unless a proxy is configured for the endpoint; tests turn it off to cover both paths.
+        # unless a proxy is configured for the endpoint (decided at the first range, by
+        # _range_reader); tests turn it off to cover both paths.
         self.direct_ranges = True
         self._ranges: ranged_http.RangeReader | None = None
+        self._making_ranges = threading.Lock()
         self.client.meta.events.register("before-send.s3", self._count)
 
     def _count(self, **_kwargs: Any) -> None:
         with self._counting:
             self.requests_sent += 1
 
-    def _range_reader(self) -> ranged_http.RangeReader:
-        if self._ranges is None:
-            import ssl
-
-            from botocore.httpsession import get_cert_path
-            from botocore.session import Session
-
-            # The CA bundle botocore would use: AWS_CA_BUNDLE or the profile's ca_bundle, else its default.
-            bundle = Session().get_config_variable("ca_bundle") or get_cert_path(True)
-            self._ranges = ranged_http.RangeReader(ssl.create_default_context(cafile=bundle))
-        return self._ranges
+    def _range_reader(self, url: str) -> ranged_http.RangeReader | None:
+        """The reader of direct ranges, made at the store's first range (presigned `url`), or
+        None for good when the environment sends the endpoint through a proxy: the store
+        then keeps botocore's path. Decided once, as a store's endpoint never changes."""
+        if self._ranges is None and self.direct_ranges:
+            with self._making_ranges:  # parallel first ranges: one decision, one reader
+                if self._ranges is None and self.direct_ranges:
+                    self._ranges = None if ranged_http.proxied(url) else _new_range_reader()
+                    self.direct_ranges = self._ranges is not None
+        return self._ranges if self.direct_ranges else None
 
     def _key(self, key: str, *, prefix: bool = False) -> str:
         return self.prefix + check_key(key, prefix=prefix)
@@ -241,10 +253,10 @@ class S3Store:
         view = buffer[: stop - start]
         if self.direct_ranges:
             url = self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key})
-            if not ranged_http.proxied(url):
+            if (reader := self._range_reader(url)) is not None:
                 self._count()
                 try:
-                    self._range_reader().read_into(url, start, view)
+                    reader.read_into(url, start, view)
                     return view
                 except ranged_http.RangeRefused as refused:
                     if refused.status not in ranged_http.ELSEWHERE:
