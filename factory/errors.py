@@ -4,7 +4,7 @@ Every error a user can cause is a FactoryError: it carries what failed, how to
 fix it, and the exit code the CLI returns. Anything else reaching the CLI is a
 bug in the factory and is reported as such.
 
-Exit codes (the README's table shows the same):
+Exit codes (docs/cli.md#exit-codes shows the same):
   1  a step failed for a reason the factory does not classify further
   2  bad input: manifest, lock, selectors, flags (InputError, UsageError)
   3  a remote service or store could not be reached or refused us (NetworkError, StoreError)

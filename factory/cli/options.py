@@ -1,5 +1,5 @@
 """Options shared by several commands, so that one spelling means one thing in every
-command (the README's option table)."""
+command (the option table in docs/cli.md)."""
 
 from __future__ import annotations
 
