@@ -272,10 +272,15 @@ def parity_gate(ctx: BuildContext, c: Candidate) -> gates.GateResult:
 
     _, bound = parity.threshold_for(c.quant)
     reference = np.load(work / "reference.npy")
-    figures = parity.compare(reference, np.load(work / "bundle.npy"), kl_bound=bound.kl_max)
+    margin = bound.tie_margin
+    figures = parity.compare(reference, np.load(work / "bundle.npy"), kl_bound=bound.kl_max, tie_margin=margin)
     start = prefill - 1
     after_prefill = parity.compare(
-        reference[start:], np.load(work / "bundle-prefill.npy"), kl_bound=bound.kl_max, first_position=start
+        reference[start:],
+        np.load(work / "bundle-prefill.npy"),
+        kl_bound=bound.kl_max,
+        tie_margin=margin,
+        first_position=start,
     )
     passed, problems, details = parity.verdict(figures, c.quant, after_prefill)
     if not passed:
@@ -290,7 +295,10 @@ def gate_summary(result: gates.GateResult) -> str:
     if result.gate == "parity" and result.status == "passed":
         prefill = details.get("prefill")
         after = f"; after prefill {prefill['kl_mean']:.2g}" if isinstance(prefill, dict) else ""
-        return f"parity passed (KL mean {details['kl_mean']:.2g}, top-1 {details['top1']:.2f}{after})"
+        paths = [details, prefill] if isinstance(prefill, dict) else [details]
+        ties = sum(1 for path in paths for tie in path.get("near_ties") or () if not tie["agrees"])
+        tied = f"; {ties} near-tie{'s' if ties > 1 else ''} flipped, not counted" if ties else ""
+        return f"parity passed (KL mean {details['kl_mean']:.2g}, top-1 {details['top1']:.2f}{after}{tied})"
     if result.gate == "smoke" and result.status == "passed" and details.get("decode_tok_s"):
         return f"smoke passed ({details['prefill_tok_s']} / {details['decode_tok_s']} tok/s)"
     return f"{result.gate} {result.status}"

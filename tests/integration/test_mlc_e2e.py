@@ -29,6 +29,7 @@ import yaml
 
 from factory.checkpoints.example import TINY, Shape, write_checkpoint
 from factory.devices.host_cpu import host_flags, level_of
+from tests.support.exact_bounds import EXACT, exact_problems
 from tests.support.gpu_check_case import check_gpu_check_prepares_and_runs
 from tests.support.hub import LocalHub
 from tests.support.run import factory
@@ -74,28 +75,6 @@ VCVTPH2PS = re.compile(rb"\xc4[\x42\x62\xc2\xe2][\x79\x7d]\x13")
 PARITY_SEEN: dict[tuple[str, str], tuple[float, float, float]] = {}
 PARAM_BYTES: dict[tuple[str, str], int] = {}
 SMOKE_SEEN: dict[tuple[str, str, str], tuple[float, float]] = {}
-
-
-@dataclass(frozen=True)
-class Exact:
-    kl_mean: float
-    kl_max: float
-    top1: float
-    why: str
-
-
-# Bounds for the exact fixtures (every quantized matrix is made of 4-bit groups, so q4
-# quantization keeps it exactly), token by token and through prefill.
-EXACT = {
-    # Float32 arithmetic in another order. Measured here with lossless params: KL mean
-    # 1.1e-11 (RWKV-5) and 1.6e-11 (RWKV-6), max |dlogit| 4e-5; with float32 params stored
-    # as bf16 it was 6e-4 to 1.6e-3. The reference's top token at every position.
-    "q4f32_1": Exact(kl_mean=1e-8, kl_max=1e-7, top1=1.0, why="float32 rounding only"),
-    # Float16 activations and scales. Measured here: KL mean 4.5e-4 to 6.6e-4, KL max 1.3e-3,
-    # top-1 0.89 to 1.0 (RWKV-6 flips two near-tied top tokens of 24); the bounds leave
-    # about 8x on KL and one more flipped position in ten.
-    "q4f16_1": Exact(kl_mean=5e-3, kl_max=1e-2, top1=0.8, why="float16 activations round"),
-}
 
 
 @dataclass
@@ -312,14 +291,10 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
             assert parity["positions"] == 24 and bound["class"] == "q4"
             prefill = parity["prefill"]
             assert prefill["first_position"] == 15 and prefill["positions"] == 9
-            exact = EXACT[quant]
             for path in (parity, prefill):
                 # The fixtures are exact 4-bit groups: the bundle must reproduce the fp32
                 # reference to float32 rounding (q4f32_1), or to its measured fp16 bound.
-                assert path["kl_mean"] <= exact.kl_mean and path["kl_max"] <= exact.kl_max, (quant, path)
-                assert path["top1"] >= exact.top1, (quant, path)
-                if exact.top1 == 1.0:
-                    assert path["first_divergence"] is None, (quant, path)
+                assert exact_problems(path, quant) == [], (quant, path)
             for label, path in ((quant, parity), (f"{quant} prefill", prefill)):
                 PARITY_SEEN[(model, f"{label} {target}")] = (path["kl_mean"], path["kl_max"], path["max_abs_dlogit"])
 
@@ -338,10 +313,8 @@ def test_an_unquantized_float32_bundle_matches_the_reference_exactly(built: Buil
         "gates"
     ]["parity"]
     assert parity["status"] == "passed" and parity["threshold"]["class"] == "f32", parity
-    exact = EXACT["q4f32_1"]
     for label, path in (("q0f32", parity), ("q0f32 prefill", parity["prefill"])):
-        assert path["kl_mean"] <= exact.kl_mean and path["kl_max"] <= exact.kl_max, path
-        assert path["top1"] == 1.0 and path["first_divergence"] is None, path
+        assert exact_problems(path, "q4f32_1") == [], path
         PARITY_SEEN[(name, label)] = (path["kl_mean"], path["kl_max"], path["max_abs_dlogit"])
 
 

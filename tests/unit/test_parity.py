@@ -96,3 +96,77 @@ def test_a_1b6_reference_fits_a_24_gib_runner_and_a_7b_one_does_not() -> None:
     # RWKV-6 World 1B6 (1.60e9 weights, 65536 x 2048 embedding) and 7B (7.64e9, 65536 x 4096).
     assert reference_memory(1_600_000_000, 65536 * 2048) < runner / 2
     assert reference_memory(7_640_000_000, 65536 * 4096) > runner
+
+
+def _tied(rows: int, margin: float) -> np.ndarray:
+    """Rows whose top token (index 0) leads index 1 by exactly `margin` logits."""
+    ref = np.zeros((rows, 50), dtype="float32")
+    ref[:, 0], ref[:, 1] = 5.0, 5.0 - margin
+    return ref
+
+
+def test_a_flipped_near_tie_is_reported_but_does_not_refuse() -> None:
+    """The RWKV-7 seed-23 case: two flips where the reference's margins were 0.061 and 0.012
+    logits, moved by f16 rounding; with 9 prefill positions they cost 0.222 of top-1."""
+    _, bound = threshold_for("q4f16_1")
+    ref = _tied(9, 2.0)
+    ref[3, 1], ref[6, 1] = 5.0 - 0.061, 5.0 - 0.012
+    got = ref.copy()
+    got[3, [0, 1]] = got[3, [1, 0]]
+    got[6, [0, 1]] = got[6, [1, 0]]
+    figures = compare(ref, got, kl_bound=bound.kl_max, tie_margin=bound.tie_margin, first_position=15)
+    assert figures.top1 < bound.top1  # what the old gate judged
+    assert figures.top1_decisive == 1.0 and figures.decisive == 7 and figures.flips == ()
+    assert [(t["position"], t["agrees"]) for t in figures.near_ties] == [(18, 0.0), (21, 0.0)]
+    assert figures.first_divergence is None
+    passed, problems, details = verdict(figures, "q4f16_1")
+    assert passed and problems == [], problems
+    from factory.cells.gates import GateResult
+    from factory.cells.gating import gate_summary
+
+    line = gate_summary(GateResult("parity", "passed", details=details))
+    assert line.endswith("; 2 near-ties flipped, not counted)"), line
+
+
+def test_a_flip_where_the_reference_is_decisive_refuses_and_names_what_it_saw() -> None:
+    _, bound = threshold_for("q4f16_1")
+    ref = _tied(9, 3.0)
+    ref[5, 1] = 5.0 - 0.05  # one near-tie, kept
+    got = ref.copy()
+    for row in (1, 2, 5):
+        got[row, [0, 1]] = got[row, [1, 0]]
+    figures = compare(ref, got, kl_bound=bound.kl_max, tie_margin=bound.tie_margin, first_position=15)
+    assert figures.decisive == 8 and figures.top1_decisive == 0.75
+    assert [f["position"] for f in figures.flips] == [16, 17] and figures.first_divergence == 16
+    passed, problems, _ = verdict(figures, "q4f16_1")
+    assert not passed
+    top1 = next(p for p in problems if p.startswith("top-1"))
+    assert "top-1 agreement 0.750 < 0.8 over the 8 positions where the reference leads by more than" in top1
+    assert "another top token at 16 (margin 3, KL " in top1 and "17 (margin 3, KL " in top1
+    assert f"bundle KL mean {figures.kl_mean:.3g}" in top1
+    assert f"not counted: 1 near-ties (margin <= {bound.tie_margin:g}), 1 flipped" in problems
+
+
+def test_every_float32_position_is_decisive() -> None:
+    """fp32 rounding moves a logit by 1e-4 at most: a flip at any margin is a bug."""
+    _, bound = threshold_for("q0f32")
+    assert bound.tie_margin == 0.0 and bound.top1 == 1.0
+    ref = _tied(4, 1e-3)
+    got = ref.copy()
+    got[2, [0, 1]] = got[2, [1, 0]]
+    figures = compare(ref, got, kl_bound=bound.kl_max, tie_margin=bound.tie_margin)
+    assert figures.decisive == 4 and figures.near_ties == ()
+    passed, problems, _ = verdict(figures, "q0f32")
+    assert not passed and any("another top token at 2 (margin 0.001" in p for p in problems)
+
+
+def test_recorded_positions_give_the_figures_of_the_full_rows() -> None:
+    """The sweep keeps per-position figures, not 65,536 logits a row: the gate's figures
+    computed from them are the full rows' figures."""
+    from factory.cells.parity import Position, positions, summarize
+
+    ref, got = _logits(24, 1), _logits(24, 2)
+    rows = [Position.from_row(p.as_row()) for p in positions(ref, got)]
+    assert summarize(rows, kl_bound=0.5, tie_margin=0.3, first_position=3) == compare(
+        ref, got, kl_bound=0.5, tie_margin=0.3, first_position=3
+    )
