@@ -124,14 +124,28 @@ def _provenance(ctx: BuildContext, node: Node, compile_node: Node, tokenizer_nod
         "model": (
             {"repo": model.hf.repo, "revision": model.hf.revision, "commit": fetch_node.attrs["revision"]}
             if model.hf is not None
-            # Else the path as the manifest writes it: the builder's own folders stay out of bundles.
-            else {"local": model.local.path if model.local else None, "sha256": fetch_node.attrs["sha256"]}
+            # Else its content hash and the folder relative to the manifest's root, never an
+            # absolute path: the builder's own folders stay out of published bundles.
+            else {
+                "local": portable_path(ctx.loaded.root, model.local.path if model.local else None),
+                "sha256": fetch_node.attrs["sha256"],
+            }
         ),
         "factory_version": __version__,
         "build_key": node.key,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "release": ctx.loaded.manifest.release.model_dump(),
     }
+
+
+def portable_path(root: Path, path: str | None) -> str | None:
+    """A local model folder as a published bundle names it: relative to the manifest's root;
+    one outside the root (an absolute path elsewhere, or up through '..') by its folder name."""
+    if path is None:
+        return None
+    root = root.resolve()
+    folder = (root / path).resolve()
+    return folder.relative_to(root).as_posix() if folder.is_relative_to(root) else folder.name
 
 
 def cached_bundle(ctx: BuildContext, node: Node) -> None:

@@ -220,3 +220,17 @@ def test_the_example_manifest_uses_the_wheel_toolchain_word_for_word(tmp_path: P
         "rwkv-6-world-example/q4f32_1/vulkan-x86_64",
     ]
     assert graph.unresolved == ()
+
+
+def test_a_published_bundle_names_a_local_model_without_the_builders_folders(tmp_path: Path) -> None:
+    """Provenance and model card carry the content hash and this path, never an absolute
+    path of the machine that built the bundle (issue 38: the card showed /tmp/...)."""
+    from factory.cells.bundle_step import portable_path
+
+    root = tmp_path / "project"
+    (root / "example" / "model").mkdir(parents=True)
+    assert portable_path(root, "example/model") == "example/model"
+    assert portable_path(root, str(root / "example" / "model")) == "example/model"
+    assert portable_path(root, str(tmp_path / "elsewhere" / "rwkv-7-g1")) == "rwkv-7-g1"
+    assert portable_path(root, "../outside/model") == "model"
+    assert portable_path(root, None) is None
