@@ -12,7 +12,7 @@ executor.py     walks the graph once: skip what is cached, run the rest in paral
 gates.py        the gates' pure judgements; parity.py the parity arithmetic
 fetch.py        a model snapshot from the hub at its locked commit
 report.py       the end-of-build summary; matrix.py plan, execute, then publish
-run_bundle.py   `factory run`: a bundle through its toolchain's Relax VM
+run_bundle.py   `factory run`: a bundle through its kind's token runner in its toolchain
 
 The top of the pipeline below the CLI. May import every layer but the CLI: the shared
 modules, manifest, toolchains, runners, tokenizer, devices, plan, store, trust, clients

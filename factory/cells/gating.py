@@ -193,8 +193,14 @@ def _parity_blocker(ctx: BuildContext, c: Candidate) -> str | None:
 
 def browser_blocker(c: Candidate) -> str | None:
     """Why the image's browser cannot run this WebGPU bundle, or None (not WebGPU: None)."""
-    if c.target.device_kind == "webgpu" and "f16" in c.quant:
-        return f"{c.quant} needs WebGPU's shader-f16, which SwiftShader (the image's adapter) lacks"
+    return browser_refusal(c.target.device_kind, c.quant)
+
+
+def browser_refusal(kind: str, quant: str) -> str | None:
+    """Why the image's browser (token_runner's for WebGPU) cannot run a bundle of this kind
+    and quantization, or None (not WebGPU: None); `factory run` asks it too."""
+    if kind == "webgpu" and "f16" in quant:
+        return f"{quant} needs WebGPU's shader-f16, which SwiftShader (the image's adapter) lacks"
     return None
 
 

@@ -47,7 +47,7 @@ def tokenizer_rwkv_world(
 @reports_errors
 def run_command(
     bundle: Annotated[
-        Path, typer.Argument(help="A CPU, Vulkan or CUDA bundle folder (factory build --out, or factory pull).")
+        Path, typer.Argument(help="A CPU, Vulkan, CUDA or WebGPU bundle folder (factory build --out, or factory pull).")
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the user says.")] = "Hello",
     tokens: Annotated[int, typer.Option("--tokens", "-n", min=1, help="Tokens to generate (greedy).")] = 16,
@@ -57,7 +57,7 @@ def run_command(
     ] = False,
     image: Annotated[str | None, typer.Option("--image", help="Toolchain image (default: the bundle's).")] = None,
 ) -> None:
-    """Run a prompt through a bundle (CPU, Vulkan, CUDA): encode with its tokenizer, prefill, decode; print figures."""
+    """Run a prompt through a CPU, Vulkan, CUDA or WebGPU bundle: encode, prefill, decode; print figures."""
     from factory.cells.run_bundle import RunRequest, run_bundle
 
     result = run_bundle(RunRequest(bundle=bundle, prompt=prompt, tokens=tokens, raw=raw, on_host=on_host, image=image))
