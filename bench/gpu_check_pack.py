@@ -23,8 +23,6 @@ from gpu_check_shared import CONFIG, MIB, RUNTIME_TAR, Refusal, parse_devices
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MANIFEST = "factory-bundle.json"
-# The Relax VM runner's device for each kind of library (factory/cells/run_bundle.py).
-VM_DEVICES = {"llvm": "cpu", "vulkan": "vulkan", "cuda": "cuda"}
 # What `check` and `vm` need on the GPU machine: the command line and the modules it imports
 # there. The folder carries them beside run.sh, which starts gpu_check.py from the folder.
 CARRIED = ("gpu_check.py", "gpu_check_shared.py", "gpu_check_device.py", "gpu_check_report.py")
@@ -89,6 +87,14 @@ class Bundle:
     """Path in the bundle -> (sha256, size)."""
 
 
+
+def _vm_device(kind: str) -> str:
+    """The Relax VM's device for a kind of library, as the gates drive it (token_runner)."""
+    from factory.cells.gating import token_runner
+
+    runner = token_runner(kind)
+    return runner[1][0] if runner and runner[1] else kind
+
 def read_bundle(folder: Path) -> Bundle:
     """A bundle folder's factory-bundle.json, read the way factory/cells/run_bundle.py reads it."""
     path = folder / MANIFEST
@@ -103,7 +109,7 @@ def read_bundle(folder: Path) -> Bundle:
     files = {str(f["path"]): (str(f["sha256"]), int(f["size"])) for f in data["files"]}
     return Bundle(
         folder=folder, name=folder.name, model=str(data["model"]), quant=str(data["quant"]),
-        target=str(data["target"]), device=VM_DEVICES.get(kind, kind), arch=spec.get("arch"),
+        target=str(data["target"]), device=_vm_device(kind), arch=spec.get("arch"),
         params_dir=str(Path(roles["chat-config"]).parent), library=str(roles["library"]), files=files,
     )  # fmt: skip
 
