@@ -33,6 +33,10 @@ G the gates' seconds (reported on their own), P their largest container's peak m
 in MiB.
 """
 
+# The parts, each its own module beside this one: real_size_meter.py (every container's wall
+# time and peak memory), real_size_report.py (the report and its last line), real_size_llama.py
+# (the llama.cpp anchor, `--llama-cpp`) and real_size_shared.py (what they all agree on).
+
 from __future__ import annotations
 
 import argparse
@@ -40,114 +44,30 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from real_size_shared import BENCH_LABEL, MODEL, REPO, TIMEOUT
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from factory.cells.gating import host_memory  # noqa: E402
-from factory.cells.report import read_gates  # noqa: E402
-from factory.checkpoints.example import RWKV6_1B6, TINY, Shape, write_checkpoint  # noqa: E402
-from factory.process import run as run_process  # noqa: E402
-from factory.runners.container import STEP_LABEL  # noqa: E402
-from factory.toolchains.base import CONVERTED, MODEL_ROOT, OUT  # noqa: E402
-from tests.support.hub import LocalHub, running_hub  # noqa: E402
-from tests.support.run import factory  # noqa: E402
-from tests.support.wheel import ensure_wheel_wheelhouse, sources_env, wheel_manifest  # noqa: E402
+from real_size_llama import anchor_ratios, llama_anchor
+from real_size_meter import ContainerMeter
+from real_size_report import report
+
+from factory.cells.gating import host_memory
+from factory.checkpoints.example import RWKV6_1B6, TINY, Shape, write_checkpoint
+from factory.toolchains.base import CONVERTED, MODEL_ROOT, OUT
+from tests.support.hub import LocalHub, running_hub
+from tests.support.run import factory
+from tests.support.wheel import ensure_wheel_wheelhouse, sources_env, wheel_manifest
 
 SHAPES = {"1b6": RWKV6_1B6, "tiny": TINY}
-BENCH_LABEL = "org.factory.bench"
-MODEL = "rwkv-6-world-bench"
 BUILT = re.compile(r"^\s*(?:built|failed) (\S+) \(([0-9.]+) s\)")
-TIMEOUT = 6 * 3600
-LLAMA_VERSION = "0.3.36"
-LLAMA_VENV = REPO / ".venv-llama"
-# convert_hf_to_gguf.py's own requirements at that version, with the CPU torch these machines hold.
-LLAMA_CONVERT = ("torch==2.13.0", "transformers==4.57.6", "sentencepiece>=0.1.98,<0.3.0", "protobuf>=4.21.0,<5.0.0")
-
-
-@dataclass
-class Usage:
-    seconds: float = 0.0
-    peak: int = 0
-    started: float = 0.0
-
-
-@dataclass
-class ContainerMeter:
-    """Wall time and peak memory of every container carrying one of our labels."""
-
-    client: Any
-    record: Path | None = None
-    """Where each container's figures are appended as a JSON line when it ends, so a run
-    that dies later keeps what it measured."""
-    usage: dict[str, Usage] = field(default_factory=dict)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    @contextmanager
-    def watching(self) -> Iterator[ContainerMeter]:
-        events = self.client.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
-        follower = threading.Thread(target=self._follow, args=(events,), daemon=True)
-        follower.start()
-        try:
-            yield self
-        finally:
-            time.sleep(1)
-            events.close()
-            follower.join(timeout=10)
-            for thread in self._threads:
-                thread.join(timeout=10)
-
-    def _follow(self, events: Any) -> None:
-        try:
-            for event in events:
-                labels = event.get("Actor", {}).get("Attributes", {})
-                name = labels.get(STEP_LABEL) or labels.get(BENCH_LABEL)
-                if not name:
-                    continue
-                stamp = int(event.get("timeNano", 0)) / 1e9
-                if event.get("Action") == "start":
-                    self.usage[name] = Usage(started=stamp)
-                    thread = threading.Thread(target=self._sample, args=(event["Actor"]["ID"], name), daemon=True)
-                    self._threads.append(thread)
-                    thread.start()
-                elif event.get("Action") == "die" and name in self.usage:
-                    usage = self.usage[name]
-                    usage.seconds = stamp - usage.started
-                    if self.record is not None:
-                        # The peak is the last sample's (cgroup v1's maximum is cumulative).
-                        line = {"container": name, "seconds": round(usage.seconds, 1), "peak_bytes": usage.peak}
-                        with self.record.open("a") as out:
-                            out.write(json.dumps(line) + "\n")
-        except Exception:  # the stream is closed on exit
-            return
-
-    def _sample(self, container: str, name: str) -> None:
-        try:
-            for stats in self.client.api.stats(container, stream=True, decode=True):
-                memory = stats.get("memory_stats") or {}
-                seen = max(int(memory.get("max_usage") or 0), int(memory.get("usage") or 0))
-                self.usage[name].peak = max(self.usage[name].peak, seen)
-                if not memory and self.usage[name].seconds:
-                    return
-        except Exception:  # the container is gone
-            return
-
-
-def mib(size: int) -> str:
-    return f"{size / (1 << 20):.0f} MiB" if size else "n/a"
 
 
 def checks(shape: Shape, work: Path, targets: list[str]) -> list[str]:
@@ -249,88 +169,6 @@ def bare_commands(root: Path, hub: LocalHub, commit: str, meter: ContainerMeter,
     return seconds
 
 
-def llama_anchor(sdist: str, work: Path, checkpoint: Path) -> dict[str, tuple[float, float]]:
-    """{GGUF type: (prefill tok/s, decode tok/s)} of llama.cpp built from the sdist on this checkpoint."""
-    from factory.tokenizer.rwkv_world import VOCAB_NAME, upstream_vocab_path
-
-    where = work / "llama"
-    where.mkdir(exist_ok=True)
-    if sdist == "pypi":
-        run_process([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    f"llama-cpp-python=={LLAMA_VERSION}", "-d", str(where)])  # fmt: skip
-        sdist = str(next(where.glob("llama_cpp_python-*.tar.gz")))
-    with tarfile.open(sdist) as archive:
-        top = archive.getnames()[0].split("/")[0]
-        if not (where / top).is_dir():
-            archive.extractall(where, filter="data")
-    source = where / top / "vendor" / "llama.cpp"
-    build = source / "build"
-    cache = build / "CMakeCache.txt"
-    if cache.is_file() and f"CMAKE_HOME_DIRECTORY:INTERNAL={source}\n" not in cache.read_text():
-        shutil.rmtree(build)  # configured for a folder that was moved: cmake refuses to reuse it
-    since = time.perf_counter()
-    options = ("TESTS", "EXAMPLES", "SERVER")
-    run_process(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
-                "-DLLAMA_CURL=OFF", *(f"-DLLAMA_BUILD_{o}=OFF" for o in options)])  # fmt: skip
-    run_process(
-        ["cmake", "--build", str(build), "--target", "llama-bench", "llama-quantize", "-j", str(os.cpu_count())]
-    )
-    print(f"llama.cpp {top}: built in {time.perf_counter() - since:.0f} s")
-    python = LLAMA_VENV / "bin" / "python"
-    if not python.exists():
-        run_process([sys.executable, "-m", "venv", str(LLAMA_VENV)])
-        run_process([str(python), "-m", "pip", "install", "--quiet", "--find-links", "/opt/wheels", *LLAMA_CONVERT])
-    run_process([str(python), "-m", "pip", "install", "--quiet", str(source / "gguf-py")])
-    # The converter reads RWKV World's vocabulary beside the weights, as the RWKV repos ship it.
-    model = where / "model"
-    model.mkdir(exist_ok=True)
-    for path in [*checkpoint.iterdir(), upstream_vocab_path()]:
-        link = model / path.name
-        if link.is_symlink() and not link.exists():
-            link.unlink()  # left from a work folder that was moved
-        if not link.exists():
-            link.symlink_to(path.resolve())
-    assert (model / VOCAB_NAME).exists()
-    ggufs = {"f16": where / "model-f16.gguf", "Q4_0": where / "model-q4_0.gguf"}
-    since = time.perf_counter()
-    run_process([str(python), str(source / "convert_hf_to_gguf.py"), str(model), "--outtype", "f16",
-                "--outfile", str(ggufs["f16"])])  # fmt: skip
-    run_process([str(build / "bin" / "llama-quantize"), str(ggufs["f16"]), str(ggufs["Q4_0"]), "Q4_0"])
-    print(f"llama.cpp: convert_hf_to_gguf + llama-quantize Q4_0 {time.perf_counter() - since:.0f} s")
-    figures = {}
-    for kind, gguf in ggufs.items():
-        done = subprocess.run(
-            [str(build / "bin" / "llama-bench"), "-m", str(gguf), "-p", "64", "-n", "32", "-t", str(os.cpu_count()),
-             "-r", "3", "-o", "json"],
-            capture_output=True, text=True, check=True, timeout=TIMEOUT,
-        )  # fmt: skip
-        rows = json.loads(done.stdout)
-        prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0)
-        decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0)
-        figures[kind] = (float(prefill), float(decode))
-        print(f"llama.cpp {kind}: prefill {prefill:.2f} tok/s (64 tokens), decode {decode:.2f} tok/s (32 tokens)")
-    return figures
-
-
-def anchor_ratios(figures: dict[str, tuple[float, float]], work: Path, quants: list[str], targets: list[str]) -> None:
-    """Each factory CPU bundle's smoke figures over llama.cpp's nearest type (Q4_0)."""
-    base_prefill, base_decode = figures["Q4_0"]
-    for target in (t for t in targets if t.startswith("cpu-")):
-        for quant in quants:
-            gates = read_gates(work / "dist" / f"{MODEL}-{quant}-{target}")
-            if gates is None:
-                print(f"{quant} {target}: no bundle (a gate refused it)")
-                continue
-            smoke = gates.get("smoke", {})
-            if smoke.get("status") != "passed":
-                print(f"{quant} {target}: no smoke figures ({smoke.get('reason', smoke.get('status'))})")
-                continue
-            print(
-                f"factory {quant} {target} / llama.cpp Q4_0: decode {smoke['decode_tok_s'] / base_decode:.2f}x, "
-                f"prefill {smoke['prefill_tok_s'] / base_prefill:.2f}x"
-            )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="1b6")
@@ -390,51 +228,6 @@ def main() -> None:
     report(nodes, bare, meter, targets, quants, work)
     if args.llama_cpp:
         anchor_ratios(llama_anchor(args.llama_cpp, work, work / "checkpoint"), work, quants, targets)
-
-
-def report(
-    nodes: dict[str, float],
-    bare: dict[str, float],
-    meter: ContainerMeter,
-    targets: list[str],
-    quants: list[str],
-    work: Path,
-) -> None:
-    print(f"{'step':<64} {'seconds':>8} {'peak':>10}")
-    for name, usage in sorted(meter.usage.items()):
-        print(f"{name:<64} {usage.seconds:8.1f} {mib(usage.peak):>10}")
-    for name, seconds in sorted(nodes.items()):
-        print(f"{'node ' + name:<64} {seconds:8.1f}")
-    # The tokenizer node counts on the factory's side: the bare flow has no such step.
-    ours = sum(s for n, s in nodes.items() if n.split(":")[0] in ("fetch", "tokenizer", "convert", "compile"))
-    theirs = sum(bare.values())
-    gates = sum(s for n, s in nodes.items() if n.startswith("bundle:"))
-    # The gates' containers (smoke, library, parity bundle and reference) are the rest.
-    steps = ("convert:", "compile:", "bare ")
-    gate_peak = max((u.peak for n, u in meter.usage.items() if not n.startswith(steps)), default=0)
-    print(f"factory fetch+tokenizer+convert+compile {ours:.1f} s, bare {theirs:.1f} s (fetch {bare['fetch']:.1f} s)")
-    for target in targets:
-        for quant in quants:
-            gate = read_gates(work / "dist" / f"{MODEL}-{quant}-{target}")
-            if gate is None:
-                print(f"{quant} {target}: no bundle (a gate refused it, see above)")
-                continue
-            smoke, parity = gate.get("smoke", {}), gate.get("parity", {})
-            figures = (
-                f"decode {smoke['decode_tok_s']:.2f} tok/s, prefill {smoke['prefill_tok_s']:.2f} tok/s"
-                if smoke.get("status") == "passed"
-                else f"smoke {smoke.get('status')} ({smoke.get('reason', '')})"
-            )
-            kl = (
-                f"parity KL mean {parity['kl_mean']:.2e} top-1 {parity['top1']:.2f}"
-                if "kl_mean" in parity
-                else (f"parity {parity.get('status')}")
-            )
-            print(f"{quant} {target}: {figures}; {kl}")
-    print(
-        f"overhead={ours / theirs:.2f} factory={ours:.1f} bare={theirs:.1f} "
-        f"gates={gates:.1f} peak-gate={gate_peak >> 20}"
-    )
 
 
 if __name__ == "__main__":
