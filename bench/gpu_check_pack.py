@@ -87,13 +87,13 @@ class Bundle:
     """Path in the bundle -> (sha256, size)."""
 
 
-
 def _vm_device(kind: str) -> str:
     """The Relax VM's device for a kind of library, as the gates drive it (token_runner)."""
     from factory.cells.gating import token_runner
 
     runner = token_runner(kind)
     return runner[1][0] if runner and runner[1] else kind
+
 
 def read_bundle(folder: Path) -> Bundle:
     """A bundle folder's factory-bundle.json, read the way factory/cells/run_bundle.py reads it."""
