@@ -43,11 +43,12 @@ def toolchain_findings(m: Manifest, root: Path) -> Iterator[Finding]:
             )
 
 
-# What the apache-tvm wheel from PyPI is built with (FACTS: LLVM and CUDA on; Metal,
-# Vulkan, cuBLAS and CUTLASS off). A wheel toolchain cannot switch more on, except
-# Vulkan and WebGPU's web runtime, which its image builds beside the wheel from the
-# wheel's own TVM sources (the wheel has the WebGPU codegen already).
-_WHEEL_LACKS = ("metal", "cublas", "cutlass")
+# What the apache-tvm wheels from PyPI are built with (FACTS: LLVM and CUDA on; Vulkan,
+# cuBLAS and CUTLASS off; the Metal codegen in every wheel and the Metal runtime in the
+# macOS arm64 one, which the macOS runner installs). A wheel toolchain cannot switch more
+# on, except Vulkan and WebGPU's web runtime, which its image builds beside the wheel from
+# the wheel's own TVM sources (the wheel has the WebGPU codegen already).
+_WHEEL_LACKS = ("cublas", "cutlass")
 
 
 def _wheel_toolchain(name: str, toolchain: Toolchain) -> Iterator[Finding]:

@@ -18,6 +18,7 @@ from factory.errors import FactoryError
 from factory.runners.base import Cancellation, Step, StepResult, interruptible, step_environment
 
 READY_MARK = ".factory-ready"
+RUNNER_ENV = "runner.env"
 
 
 class HostRunner:
@@ -39,7 +40,10 @@ class HostRunner:
         env["PATH"] = f"{bin_dir}:/usr/bin:/bin:/usr/sbin:/sbin"
         env["HOME"] = str(self.prefix / "home")
         env["VIRTUAL_ENV"] = str(self.prefix / "venv")
-        env["TVM_LIBRARY_PATH"] = str(self.prefix / "src" / "tvm" / "build")
+        built = self.prefix / "src" / "tvm" / "build"
+        if built.is_dir():  # a source toolchain's TVM; a wheel's finds its own libraries
+            env["TVM_LIBRARY_PATH"] = str(built)
+        env.update(prefix_environment(self.prefix))
         (self.prefix / "home").mkdir(exist_ok=True)
         argv = [_host_path(arg, step) for arg in step.argv]
         if argv and argv[0] in {"python", "python3"}:
@@ -66,6 +70,16 @@ class HostRunner:
         if self.cancel.is_set():
             raise FactoryError(f"step {step.name} interrupted; its process was killed")
         return StepResult(done.exit_code, tuple(tail))
+
+
+def prefix_environment(prefix: Path) -> dict[str, str]:
+    """What bootstrap.sh wrote for every step of its prefix (runner.env, KEY=VALUE lines):
+    a wheel toolchain's SKIP_LOADING_MLCLLM_SO, as its Linux image sets it."""
+    path = prefix / RUNNER_ENV
+    if not path.is_file():
+        return {}
+    pairs = (line.partition("=") for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
 
 
 def _host_path(arg: str, step: Step) -> str:

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Build one toolchain natively on a macOS arm64 runner: the pinned mlc-ai/relax
-# (TVM) with Metal and LLVM, then the pinned mlc-llm against it, into a prefix
-# keyed by the toolchain's hash, reused by every later run with the same hash.
+# Install one toolchain natively on a macOS arm64 runner, into a prefix keyed by the
+# toolchain's hash, reused by every later run with the same hash:
+# - a wheel toolchain (TVM_WHEEL set, e.g. apache-tvm==0.26.0): the same hashed packages
+#   as the Linux image (requirements-wheel.lock: apache-tvm's macOS arm64 wheel has the
+#   Metal runtime and codegen), and mlc-llm's python/ at the pinned commit with the same
+#   patches, without libmlc_llm. No compiler, about a minute;
+# - a source toolchain: the pinned mlc-ai/relax (TVM) built with Metal and LLVM, then the
+#   pinned mlc-llm against it.
 #
 # The pins arrive as the same variables the Linux image takes as build args
 # (factory/toolchains/images/plan.py: PIN_ARGS); `factory images metal-env` prints them:
@@ -9,14 +14,21 @@
 #   eval "$(factory images metal-env --matrix manifests/world.yaml --toolchain NAME)"
 #   bash images/metal-runner/bootstrap.sh
 #
-# Needs: Xcode command line tools, git, cmake, ninja, python${PYTHON_VERSION},
-# and LLVM (LLVM_CONFIG, default: Homebrew's llvm@15).
+# Needs: Xcode command line tools (Metal libraries are linked with xcrun), git and
+# python${PYTHON_VERSION}; a source toolchain also cmake, ninja and LLVM (LLVM_CONFIG,
+# default: Homebrew's llvm@15). MLC_LLM_SOURCE (an archive or checkout of the pinned
+# commit) replaces the fetch from MLC_LLM_REPO for a wheel toolchain.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 : "${FACTORY_PREFIX_ROOT:?set FACTORY_PREFIX_ROOT (a cached folder, e.g. ~/.cache/factory/toolchains)}"
 : "${TOOLCHAIN_HASH:?set TOOLCHAIN_HASH}"
-: "${FLOW:?}" "${TVM_REPO:?}" "${TVM_COMMIT:?}" "${MLC_LLM_REPO:?}" "${MLC_LLM_COMMIT:?}"
+TVM_WHEEL="${TVM_WHEEL:-}"
+MLC_LLM_SOURCE="${MLC_LLM_SOURCE:-}"
+: "${FLOW:?}" "${MLC_LLM_REPO:?}" "${MLC_LLM_COMMIT:?}"
+if [[ -z "$TVM_WHEEL" ]]; then
+    : "${TVM_REPO:?}" "${TVM_COMMIT:?}"
+fi
 TOKENIZERS_CPP_REPO="${TOKENIZERS_CPP_REPO:-}"
 TOKENIZERS_CPP_COMMIT="${TOKENIZERS_CPP_COMMIT:-}"
 PYTHON_VERSION="${PYTHON_VERSION:-3.11}"
@@ -70,6 +82,45 @@ cmake_config() { # cmake_config FILE NAME VALUE...
     done
 }
 
+finish() { # the pins and the ready mark, written last
+    env | grep -E '^(FLOW|TVM_|MLC_LLM_|TOKENIZERS_CPP_|PYTHON_VERSION|TOOLCHAIN)' | sort > "$prefix/pins.env"
+    date -u +%Y-%m-%dT%H:%M:%SZ > "$ready"
+    echo "toolchain ${TOOLCHAIN_HASH} ready in ${prefix}"
+}
+
+if [[ -n "$TVM_WHEEL" ]]; then
+    echo "== python ${PYTHON_VERSION} venv with the wheel toolchain's locked packages (${TVM_WHEEL})"
+    "python${PYTHON_VERSION}" -m venv "$prefix/venv"
+    # shellcheck disable=SC1091
+    source "$prefix/venv/bin/activate"
+    pip install --quiet --require-hashes -r "$here/requirements-wheel.lock"
+    installed="apache-tvm==$(python -c 'import importlib.metadata as m; print(m.version("apache-tvm"))')"
+    if [[ "$installed" != "$TVM_WHEEL" ]]; then
+        echo "the manifest pins ${TVM_WHEEL}, requirements-wheel.lock installs ${installed}: make them agree" >&2
+        exit 1
+    fi
+    echo "== mlc-llm ${MLC_LLM_COMMIT} python/ with the toolchain's patches (no libmlc_llm)"
+    mlc="$prefix/src/mlc-llm"
+    if [[ -f "$MLC_LLM_SOURCE" ]]; then
+        mkdir -p "$mlc"
+        tar -xzf "$MLC_LLM_SOURCE" -C "$mlc" --strip-components=1
+    elif [[ -d "$MLC_LLM_SOURCE" ]]; then
+        cp -R "$MLC_LLM_SOURCE" "$mlc"
+    else
+        checkout "$MLC_LLM_REPO" "$MLC_LLM_COMMIT" "$mlc"
+    fi
+    apply_patches mlc-llm "$mlc"
+    site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    echo "$mlc/python" > "$site/mlc_llm.pth"
+    printf '#!/bin/sh\nexec python -m mlc_llm "$@"\n' > "$prefix/venv/bin/mlc_llm"
+    chmod 755 "$prefix/venv/bin/mlc_llm"
+    # What the host runner adds to each step's environment (factory/runners/host.py).
+    echo "SKIP_LOADING_MLCLLM_SO=1" > "$prefix/runner.env"
+    SKIP_LOADING_MLCLLM_SO=1 python -c "import mlc_llm.cli.compile, tvm; assert tvm.get_global_func('target.build.metal')"
+    finish
+    exit 0
+fi
+
 echo "== python ${PYTHON_VERSION} venv with the locked ${FLOW} requirements"
 "python${PYTHON_VERSION}" -m venv "$prefix/venv"
 # shellcheck disable=SC1091
@@ -114,6 +165,4 @@ else
     mlc_llm --help > /dev/null
 fi
 
-env | grep -E '^(FLOW|TVM_|MLC_LLM_|TOKENIZERS_CPP_|PYTHON_VERSION|TOOLCHAIN)' | sort > "$prefix/pins.env"
-date -u +%Y-%m-%dT%H:%M:%SZ > "$ready"
-echo "toolchain ${TOOLCHAIN_HASH} ready in ${prefix}"
+finish

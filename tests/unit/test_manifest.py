@@ -78,10 +78,10 @@ BAD_INPUTS: dict[str, tuple[Edit, str, str]] = {
     ),
     "missing required key": (_delete(("models", 0, "type")), "models[0].type", "required"),
     "a model without weights": (_delete(("models", 0, "hf")), "models[0]", "neither hf nor local"),
-    "a TVM wheel toolchain asks for Metal": (
+    "a TVM wheel toolchain asks for CUTLASS": (
         _set(("toolchains", "current-v0.20.0", "tvm"), {"wheel": "apache-tvm==0.26.0"}),
-        "toolchains.current-v0.20.0.build.metal",
-        "apache-tvm wheel is not built with metal",
+        "toolchains.current-v0.20.0.build.cutlass",
+        "apache-tvm wheel is not built with cutlass",
     ),
     "unknown weight format": (_set(("models", 0, "hf", "format"), "gguf"), "models[0].hf.format", "safetensors"),
     "unknown toolchain": (_set(("models", 0, "toolchain"), "nope"), "models[0].toolchain", "unknown toolchain"),

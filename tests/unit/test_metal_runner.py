@@ -100,7 +100,7 @@ def test_bootstrap_refuses_while_another_build_holds_the_lock(tmp_path: Path) ->
     assert "another build" in done.stderr
 
 
-@pytest.mark.parametrize("generation", ["legacy", "current"])
+@pytest.mark.parametrize("generation", ["legacy", "current", "wheel"])
 def test_python_locks_pin_and_hash_every_requirement(generation: str) -> None:
     text = (RUNNER / f"requirements-{generation}.lock").read_text()
     pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\]+)", text, flags=re.MULTILINE)
@@ -139,3 +139,81 @@ def test_the_legacy_lock_has_what_import_mlc_chat_needs() -> None:
     locked = _locked_names(RUNNER / "requirements-legacy.lock")
     missing = {re.sub(r"[-_.]+", "-", n).lower() for n in needed} - locked
     assert not missing, f"requirements-legacy.lock lacks {sorted(missing)}; add them to the .in and run relock.sh"
+
+
+def _wheel_with_metal(tmp_path: Path) -> Path:
+    """manifests/wheel.yaml with a Metal target served by the macOS runner."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
+    data["root"] = str(REPO)
+    (name,) = data["toolchains"]
+    data["toolchains"][name]["build"]["metal"] = True
+    data["targets"]["metal-arm64"] = {"device": "metal:generic", "runner": "host", "os": "macos", "arch": "arm64"}
+    path = tmp_path / "wheel-metal.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\]+)", lock.read_text(), flags=re.MULTILINE)
+    }
+
+
+def test_the_macos_runner_installs_the_linux_images_wheel_toolchain(tmp_path: Path) -> None:
+    """One toolchain on both sides: the macOS prefix of a wheel toolchain takes the same
+    apache-tvm, mlc-llm commit and patches (in the same order) as its Linux image, and its
+    hashed lock the same TVM, tvm-ffi and reference pins as the image's lock."""
+    from factory.manifest.lock import Lock
+    from factory.toolchains.images.plan import plan_image
+
+    loaded = load_manifest(_wheel_with_metal(tmp_path))
+    (name,) = loaded.manifest.toolchains
+    image = plan_image(loaded, name, Lock(local_images={"debian:bookworm-slim": "sha256:" + "a" * 64}))
+    mac = plan_metal_prefix(loaded, name)
+    for key in ("TVM_WHEEL", "MLC_LLM_REPO", "MLC_LLM_COMMIT", "FLOW", "PYTHON_VERSION"):
+        assert mac.env[key] == image.build_args[key], key
+    assert mac.env["TVM_WHEEL"] == "apache-tvm==0.26.0"
+    assert [(dest, src) for dest, src in mac.patches] == [(dest, src) for dest, src in image.patches]
+    assert any("rwkv7-model.patch" in dest for dest, _ in mac.patches)
+    linux, macos = _pins(REPO / "images" / "wheel" / "requirements.lock"), _pins(RUNNER / "requirements-wheel.lock")
+    for package in ("apache-tvm", "apache-tvm-ffi", "rwkv", "safetensors", "numpy"):
+        assert macos[package] == linux[package], package
+    assert macos["torch"] == linux["torch"].split("+")[0]  # the image takes PyTorch's CPU build
+    assert not any(name.startswith("nvidia-") for name in macos)
+    wanted = {
+        re.sub(r"[-_.]+", "-", re.split(r"[=<>]", line)[0]).lower()
+        for line in (REPO / "images" / "wheel" / "requirements.in").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert {n for n in wanted if not n.startswith("nvidia-")} <= set(macos)
+
+
+def test_bootstrap_takes_the_wheel_path_for_a_wheel_toolchain(tmp_path: Path) -> None:
+    env = _metal_env_for(tmp_path, _wheel_with_metal(tmp_path))
+    assert env["TVM_WHEEL"] == "apache-tvm==0.26.0"
+    script = (RUNNER / "bootstrap.sh").read_text()
+    assert 'pip install --quiet --require-hashes -r "$here/requirements-wheel.lock"' in script
+    assert "apply_patches mlc-llm" in script
+    # A wheel prefix is reused like any other.
+    prefix = Path(env["FACTORY_PREFIX_ROOT"]) / env["TOOLCHAIN_HASH"]
+    prefix.mkdir(parents=True)
+    (prefix / ".factory-ready").write_text("2026-01-01")
+    done = _bootstrap(env)
+    assert done.returncode == 0 and "reusing it" in done.stdout, done.stderr
+
+
+def _metal_env_for(tmp_path: Path, manifest: Path) -> dict[str, str]:
+    loaded = load_manifest(manifest)
+    (name,) = loaded.manifest.toolchains
+    done = factory(
+        "images", "metal-env", "-m", str(manifest), "--toolchain", name, "--prefix-root", str(tmp_path / "prefixes")
+    )
+    assert done.returncode == 0, done.stderr
+    env = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value.strip("'")
+    return env

@@ -66,11 +66,23 @@ def test_host_runner_runs_in_the_prefix_with_the_allow_list(tmp_path: Path, monk
     for name in ("LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "MLC_MULTI_ARCH", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(name, raising=False)
     prefix = _prefix(tmp_path)
+    (prefix / "src" / "tvm" / "build").mkdir(parents=True)  # a source toolchain's TVM
     lines: list[str] = []
     code = "import os, sys; print(sys.prefix); print(sorted(k for k in os.environ if k != 'LC_CTYPE')); sys.exit(3)"
     result = HostRunner(prefix).run(Step(name="s", argv=("python", "-c", code), env={"A": "1"}), lines.append)
     assert result.exit_code == 3
     assert lines[1] == str(sorted(["A", "TVM_NUM_THREADS", "PATH", "HOME", "VIRTUAL_ENV", "TVM_LIBRARY_PATH"]))
+
+
+def test_a_wheel_prefix_gives_its_steps_what_bootstrap_wrote_and_no_tvm_build(tmp_path: Path) -> None:
+    """A wheel toolchain's prefix has no TVM build folder (the wheel finds its own libraries)
+    and asks, through runner.env, for what its Linux image sets: no libmlc_llm."""
+    prefix = _prefix(tmp_path)
+    (prefix / "runner.env").write_text("# written by bootstrap.sh\nSKIP_LOADING_MLCLLM_SO=1\n")
+    lines: list[str] = []
+    code = "import os; print(os.environ.get('SKIP_LOADING_MLCLLM_SO'), 'TVM_LIBRARY_PATH' in os.environ)"
+    assert HostRunner(prefix).run(Step(name="s", argv=("python", "-c", code)), lines.append).exit_code == 0
+    assert lines == ["1 False"]
 
 
 def test_host_runner_needs_a_finished_prefix(tmp_path: Path) -> None:

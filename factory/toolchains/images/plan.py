@@ -312,10 +312,10 @@ def context_digests(context: Path) -> list[list[str]]:
 METAL_RUNNER = "images/metal-runner"
 # Files of the Linux image's context that bootstrap.sh also runs; they are part of the prefix hash.
 METAL_SHARED = ("images/cuda/install-tvm-python.sh",)
-# The macOS runner takes the same pins, less what only a Linux image has.
+# The macOS runner takes the same pins, less what only a Linux image has. TVM_WHEEL stays:
+# a wheel toolchain installs the same apache-tvm there (its macOS arm64 wheel has Metal).
 _LINUX_ONLY = {
     "BASE_IMAGE",
-    "TVM_WHEEL",
     "USE_CUDA",
     "USE_CUTLASS",
     "USE_CUBLAS",
