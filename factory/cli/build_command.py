@@ -17,7 +17,7 @@ from factory.cli.options import (
     SkipOption,
     WheelhouseOption,
 )
-from factory.cli.render import build_summary, node_events, say_to, show_build_end, stderr_console
+from factory.cli.render import build_summary, kernels_line, node_events, say_to, show_build_end, stderr_console
 
 PANEL = "Plan and build"
 
@@ -85,3 +85,33 @@ def build(
     show_build_end(result)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+@app.command(rich_help_panel=PANEL)
+@reports_errors
+def kernels(
+    matrix: MatrixOption = Path("manifests/world.yaml"),
+    only: OnlyOption = None,
+    skip: SkipOption = None,
+    work: Annotated[Path, typer.Option("--work", help="Node cache (outputs by build key).")] = Path(".factory"),
+    mlc_llm_source: MlcSourceOption = None,
+    wheelhouse: WheelhouseOption = None,
+    offline: OfflineOption = False,
+) -> None:
+    """Compile the selected Metal cells up to their kernels in the toolchain's Linux image and
+    check them (the .dylib is linked on macOS); keeps each cell's MSL under WORK/kernels/."""
+    from factory.cells import BuildSettings
+    from factory.cells.metal_kernels import check_metal_kernels, refuse_failed
+    from factory.manifest.locked import load_locked
+    from factory.plan.graph import plan as make_plan
+
+    loaded, lock = load_locked(matrix, require_locked=True)
+    graph = make_plan(loaded, lock, only=tuple(only or ()), skip=tuple(skip or ()))
+    settings = BuildSettings(
+        work=work, out=work / "unused-out", mlc_llm_source=mlc_llm_source, wheelhouse=wheelhouse, offline=offline
+    )
+    say = say_to(stderr_console())
+    results = check_metal_kernels(loaded, lock, graph, settings, log=say)
+    for result in results:
+        typer.echo(kernels_line(result))
+    refuse_failed(results)

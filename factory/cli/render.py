@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     # Types only: `factory --version` should not import the whole factory.
     from factory.cells.executor import Outcome
     from factory.cells.matrix import MatrixBuild
+    from factory.cells.metal_kernels import KernelsResult
     from factory.cells.run_bundle import RunResult
     from factory.checkpoints.example import ExampleModel
     from factory.clients.mlc_repo import ExportedRepo
@@ -244,3 +245,13 @@ def release_lines(made: Release, url: str) -> list[str]:
 
 def warning_printer(console: Console) -> Callable[[str], None]:
     return lambda text: console.print(f"[yellow]warning:[/] {text}")
+
+
+def kernels_line(result: KernelsResult) -> str:
+    """One Metal cell of `factory kernels`: its kernel check, or why it was refused."""
+    if result.refused is None:
+        return (
+            f"{result.cell}: kernels passed ({result.functions} GPU functions checked, "
+            f"{result.source_bytes} bytes of MSL in {result.folder})"
+        )
+    return f"{result.cell}: kernels refused: " + "; ".join(result.refused.problems)

@@ -18,6 +18,9 @@ REPORT_JSON gets {"checked": [...names...], "failures": [{"function", "target",
 "unbound_blocks", "host_accesses"}], "uninspected": [...names a TVM without a TIR
 visitor lowered...], "build_api": ...}. The command's exit code is
 this script's; the library gate, not this script, decides what a failure means.
+
+Metal kernels are kept as their MSL source in kernels.metal beside REPORT_JSON: the
+device code of a Metal library built where nothing compiles MSL (Linux), for the record.
 """
 
 from __future__ import annotations
@@ -153,8 +156,25 @@ def _build_entry(tvm: Any) -> tuple[Any, str, Any] | None:
     return None
 
 
-def install(report: dict[str, Any]) -> None:
-    """Wrap the TIR build of this TVM so every module it lowers is checked first."""
+SOURCE_FILES = {"metal": "kernels.metal"}
+"""Device kinds whose kernels are kept as source text, and the file beside the report."""
+
+
+def keep_device_source(built: Any, kind: str | None, folder: Path) -> None:
+    """Append the device modules' source of a built module (Metal: MSL) to its file."""
+    name = SOURCE_FILES.get(kind or "")
+    if name is None:
+        return
+    for module in getattr(built, "imports", ()) or ():
+        source = module.inspect_source() if hasattr(module, "inspect_source") else ""
+        if source:
+            with (folder / name).open("a") as handle:
+                handle.write(source if source.endswith("\n") else source + "\n")
+
+
+def install(report: dict[str, Any], keep_in: Path | None = None) -> None:
+    """Wrap the TIR build of this TVM so every module it lowers is checked first (and
+    the source of device kinds in SOURCE_FILES kept in `keep_in`)."""
     import tvm
 
     entry = _build_entry(tvm)
@@ -173,7 +193,10 @@ def install(report: dict[str, Any]) -> None:
             names, failures = check_module(mod, _coerce_target(target), visit)
             report["checked"].extend(names)
             report["failures"].extend(failures)
-        return build(mod, target, *args, **kwargs)
+        built = build(mod, target, *args, **kwargs)
+        if keep_in is not None:
+            keep_device_source(built, _target_kind(_coerce_target(target)), keep_in)
+        return built
 
     owner.build = checked_build
     report["build_api"] = f"tvm.{owner_name}.build" if owner_name else "tvm.build"
@@ -185,7 +208,7 @@ def main(argv: list[str]) -> int:
     out = Path(argv[0])
     command = argv[2:]
     report: dict[str, Any] = {"checked": [], "failures": [], "uninspected": [], "build_api": None}
-    install(report)
+    install(report, keep_in=out.parent)
     if command[0] == "mlc_llm":
         module, args = "mlc_llm", command[1:]
     elif command[:2] in (["python", "-m"], ["python3", "-m"]) and len(command) > 2:
