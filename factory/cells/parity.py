@@ -78,13 +78,15 @@ class Threshold:
 # Near-ties (tie_margin). Top-1 agreement alone refused correct bundles: with 9 prefill
 # positions one flipped near-tie costs 0.111, and a tiny RWKV-7 q4f16_1 bundle (seed 23)
 # was refused for two flips where the reference's top-2 margins were 0.061 and 0.012
-# logits and f16 rounding moved logits by 0.09-0.15. A flip counts only where the
-# reference's margin exceeds twice what the class moves a single logit (the runner-up can
-# rise as far as the leader falls). Measured over the recorded sweep of correct bundles
-# (tests/golden/parity_sweep.json; RWKV-5/6/7, several seeds, token and prefill paths):
-# f16 rounding moves a logit by at most SWEEP_F16_DLOGIT. fp32 rounding moves one by 1e-4 at
-# most, so every f32 position is decisive and a flip there is a bug.
-SWEEP_F16_DLOGIT = 0.25
+# logits. A flip counts only where the reference's margin exceeds twice what the class
+# moves a single logit (the runner-up can rise as far as the leader falls). Measured over
+# the recorded sweep of correct bundles (tests/golden/parity_sweep.json: RWKV-5/6/7, seeds
+# 23/31/37/41, q4f16_1, token and prefill paths, 2026-12-07): float16 rounding moved a logit
+# by at most 0.80 (RWKV-6 seed 31; typically 0.14-0.56), and the flips it caused sat at
+# margins of 0.004-0.145. SWEEP_F16_DLOGIT leaves a quarter on that maximum for seeds the
+# sweep has not seen. fp32 rounding moves a logit by 1e-4 at most, so every f32 position
+# is decisive and a flip there is a bug. The KL bounds judge every position, near-ties too.
+SWEEP_F16_DLOGIT = 1.0
 THRESHOLDS: dict[str, Threshold] = {
     "f32": Threshold(
         kl_mean=1e-4, kl_max=1e-3, top1=1.0, tie_margin=0.0, reason="unquantized fp32 must agree almost exactly"

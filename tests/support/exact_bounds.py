@@ -27,12 +27,15 @@ EXACT = {
     # 1.1e-11 (RWKV-5) and 1.6e-11 (RWKV-6), max |dlogit| 4e-5; with float32 params stored
     # as bf16 it was 6e-4 to 1.6e-3. The reference's top token at every position.
     "q4f32_1": Exact(kl_mean=1e-8, kl_max=1e-7, top1=1.0, every_position=True, why="float32 rounding only"),
-    # Float16 activations and scales. Measured here: KL mean 4.5e-4 to 6.6e-4, KL max 1.3e-3,
-    # top-1 0.89 to 1.0 over all positions (RWKV-6 flips two near-tied top tokens of 24;
-    # RWKV-7 seed 23 two of 9 after its prefill); the KL bounds leave about 8x. Where the
-    # reference is decisive (a margin over twice what f16 rounding moves a logit) a flip
-    # cannot come from rounding, so there every position must agree.
-    "q4f16_1": Exact(kl_mean=5e-3, kl_max=1e-2, top1=1.0, every_position=False, why="float16 activations round"),
+    # Float16 activations and scales. Measured over the recorded sweep (tests/golden/
+    # parity_sweep.json: RWKV-5/6/7 x 4 seeds, token and prefill paths): KL mean 2.5e-4 to
+    # 1.9e-3, KL max up to 1.3e-2 (RWKV-6 seed 31), top-1 0.78 to 1.0 over all positions
+    # (RWKV-7 seed 23 flips two near-tied top tokens of 9 after its prefill). One seed each
+    # had measured 1.3e-3 at most, and a bound of 1e-2 over it fell to the sweep; these leave
+    # about 2.5x on the sweep's worst. Where the reference is decisive (a margin over twice
+    # what f16 rounding moves a logit) a flip cannot come from rounding: every such position
+    # must agree.
+    "q4f16_1": Exact(kl_mean=5e-3, kl_max=3e-2, top1=1.0, every_position=False, why="float16 activations round"),
 }
 
 
