@@ -12,7 +12,7 @@ import yaml
 from tests.support.hub import LocalHub, running_hub
 
 REPO = Path(__file__).resolve().parent.parent
-WORLD = REPO / "manifests" / "world.yaml"
+WORLD = REPO / "manifests" / "source-built.yaml"
 
 
 def copy_patches(data: dict[str, Any], root: Path) -> None:
@@ -28,7 +28,7 @@ def copy_patches(data: dict[str, Any], root: Path) -> None:
 
 @pytest.fixture
 def world_data() -> dict[str, Any]:
-    """The shipped manifest as plain data, for tests that edit a copy."""
+    """The shipped source-built manifest as plain data, for tests that edit a copy."""
     data = yaml.safe_load(WORLD.read_text())
     assert isinstance(data, dict)
     return copy.deepcopy(data)

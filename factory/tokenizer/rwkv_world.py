@@ -47,7 +47,7 @@ MLC_LLM_TOKENIZERS_CPP = {
     "9434126358a370a3ed76e06aa0774e086edcec97": "eec72a6b234b92609cd95050198c0cac68d25d69",
     "b44cdc53381bd804ef000775bb280de1c7ca6439": "27dbe17d7268801ec720569167af905c88d3db50",
     "bb586e51eb20cba2e82216b75d22d8dd6657cce1": "34885cfd7b9ef27b859c28a41e71413dd31926f5",
-    "79d603f085f50500e9509fa01785ffa7ecfaaa93": "34885cfd7b9ef27b859c28a41e71413dd31926f5",  # manifests/wheel.yaml
+    "79d603f085f50500e9509fa01785ffa7ecfaaa93": "34885cfd7b9ef27b859c28a41e71413dd31926f5",  # world.yaml
 }
 
 # Chinese, English, code, emoji, mixed scripts and whitespace: the texts every build checks.

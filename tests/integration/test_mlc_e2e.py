@@ -1,5 +1,5 @@
 """The real compiler end to end: mlc-llm 79d603f0 on apache-tvm 0.26 (the wheel
-toolchain, built from manifests/wheel.yaml) converts, configures and compiles tiny
+toolchain, built from manifests/world.yaml) converts, configures and compiles tiny
 random RWKV-5, RWKV-6 and RWKV-7 checkpoints served by a local hub (RWKV-7 through the
 factory's own port, images/wheel/patches/rwkv7-model.patch), for the CPU, for Vulkan
 (TVM's Vulkan runtime and codegen built beside the wheel) and for CUDA sm_80 (nvcc from
@@ -347,6 +347,37 @@ def test_the_kernel_check_refuses_the_rwkv6_cuda_library_of_the_unpatched_pipeli
     assert sum(f.startswith("fused_matmul") and "_tir_tanh" in f for f in functions) == 4, functions
     assert all("matmul_rf" in blocks for _, blocks in refused), refused
     assert not (built.root / "dist-unbound" / f"{name}-q4f32_1-cuda-sm80").exists()
+
+
+def test_metal_cells_compile_to_their_kernels_on_linux(built: Built) -> None:
+    """A Metal library is linked on macOS, but its kernels come from the codegen every
+    apache-tvm wheel has: `factory kernels` compiles each generation's Metal cell in the
+    Linux image (the converts are the build's own, cached) into an object archive with
+    arm64 Mach-O host code, through the kernel check, and keeps the MSL."""
+    import tarfile
+
+    data = yaml.safe_load(built.manifest.read_text())
+    data["toolchains"][TOOLCHAIN]["build"]["metal"] = True
+    data["targets"]["metal-arm64"] = {"device": "metal:generic", "runner": "host", "os": "macos", "arch": "arm64"}
+    manifest = _write(built.root, "metal.yaml", data, built.hub)
+    only = [arg for model in sorted(MODELS) for arg in ("--only", f"{model}/q4f16_1/metal-arm64")]
+    since = time.time()
+    done = built.run("kernels", "-m", str(manifest), "--work", "work", *only)
+    print(f"mlc e2e: factory kernels of {len(MODELS)} Metal cells took {time.time() - since:.0f} s")
+    assert done.returncode == 0, done.stderr[-4000:] + done.stdout
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(MODELS) and all(": kernels passed (" in line for line in lines), lines
+    for model in sorted(MODELS):
+        folder = built.root / "work" / "kernels" / f"{model}--q4f16_1--metal-arm64"
+        report = json.loads((folder / "kernel-check.json").read_text())
+        assert report["checked"] and report["failures"] == [], report
+        msl = (folder / "kernels.metal").read_text()
+        assert "#include <metal_stdlib>" in msl and "kernel void" in msl
+        assert msl.count("kernel void") >= len(report["checked"]) // 2
+        with tarfile.open(folder / f"{model}-q4f16_1-metal-arm64.tar") as archive:
+            objects = {m.name: archive.extractfile(m).read()[:4] for m in archive if m.isfile()}  # type: ignore[union-attr]
+        assert objects and all(magic == b"\xcf\xfa\xed\xfe" for magic in objects.values()), objects  # Mach-O 64
+    assert not (built.root / "dist" / "rwkv-7-world-tiny-q4f16_1-metal-arm64").exists()  # never a bundle
 
 
 def test_a_checkpoint_whose_logits_overflow_is_rejected_by_the_smoke_gate(built: Built) -> None:

@@ -1,5 +1,5 @@
 """The real wheel toolchain for the `mlc` tests: mlc-llm 79d603f0's Python package on
-apache-tvm 0.26 from PyPI, built from manifests/wheel.yaml's own toolchain entry,
+apache-tvm 0.26 from PyPI, built from manifests/world.yaml's own toolchain entry,
 offline from a wheelhouse, with the mlc-llm source from ../shared/third_party/."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import yaml
 from tests.support.docker import BASE_IMAGE, download_wheelhouse
 
 REPO = Path(__file__).resolve().parents[2]
-WHEEL_MANIFEST = REPO / "manifests" / "wheel.yaml"
+WHEEL_MANIFEST = REPO / "manifests" / "world.yaml"
 LOCK = REPO / "images" / "wheel" / "requirements.lock"
 WHEELHOUSE = Path(os.environ.get("FACTORY_TEST_WHEEL_WHEELHOUSE", REPO / ".cache" / "wheelhouse-wheel"))
 # PyTorch's CPU build is not on PyPI; machines of this project's kind keep it here.
@@ -69,11 +69,12 @@ def sources_env() -> dict[str, str]:
 def wheel_manifest(
     models: list[dict[str, Any]], quants: list[str], targets: list[str], name: str = "wheel-test"
 ) -> dict[str, Any]:
-    """manifests/wheel.yaml's toolchain and targets, with the tests' models and the local base image."""
+    """manifests/world.yaml's wheel toolchain and targets (the release's own), with the tests'
+    models and the local base image."""
     data = copy.deepcopy(yaml.safe_load(WHEEL_MANIFEST.read_text()))
     data["root"] = str(REPO)
     data["release"] = {"name": name, "version": "0.0.1"}
-    data["toolchains"][TOOLCHAIN]["base_image"] = BASE_IMAGE
+    data["toolchains"] = {TOOLCHAIN: {**data["toolchains"][TOOLCHAIN], "base_image": BASE_IMAGE}}
     data["models"] = [{"toolchain": TOOLCHAIN, **m} for m in models]
     data["quantizations"] = quants
     data["targets"] = {t: data["targets"][t] for t in targets}

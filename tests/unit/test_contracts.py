@@ -61,7 +61,7 @@ def _sources(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 def test_one_contract_per_pinned_commit_and_the_world_pins_have_one() -> None:
     files = sorted(p.stem for p in CONTRACTS.glob("*.json"))
     assert files == [LEGACY_PIN, CURRENT_PIN]
-    loaded = load_manifest(REPO / "manifests" / "world.yaml")
+    loaded = load_manifest(REPO / "manifests" / "source-built.yaml")
     for name, toolchain in loaded.manifest.toolchains.items():
         contract = contract_for(toolchain.mlc_llm.commit)
         assert contract is not None, name
@@ -154,7 +154,7 @@ def test_the_current_standin_has_the_recorded_choices(standin: dict[str, ModuleT
 
 def _world_steps() -> Iterator[tuple[str, tuple[str, ...]]]:
     """Every command the world matrix renders: convert (both source formats) and compile."""
-    loaded = load_manifest(REPO / "manifests" / "world.yaml")
+    loaded = load_manifest(REPO / "manifests" / "source-built.yaml")
     models = {m.name: m for m in loaded.manifest.models}
     graph = plan(loaded, Lock())
     for cell in graph.cells:
@@ -274,7 +274,7 @@ def test_the_current_standin_fails_on_a_read_only_source_unless_fetch_made_the_i
     assert (tmp_path / "out-2" / "tensor-cache.json").is_file()
 
 
-@pytest.mark.parametrize("manifest", ["world.yaml", "wheel.yaml"])
+@pytest.mark.parametrize("manifest", ["source-built.yaml", "world.yaml"])
 def test_every_toolchain_stores_float32_params_losslessly(manifest: str) -> None:
     """A pin whose convert_weight writes float32 params as bfloat16 (recorded in its
     contract; the wheel's 79d603f0 has no contract and does the same at

@@ -1,4 +1,4 @@
-"""The executor on the real world.yaml graph with recording handlers: order,
+"""The executor on the real source-built.yaml graph with recording handlers: order,
 sharing, pruning, failure isolation and crash safety of the node cache."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _graph(only: tuple[str, ...] = ()) -> BuildGraph:
-    return make_plan(load_manifest(REPO / "manifests" / "world.yaml"), Lock(), only=only)
+    return make_plan(load_manifest(REPO / "manifests" / "source-built.yaml"), Lock(), only=only)
 
 
 class Recorder:

@@ -22,7 +22,7 @@ from factory.toolchains.images.plan import METAL_SHARED, PIN_ARGS, plan_image, p
 
 REPO = Path(__file__).resolve().parents[2]
 CUDA = REPO / "images" / "cuda"
-WORLD = REPO / "manifests" / "world.yaml"
+WORLD = REPO / "manifests" / "source-built.yaml"
 _SET = re.compile(r"^set\((\w+) (.*)\)$")
 
 

@@ -20,7 +20,7 @@ from tests.support.docker import conformance_context, toolchain_manifest
 from tests.support.run import factory
 
 REPO = Path(__file__).resolve().parents[2]
-WORLD = REPO / "manifests" / "world.yaml"
+WORLD = REPO / "manifests" / "source-built.yaml"
 DOCKERFILES = [
     REPO / "images" / "cuda" / "Dockerfile",
     REPO / "images" / "wheel" / "Dockerfile",
@@ -218,7 +218,7 @@ def test_an_unknown_toolchain_is_named(tmp_path: Path) -> None:
 
 
 def test_the_wheel_toolchain_renders_its_wheel_pin_and_takes_mlc_llm_as_a_source() -> None:
-    wheel_manifest = REPO / "manifests" / "wheel.yaml"
+    wheel_manifest = REPO / "manifests" / "world.yaml"
     loaded = load_manifest(wheel_manifest)
     plan = plan_image(loaded, "wheel-tvm0.26", _lock_for(wheel_manifest))
     assert plan.build_args["TVM_WHEEL"] == "apache-tvm==0.26.0"
@@ -233,16 +233,28 @@ def test_the_wheel_toolchain_renders_its_wheel_pin_and_takes_mlc_llm_as_a_source
     ]  # fmt: skip
     assert plan.mlc_llm_source is not None and plan.mlc_llm_source.commit.startswith("79d603f0")
     # Every patch is staged in manifest order and named by content in the labels (and so in the tag).
-    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == [f"{i:02d}" for i in range(11)]
-    assert plan.patches[-1][0] == "tvm/10-tvm-spirv-bool-buffers.patch"
-    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == 11
+    count = len(loaded.manifest.toolchains["wheel-tvm0.26"].patches)
+    assert count >= 12
+    assert [dest.split("/")[1][:2] for dest, _ in plan.patches] == [f"{i:02d}" for i in range(count)]
+    assert plan.patches[-1][0] == f"tvm/{count - 1:02d}-tvm-spirv-bool-buffers.patch"
+    assert len([k for k in plan.labels if k.startswith("org.factory.patch.")]) == count
+
+
+def _wheel_only() -> dict[str, Any]:
+    """manifests/world.yaml's wheel toolchain and the models it builds (the release's own)."""
+    data = yaml.safe_load((REPO / "manifests" / "world.yaml").read_text())
+    data["root"] = str(REPO)
+    data["toolchains"] = {"wheel-tvm0.26": data["toolchains"]["wheel-tvm0.26"]}
+    data["models"] = [m for m in data["models"] if m["toolchain"] == "wheel-tvm0.26"]
+    data.pop("matrix", None)
+    assert isinstance(data, dict)
+    return data
 
 
 def test_a_wheel_toolchain_with_vulkan_must_name_the_wheels_tvm_sources(tmp_path: Path) -> None:
-    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
-    data["root"] = str(REPO)
+    data = _wheel_only()
     del data["toolchains"]["wheel-tvm0.26"]["tvm"]["ffi_source"]
-    path = tmp_path / "wheel.yaml"
+    path = tmp_path / "world.yaml"
     path.write_text(yaml.safe_dump(data))
     done = factory("plan", "-m", str(path))
     assert done.returncode == 2, done.stderr
@@ -254,8 +266,7 @@ def test_a_wheel_toolchain_with_vulkan_must_name_the_wheels_tvm_sources(tmp_path
 def test_a_wheel_toolchain_image_does_not_depend_on_the_selected_targets(tmp_path: Path) -> None:
     """Its TVM is a wheel: nothing in the image is built per CUDA arch, so a manifest with
     only the CPU target must reuse the image a CPU+CUDA manifest built."""
-    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
-    data["root"] = str(REPO)
+    data = _wheel_only()
     full, cpu_only = tmp_path / "full.yaml", tmp_path / "cpu.yaml"
     full.write_text(yaml.safe_dump(data))
     data["targets"] = {"cpu-x86_64": data["targets"]["cpu-x86_64"]}
@@ -267,8 +278,7 @@ def test_a_wheel_toolchain_image_does_not_depend_on_the_selected_targets(tmp_pat
 def test_webgpu_alone_still_takes_the_wheels_tvm_sources_and_changes_the_tag(tmp_path: Path) -> None:
     """The web runtime is built from the wheel's TVM sources even without Vulkan; switching
     WebGPU off drops mlc-llm's web/ and the switch, and so names another image."""
-    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
-    data["root"] = str(REPO)
+    data = _wheel_only()
     build = data["toolchains"]["wheel-tvm0.26"]["build"]
     every = dict(data["targets"])
     cpu = {k: t for k, t in every.items() if not isinstance(t["device"], str)}
@@ -290,7 +300,7 @@ def test_webgpu_alone_still_takes_the_wheels_tvm_sources_and_changes_the_tag(tmp
 
 def test_webgpu_is_refused_where_no_image_builds_it(tmp_path: Path) -> None:
     """A source-built toolchain has no web runtime stage, and a webgpu target must link a .wasm."""
-    data = yaml.safe_load((REPO / "manifests" / "world.yaml").read_text())
+    data = yaml.safe_load((REPO / "manifests" / "source-built.yaml").read_text())
     data["root"] = str(REPO)
     data["toolchains"]["current-v0.20.0"]["build"]["webgpu"] = True
     data["targets"]["browser"] = {"device": "webgpu:generic", "runner": "container", "os": "linux"}

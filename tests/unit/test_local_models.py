@@ -20,7 +20,7 @@ from factory.plan.graph import BuildGraph, plan
 from tests.conftest import REPO
 from tests.support.run import factory
 
-WHEEL = REPO / "manifests" / "wheel.yaml"
+WORLD = REPO / "manifests" / "world.yaml"
 EXAMPLE = REPO / "manifests" / "example.yaml"
 IMAGE_LOCK = Lock(local_images={"debian:bookworm-slim": "sha256:" + "a" * 64})
 
@@ -205,9 +205,9 @@ def test_example_model_is_deterministic_rerunnable_and_never_overwrites(tmp_path
 
 def test_the_example_manifest_uses_the_wheel_toolchain_word_for_word(tmp_path: Path) -> None:
     example = yaml.safe_load(EXAMPLE.read_text())
-    wheel = yaml.safe_load(WHEEL.read_text())
-    assert example["toolchains"] == wheel["toolchains"]
-    assert example["targets"] == {name: wheel["targets"][name] for name in ("cpu-x86_64", "vulkan-x86_64")}
+    world = yaml.safe_load(WORLD.read_text())
+    assert example["toolchains"] == {"wheel-tvm0.26": world["toolchains"]["wheel-tvm0.26"]}
+    assert example["targets"] == {name: world["targets"][name] for name in ("cpu-x86_64", "vulkan-x86_64")}
     folder = tmp_path / "example" / "model"
     write_example_model(folder)
     data = dict(example, root=str(REPO))

@@ -44,7 +44,8 @@ def test_every_shell_script_is_shellcheck_clean() -> None:
 
 
 def _metal_env(tmp_path: Path, toolchain: str = "current-v0.20.0") -> dict[str, str]:
-    done = factory("images", "metal-env", "--toolchain", toolchain, "--prefix-root", str(tmp_path))
+    manifest = str(REPO / "manifests" / "source-built.yaml")
+    done = factory("images", "metal-env", "-m", manifest, "--toolchain", toolchain, "--prefix-root", str(tmp_path))
     assert done.returncode == 0, done.stderr
     env = {}
     for line in done.stdout.splitlines():
@@ -65,7 +66,7 @@ def test_metal_env_exports_what_bootstrap_reads(tmp_path: Path) -> None:
 
 
 def test_the_prefix_hash_follows_the_pins() -> None:
-    loaded = load_manifest(REPO / "manifests" / "world.yaml")
+    loaded = load_manifest(REPO / "manifests" / "source-built.yaml")
     legacy = plan_metal_prefix(loaded, "legacy-2024.03")
     current = plan_metal_prefix(loaded, "current-v0.20.0")
     assert legacy.hash != current.hash
@@ -142,14 +143,16 @@ def test_the_legacy_lock_has_what_import_mlc_chat_needs() -> None:
 
 
 def _wheel_with_metal(tmp_path: Path) -> Path:
-    """manifests/wheel.yaml with a Metal target served by the macOS runner."""
+    """manifests/world.yaml's wheel toolchain cells only (their Metal target included)."""
     import yaml
 
-    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
+    data = yaml.safe_load((REPO / "manifests" / "world.yaml").read_text())
     data["root"] = str(REPO)
-    (name,) = data["toolchains"]
-    data["toolchains"][name]["build"]["metal"] = True
-    data["targets"]["metal-arm64"] = {"device": "metal:generic", "runner": "host", "os": "macos", "arch": "arm64"}
+    data["toolchains"] = {"wheel-tvm0.26": data["toolchains"]["wheel-tvm0.26"]}
+    data["models"] = [m for m in data["models"] if m["toolchain"] == "wheel-tvm0.26"]
+    data.pop("matrix")
+    assert data["toolchains"]["wheel-tvm0.26"]["build"]["metal"] is True
+    assert data["targets"]["metal-arm64"]["runner"] == "host"
     path = tmp_path / "wheel-metal.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

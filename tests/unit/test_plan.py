@@ -15,7 +15,7 @@ from factory.plan.graph import BuildGraph, plan
 from factory.plan.views import github_matrix, render_json, render_table
 from tests.conftest import REPO, WORLD
 
-GOLDEN = REPO / "tests" / "golden" / "world.plan.json"
+GOLDEN = REPO / "tests" / "golden" / "source-built.plan.json"
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,8 @@ def test_world_plan_matches_golden(graph: BuildGraph) -> None:
         GOLDEN.write_text(rendered)
     assert GOLDEN.exists(), "run with UPDATE_GOLDEN=1 to create the golden file"
     assert json.loads(rendered) == json.loads(GOLDEN.read_text()), (
-        "the plan of manifests/world.yaml changed; if intended, regenerate with UPDATE_GOLDEN=1 and review the diff"
+        "the plan of manifests/source-built.yaml changed; if intended, regenerate with UPDATE_GOLDEN=1 "
+        "and review the diff"
     )
 
 
@@ -253,3 +254,20 @@ def test_image_content_hash_is_what_the_image_tag_hashes_besides_the_base(world_
     (world_copy.parent / "images" / "cuda" / "requirements-base.txt").write_text("changed\n")
     assert plan_image(loaded, name, lock).tag != tag
     assert image_content_hash(loaded, name) != content
+
+
+def test_the_release_builds_the_proven_toolchain() -> None:
+    """manifests/world.yaml, what the release workflow builds: every cell but RWKV-4's on the
+    wheel toolchain CI builds and runs (RWKV-4 may sit on the legacy toolchain only until its
+    port lands), RWKV-5, 6 and 7 on every target kind, Metal included."""
+    graph = plan(load_manifest(REPO / "manifests" / "world.yaml"), Lock())
+    elsewhere = [c.cell.id for c in graph.cells if c.toolchain != "wheel-tvm0.26"]
+    assert all(cell.startswith("rwkv-4-world-") for cell in elsewhere), elsewhere
+    wheel = [c for c in graph.cells if c.toolchain == "wheel-tvm0.26"]
+    targets = {"cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "webgpu", "cuda-sm80", "cuda-sm90", "metal-arm64"}
+    for generation in ("5", "6", "7"):
+        cells = [c for c in wheel if c.cell.model.startswith(f"rwkv-{generation}-world-")]
+        assert {c.cell.target for c in cells} == targets, generation
+    assert {c.cell.model for c in wheel} >= {"rwkv-7-world-1b5", "rwkv-7-world-2b9"}
+    metal = [c for c in wheel if c.cell.target == "metal-arm64"]
+    assert metal and all(c.runner == "host" and c.os == "macos" for c in metal)

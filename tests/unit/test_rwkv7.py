@@ -67,16 +67,19 @@ def test_the_fixture_is_made_of_exact_4_bit_groups_where_mlc_llm_quantizes() -> 
 
 
 def test_an_rwkv7_model_needs_a_toolchain_patch_that_adds_the_model_type(tmp_path: Path) -> None:
-    data = yaml.safe_load((REPO / "manifests" / "wheel.yaml").read_text())
+    data = yaml.safe_load((REPO / "manifests" / "world.yaml").read_text())
     data["root"] = str(REPO)
-    path = tmp_path / "wheel.yaml"
+    path = tmp_path / "world.yaml"
     path.write_text(yaml.safe_dump(data))
     done = factory("plan", "-m", str(path), "--format", "json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     cells = {n["id"].split(":", 1)[1] for n in json.loads(done.stdout)["nodes"] if n["kind"] == "bundle"}
     for model in ("rwkv-7-world-1b5", "rwkv-7-world-2b9"):
-        for quant in ("q0f16", "q4f16_1", "q4f32_1"):
-            assert {f"{model}/{quant}/{t}" for t in ("cpu-x86_64", "vulkan-x86_64", "cuda-sm80", "cuda-sm90")} <= cells
+        gpus = ("vulkan-x86_64", "cuda-sm80", "cuda-sm90", "metal-arm64")
+        for quant in ("q0f16", "q4f16_1"):
+            assert {f"{model}/{quant}/{t}" for t in gpus} <= cells
+        for quant in ("q4f16_1", "q4f32_1"):
+            assert {f"{model}/{quant}/{t}" for t in ("cpu-x86_64", "cpu-x86_64-v3", "webgpu")} <= cells
 
     patches = data["toolchains"]["wheel-tvm0.26"]["patches"]
     data["toolchains"]["wheel-tvm0.26"]["patches"] = [p for p in patches if "model_types" not in p]
