@@ -129,7 +129,8 @@ class Executor:
     _key_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     def needed(self) -> dict[str, Node]:
-        """Nodes that must run or be checked: the bundles not yet made, and everything they need."""
+        """Nodes that must run or be checked: the graph's ends not yet made (its bundles, or
+        the converts of a graph cut short for `factory kernels`), and everything they need."""
         by_id = {n.id: n for n in self.graph.nodes}
         wanted: dict[str, Node] = {}
 
@@ -142,8 +143,9 @@ class Executor:
                 for dep in node.deps:
                     visit(by_id[dep])
 
-        for bundle in self.graph.of_kind("bundle"):
-            visit(bundle)
+        depended_on = {dep for node in self.graph.nodes for dep in node.deps}
+        for end in (n for n in self.graph.nodes if n.id not in depended_on):
+            visit(end)
         return {n.id: n for n in self.graph.nodes if n.id in wanted}
 
     def run(self) -> list[Outcome]:
