@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from factory.checkpoints.groups import exact_groups
+from factory.checkpoints.rwkv4 import rwkv4_checkpoint_files
 from factory.checkpoints.rwkv7 import rwkv7_checkpoint_files
 from factory.errors import InputError, Problem
 
@@ -171,6 +172,15 @@ def checkpoint_tensors(
     return tensors, config
 
 
+def example_files(version: int, seed: int = 0) -> dict[str, bytes]:
+    """{filename: content} of the tiny checkpoint of RWKV generation `version` (4 to 7)."""
+    if version == 4:
+        return rwkv4_checkpoint_files(seed)
+    if version == 7:
+        return rwkv7_checkpoint_files(seed)
+    return checkpoint_files(version, seed=seed)
+
+
 @dataclass(frozen=True)
 class ExampleModel:
     folder: Path
@@ -186,7 +196,7 @@ def write_example_model(folder: Path, version: int = 6, seed: int = 0) -> Exampl
     sibling temporary folder that is renamed into place. A folder that already holds
     exactly these files is left as it is (the generator is deterministic), so the
     README's first command can be run again; one holding anything else is refused."""
-    files = rwkv7_checkpoint_files(seed) if version == 7 else checkpoint_files(version, seed=seed)
+    files = example_files(version, seed)
     listing = tuple((name, len(data)) for name, data in sorted(files.items()))
     if folder.exists():
         present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None

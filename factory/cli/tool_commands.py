@@ -73,7 +73,8 @@ def run_command(
 def example_model_command(
     folder: Annotated[Path, typer.Argument(help="The folder to write (new, empty, or holding this model already).")],
     version: Annotated[
-        int, typer.Option("--version", min=5, max=7, help="RWKV generation: 5 (Eagle), 6 (Finch) or 7 (Goose).")
+        int,
+        typer.Option("--version", min=4, max=7, help="RWKV generation: 4 (World), 5 (Eagle), 6 (Finch) or 7 (Goose)."),
     ] = 6,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random weights.")] = 0,
 ) -> None:

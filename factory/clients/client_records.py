@@ -40,12 +40,15 @@ def param_bytes(params: list[dict[str, Any]]) -> int:
     return total
 
 
-def state_bytes(model_config: dict[str, Any]) -> int:
-    """PURE: one sequence's RNN state for RWKV-5/6/7 (float32): per layer the two token-shift
-    vectors and each head's wkv matrix (the head size is RWKV-7's head_dim). 0 for configs
-    without these fields."""
+def state_bytes(model_config: dict[str, Any], model_type: str = "") -> int:
+    """PURE: one sequence's RNN state (float32). Per layer, RWKV-5/6/7: the two token-shift
+    vectors and each head's wkv matrix (the head size is RWKV-7's head_dim); RWKV-4
+    (`model_type` rwkv4): the two token-shift vectors and the WKV's three per-channel
+    numbers (numerator, denominator, exponent). 0 for configs without these fields."""
     layers = int(model_config.get("num_hidden_layers") or 0)
     hidden = int(model_config.get("hidden_size") or 0)
+    if model_type == "rwkv4" and layers and hidden:
+        return layers * (2 * hidden + 3 * int(model_config.get("attention_hidden_size") or hidden)) * 4
     head = int(model_config.get("head_size") or model_config.get("head_dim") or 0)
     if not (layers and hidden and head):
         return 0
@@ -67,7 +70,8 @@ def memory_figures(metadata: Mapping[str, Any], chat_config: Mapping[str, Any]) 
         "temp_bytes": max((int(usage[f]) for f in _SINGLE_SEQUENCE if f in usage), default=0),
     }
     if metadata.get("kv_state_kind") == "rnn_state":
-        figures["state_bytes"] = state_bytes(dict(chat_config.get("model_config") or {}))
+        model_type = str(chat_config.get("model_type") or "")
+        figures["state_bytes"] = state_bytes(dict(chat_config.get("model_config") or {}), model_type)
     return figures
 
 

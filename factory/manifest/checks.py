@@ -183,13 +183,13 @@ def _models(m: Manifest, root: Path) -> Iterator[Finding]:
 def _patch_provisions(m: Manifest, index: int, model: Model) -> Iterator[Finding]:
     """What the model needs from its toolchain's patches: a model type upstream lacks, overrides."""
     toolchain = m.toolchains[model.toolchain]
-    needed = PATCHED_MODEL_TYPES.get(model.type)
+    needed = PATCHED_MODEL_TYPES.get(model.type) if toolchain.flow == "current" else None
     if needed is not None and not any(needed in patch.model_types for patch in toolchain.patches):
         yield Finding(
             ("models", index, "type"),
             f"{model.type} needs the mlc-llm model type {needed!r}, which upstream mlc-llm does not have "
             f"and no patch of toolchain {model.toolchain!r} adds",
-            f"add `{{path: images/wheel/patches/rwkv7-model.patch, model_types: [{needed}]}}` to the toolchain's "
+            f"add `{{path: images/wheel/patches/{needed}-model.patch, model_types: [{needed}]}}` to the toolchain's "
             "patches (a wheel toolchain), or use another model type",
         )
     provided = {o for patch in toolchain.patches for o in patch.provides}

@@ -19,9 +19,11 @@ NAME_RE = re.compile(NAME_PATTERN)
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
 
 ModelType = Literal["rwkv4-world", "rwkv5-world", "rwkv6-world", "rwkv7-world"]
-# mlc-llm model types no upstream commit has; a toolchain patch must add them.
-PatchedModelType = Literal["rwkv7"]
-PATCHED_MODEL_TYPES: dict[str, PatchedModelType] = {"rwkv7-world": "rwkv7"}
+# mlc-llm model types the current flow has at no upstream commit; a toolchain patch must add
+# them. RWKV-4 was upstream only in the legacy flow (relax_model/rwkv.py, deleted in 20efccb7),
+# which builds it as it is.
+PatchedModelType = Literal["rwkv4", "rwkv7"]
+PATCHED_MODEL_TYPES: dict[str, PatchedModelType] = {"rwkv4-world": "rwkv4", "rwkv7-world": "rwkv7"}
 FlowName = Literal["legacy", "current"]
 Override = Literal["first_layer_fp32"]
 
@@ -82,7 +84,7 @@ class Patch(Frozen):
     applies_to: Literal["mlc-llm", "tvm", "tokenizers-cpp"] = "mlc-llm"
     provides: tuple[Override, ...] = Field(default=(), description="Model overrides this patch implements")
     model_types: tuple[PatchedModelType, ...] = Field(
-        default=(), description="mlc-llm model types this patch adds (upstream has no RWKV-7)"
+        default=(), description="mlc-llm model types this patch adds (the current flow has no RWKV-4 or RWKV-7)"
     )
 
 

@@ -36,8 +36,9 @@ CLI_QUANTIZATIONS = CONTRACT.quantizations.all()
 _MODEL_QUANTIZATIONS: dict[str, frozenset[str]] = {
     "rwkv5-world": CONTRACT.model_quantizations("rwkv5"),
     "rwkv6-world": CONTRACT.model_quantizations("rwkv6"),
-    # Not upstream: the factory's RWKV-7 port (images/wheel/patches/rwkv7-model.patch)
-    # registers its quantizations exactly as rwkv6 does (no FasterTransformer kinds).
+    # Not upstream: the factory's RWKV-4 and RWKV-7 ports (images/wheel/patches/rwkv4-model.patch,
+    # rwkv7-model.patch) register their quantizations exactly as rwkv6 does (no FasterTransformer kinds).
+    "rwkv4-world": CONTRACT.model_quantizations("rwkv6"),
     "rwkv7-world": CONTRACT.model_quantizations("rwkv6"),
 }
 
@@ -184,4 +185,4 @@ def _offload_opt(target: Target, build: BuildOptions) -> tuple[str, ...]:
 
 
 # model/model.py MODELS keys for our manifest types.
-_MODEL_TYPE = {"rwkv5-world": "rwkv5", "rwkv6-world": "rwkv6", "rwkv7-world": "rwkv7"}
+_MODEL_TYPE = {"rwkv4-world": "rwkv4", "rwkv5-world": "rwkv5", "rwkv6-world": "rwkv6", "rwkv7-world": "rwkv7"}

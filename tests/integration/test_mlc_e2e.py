@@ -1,7 +1,8 @@
 """The real compiler end to end: mlc-llm 79d603f0 on apache-tvm 0.26 (the wheel
 toolchain, built from manifests/world.yaml) converts, configures and compiles tiny
-random RWKV-5, RWKV-6 and RWKV-7 checkpoints served by a local hub (RWKV-7 through the
-factory's own port, images/wheel/patches/rwkv7-model.patch), for the CPU, for Vulkan
+random RWKV-4, RWKV-5, RWKV-6 and RWKV-7 checkpoints served by a local hub (RWKV-4 and
+RWKV-7 through the factory's own ports, images/wheel/patches/rwkv4-model.patch and
+rwkv7-model.patch), for the CPU, for Vulkan
 (TVM's Vulkan runtime and codegen built beside the wheel) and for CUDA sm_80 (nvcc from
 PyPI, no GPU); the gates meet real artifacts, CPU bundles run through TVM's Relax VM,
 Vulkan bundles through the same runner on Mesa's lavapipe, the kernel check refuses a
@@ -43,16 +44,23 @@ TARGETS = ["cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "cuda-sm80", "webgpu"
 CPU_TARGETS = {"cpu-x86_64": "x86-64", "cpu-x86_64-v3": "x86-64-v3"}
 # Whether this machine can execute x86-64-v3 code: its bundles are gated only where it can.
 HOST_V3 = level_of(host_flags() or frozenset()) >= 3
-MODELS = {"rwkv-5-world-tiny": ("rwkv5", 5), "rwkv-6-world-tiny": ("rwkv6", 6), "rwkv-7-world-tiny": ("rwkv7", 7)}
+MODELS = {
+    "rwkv-4-world-tiny": ("rwkv4", 4),
+    "rwkv-5-world-tiny": ("rwkv5", 5),
+    "rwkv-6-world-tiny": ("rwkv6", 6),
+    "rwkv-7-world-tiny": ("rwkv7", 7),
+}
 # Cells left out to keep CI inside its time: the v3 CPU target and CUDA q4f32_1 are each
 # proven on RWKV-6 (the LoRA matmuls that once ran on the host) and RWKV-7 (its own kernel)
 # or RWKV-6 alone; every generation keeps both quantizations on the CPU and Vulkan. WebGPU
-# runs q4f32_1 of RWKV-5 and RWKV-6 (the issue's pair) in Chromium: SwiftShader has no
-# shader-f16, so a q4f16_1 WebGPU bundle could be built but not gated here.
+# runs q4f32_1 of RWKV-4, RWKV-5 and RWKV-6 in Chromium: SwiftShader has no shader-f16, so
+# a q4f16_1 WebGPU bundle could be built but not gated here.
 EXCLUDED = [
+    {"model": "rwkv-4-world-tiny", "target": "cpu-x86_64-v3"},
     {"model": "rwkv-5-world-tiny", "target": "cpu-x86_64-v3"},
     {"quant": "q4f16_1", "target": "webgpu"},
     {"model": "rwkv-7-world-tiny", "target": "webgpu"},
+    {"model": "rwkv-4-world-tiny", "quant": "q4f32_1", "target": "cuda-sm80"},
     {"model": "rwkv-5-world-tiny", "quant": "q4f32_1", "target": "cuda-sm80"},
     {"model": "rwkv-7-world-tiny", "quant": "q4f32_1", "target": "cuda-sm80"},
 ]
@@ -66,6 +74,7 @@ CELLS = [
 # Per generation: the names of the embedding and head, and the float32 parameter that
 # holds the decay (lossless-float32-params.patch keeps it float32 on disk).
 LAYOUT = {
+    4: ("model.embeddings.q_weight", "head.q_weight", "time_decay_first"),
     5: ("model.embeddings.q_weight", "head.q_weight", "time_decay"),
     6: ("model.embeddings.q_weight", "head.q_weight", "time_decay"),
     7: ("model.embeddings.q_weight", "lm_head.q_weight", ".w0"),
@@ -163,9 +172,10 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
     print(f"mlc e2e: the wheel toolchain image (with Vulkan and WebGPU) took {time.time() - since:.0f} s")
     with StepWatch(docker_client, "-world-tiny/") as watch:
         since = time.time()
+        # 28 cells since RWKV-4 joined (its WebGPU cell links a .wasm and runs in Chromium).
         done = factory(
             "build", "-m", str(manifest), "--work", "work", "--out", "dist", "-j", "2", "--smoke",
-            env=local_hub.env(), cwd=root, timeout=1800,
+            env=local_hub.env(), cwd=root, timeout=2700,
         )  # fmt: skip
         seconds = time.time() - since
     steps = watch.steps
@@ -179,9 +189,9 @@ def test_build_runs_the_real_tools_once_per_node(built: Built) -> None:
     compiles = [s for s in built.steps if s.startswith("compile:") and s.endswith(" compile")]
     runtimes = [s for s in built.steps if s.startswith("compile:") and s.endswith(" web_runtime")]
     assert len(converts) == 2 * len(MODELS) * len(QUANTS)  # convert_weight + gen_config per model x quant
-    assert len(compiles) == len(CELLS) == 22
+    assert len(compiles) == len(CELLS) == 28
     # A WebGPU compile also copies out the JS runtime its .wasm was linked for.
-    assert len(runtimes) == len([c for c in CELLS if c[2] == "webgpu"]) == 2
+    assert len(runtimes) == len([c for c in CELLS if c[2] == "webgpu"]) == 3
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -227,11 +237,12 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
         # What client records size VRAM with, from the library's own _metadata: its params are
         # exactly the bytes the tensor cache holds, and one RNN state is 2 layers x (two
         # token-shift vectors + an NxN wkv matrix per head) in float32: one head of 64
-        # (RWKV-5/6), two of 32 (RWKV-7).
+        # (RWKV-5/6), two of 32 (RWKV-7); RWKV-4 keeps three numbers per channel instead.
         hidden, size = 64, 32 if version == 7 else 64
+        per_layer = 2 * hidden + (3 * hidden if version == 4 else (hidden // size) * size * size)
         assert config["model_config"]["hidden_size"] == hidden
         assert gates["library"]["params_bytes"] == sum(r["nbytes"] for r in records)
-        assert gates["library"]["state_bytes"] == 2 * (2 * hidden + (hidden // size) * size * size) * 4
+        assert gates["library"]["state_bytes"] == 2 * per_layer * 4
         assert gates["library"]["temp_bytes"] > 0
         if target not in CPU_TARGETS:
             # Every GPU function was checked as it compiled, and none runs on the host
@@ -544,11 +555,16 @@ def test_every_parameter_group_moves_the_reference_far_past_the_exact_bound(
     # Measured here: the least sensitive tensor moves KL mean by 5e-4 (RWKV-5) and 8e-4
     # (RWKV-6), the default eps by 0.14 and 1.2e-4: over 10^4 times the exact bound. RWKV-7's
     # weakest is layer 1's decay path (9.4e-5, w_lora.lora.2.weight): its fixture spreads the
-    # decay LoRA and w0 so that it is (factory/checkpoints/rwkv7.py).
+    # decay LoRA and w0 so that it is (factory/checkpoints/rwkv7.py). RWKV-4's is layer 1's
+    # time_first (1.5e-4); its next, layer 1's ln1 bias, 1.5e-3.
     weakest = min(report["groups"].items(), key=lambda item: item[1])
     print(f"sensitivity {model}: weakest {weakest[0]} KL {weakest[1]:.2e}, ln_x eps KL {report['ln_x_eps']}")
     assert weakest[1] >= 1000 * EXACT["q4f32_1"].kl_mean, weakest
-    if version == 7:
+    if version == 4:
+        # No group norm; the decay, bonus and every layer's mixes count like the matrices.
+        assert report["ln_x_eps"] is None
+        assert {"rwkv.blocks.1.attention.time_first", "rwkv.blocks.0.attention.time_decay"} <= set(report["groups"])
+    elif version == 7:
         # The x070 reference is TorchScript: its eps cannot be swapped from outside.
         assert report["ln_x_eps"] is None
         assert {"model.layers.1.attn.v_lora.lora.2.bias", "model.layers.0.attn.k_k", "model.layers.1.attn.k_a"} <= set(
@@ -567,6 +583,7 @@ def _plan_keys(built: Built, cell: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("model", "layer0", "layer1"),
     [
+        ("rwkv-4-world-tiny", "model.blocks.0.attention.output", "model.blocks.1.attention.output"),
         ("rwkv-5-world-tiny", "model.blocks.0.attention.output", "model.blocks.1.attention.output"),
         ("rwkv-7-world-tiny", "model.layers.0.attn.o_proj", "model.layers.1.attn.o_proj"),
     ],
@@ -621,6 +638,7 @@ def test_the_reference_conversion_matches_the_reference_on_the_original_layout(
     work.mkdir()
     image = built.bundle("rwkv-5-world-tiny", "q4f16_1", "cpu-x86_64")
     report = _support_script(docker_client, image, work, "ROUNDTRIP ", ["reference_roundtrip.py", "/factory", "/w"])
+    assert report["v4"] == {"max_abs_diff": 0.0, "version": 4}
     assert report["v5"] == {"max_abs_diff": 0.0, "version": 5.2}
     assert report["v6"]["max_abs_diff"] == 0.0 and report["v6"]["version"] == 6
     # RWKV-7: BlinkDL's .pth layout run directly against the -HF layout through the renaming.

@@ -1,5 +1,5 @@
 """Runs INSIDE the wheel toolchain (torch + rwkv): checks the parity gate's own weight
-conversion. A tiny RWKV-5.2, RWKV-6 and RWKV-7 model is made in the layout the reference
+conversion. A tiny RWKV-4, RWKV-5.2, RWKV-6 and RWKV-7 model is made in the layout the reference
 package loads directly (the original `.pth` names), run by the reference as it is
 (RWKV-7 in a child process: the package picks x070 at import, from RWKV_V7_ON);
 then written in the Hugging Face layout (with a table of this file's own, not the
@@ -23,6 +23,7 @@ os.environ.setdefault("RWKV_CUDA_ON", "0")
 
 HIDDEN, HEAD, FFN, VOCAB, LAYERS = 64, 64, 224, 512, 2
 TOKENS = [3, 17, 250, 9, 77, 400, 1, 33]
+ATT_V5_V6 = ("key", "value", "receptance", "gate", "output")
 
 
 def original_layout(version: int) -> dict[str, Any]:
@@ -41,7 +42,13 @@ def original_layout(version: int) -> dict[str, Any]:
         for ln in ("ln1", "ln2"):
             w[f"{b}.{ln}.weight"] = 1 + rand(HIDDEN, scale=0.1)
             w[f"{b}.{ln}.bias"] = rand(HIDDEN, scale=0.1)
-        if version == 5:
+        if version == 4:
+            # RWKV-4: per-channel decay and bonus, three mixes, no gate and no group norm.
+            for k in ("k", "v", "r"):
+                w[f"{b}.att.time_mix_{k}"] = torch.rand(1, 1, HIDDEN, generator=gen)
+            w[f"{b}.att.time_decay"] = rand(HIDDEN) - 1
+            w[f"{b}.att.time_first"] = rand(HIDDEN)
+        elif version == 5:
             for k in ("k", "v", "r", "g"):
                 w[f"{b}.att.time_mix_{k}"] = torch.rand(1, 1, HIDDEN, generator=gen)
             w[f"{b}.att.time_decay"] = rand(heads, HEAD) - 1
@@ -53,12 +60,14 @@ def original_layout(version: int) -> dict[str, Any]:
             w[f"{b}.att.time_decay_w1"] = rand(HIDDEN, 64, scale=0.05)
             w[f"{b}.att.time_decay_w2"] = rand(64, HIDDEN, scale=0.05)
             w[f"{b}.att.time_decay"] = rand(1, 1, HIDDEN) - 1
-        w[f"{b}.att.time_faaaa"] = rand(heads, HEAD)
-        for name in ("key", "value", "receptance", "gate", "output"):
+        if version > 4:
+            w[f"{b}.att.time_faaaa"] = rand(heads, HEAD)
+        for name in ("key", "value", "receptance", "output") if version == 4 else ATT_V5_V6:
             w[f"{b}.att.{name}.weight"] = rand(HIDDEN, HIDDEN)
-        w[f"{b}.att.ln_x.weight"] = 1 + rand(HIDDEN, scale=0.1)
-        w[f"{b}.att.ln_x.bias"] = rand(HIDDEN, scale=0.1)
-        mix = ("time_mix_k", "time_mix_r") if version == 5 else ("time_maa_k", "time_maa_r")
+        if version > 4:
+            w[f"{b}.att.ln_x.weight"] = 1 + rand(HIDDEN, scale=0.1)
+            w[f"{b}.att.ln_x.bias"] = rand(HIDDEN, scale=0.1)
+        mix = ("time_mix_k", "time_mix_r") if version < 6 else ("time_maa_k", "time_maa_r")
         for name in mix:
             w[f"{b}.ffn.{name}"] = torch.rand(1, 1, HIDDEN, generator=gen)
         w[f"{b}.ffn.key.weight"] = rand(FFN, HIDDEN)
@@ -70,7 +79,7 @@ def original_layout(version: int) -> dict[str, Any]:
     return w
 
 
-# Original names -> Hugging Face names (RWKV/rwkv-5-world-*, RWKV/v6-Finch-*-HF).
+# Original names -> Hugging Face names (RWKV/rwkv-4-world-*, RWKV/rwkv-5-world-*, RWKV/v6-Finch-*-HF).
 _HF_PART = {"att": "attention", "ffn": "feed_forward", "ln0": "pre_ln"}
 _HF_LEAF = {"time_mix_k": "time_mix_key", "time_mix_v": "time_mix_value", "time_mix_r": "time_mix_receptance",
             "time_mix_g": "time_mix_gate"}  # fmt: skip
@@ -212,7 +221,7 @@ def main(factory_dir: str, work_dir: str) -> None:
 
     work = Path(work_dir)
     report = {}
-    for version in (5, 6):
+    for version in (4, 5, 6):
         weights = original_layout(version)
         original = work / f"v{version}-original"
         torch.save({k: v.clone() for k, v in weights.items()}, f"{original}.pth")

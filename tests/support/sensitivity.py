@@ -9,7 +9,8 @@ factors, decay, bonus, norms, gate, heads) is perturbed in turn by Gaussian nois
 quarter of its RMS, with a fixed seed, and the reference runs the tokens again. The
 ln_x group norm is also run with mlc-llm's default eps (1e-5) instead of the
 reference's 64e-5 (RWKV-5/6 only: the x070 reference is TorchScript, compiled with
-its eps of 64e-5 before anything could swap the function, so `ln_x_eps` is null).
+its eps of 64e-5 before anything could swap the function, and RWKV-4 has no group
+norm, so for both `ln_x_eps` is null).
 Prints `SENSITIVITY {json}`: the KL mean of each run's next-token distributions from
 the unperturbed run's, by tensor name, and for the eps. With SAVE_DIR, each run's logits
 are saved there too (base.npy, then NNN.npy in the order of `variants.json`), for the
@@ -73,7 +74,7 @@ def main(scripts_dir: str, model_dir: str, tokens_json: str, save_dir: str | Non
         logits, _ = reference_logits(reference_tensors({**hf, name: tensor + noise}), tokens)
         groups[name] = kl_mean(base, logits)
         keep(name, logits)
-    if script.is_rwkv7(hf):
+    if script.is_rwkv7(hf) or not any(".ln_x." in name for name in hf):
         print("SENSITIVITY " + json.dumps({"groups": groups, "ln_x_eps": None}), flush=True)
         return
 

@@ -2,7 +2,10 @@
 
 Same tensor names and config keys as transformers' RwkvForCausalLM
 (RwkvConfig(vocab_size=65536, hidden_size=64, num_hidden_layers=2,
-attention_hidden_size=64, intermediate_size=256)), without needing torch.
+attention_hidden_size=64, intermediate_size=256)), without needing torch: the legacy
+flow's stand-in tests build it. The exact-group fixtures every generation's real
+builds use (RWKV-4 included) come from the package, as `factory example-model` writes
+them: `tiny_checkpoint_files`.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from factory.checkpoints.example import checkpoint_files
-from factory.checkpoints.rwkv7 import rwkv7_checkpoint_files
+from factory.checkpoints.example import checkpoint_files, example_files
 
 VOCAB, HIDDEN, LAYERS, INTERMEDIATE = 65536, 64, 2, 256
 
@@ -82,10 +84,10 @@ def write_tiny_rwkv(folder: Path, **kwargs: bool | int) -> Path:
     return folder
 
 
-# RWKV-5, 6 and 7 come from the package: `factory example-model` writes the same checkpoints.
+# RWKV-4 to 7 come from the package: `factory example-model` writes the same checkpoints.
 tiny_rwkv_v5_v6_files = checkpoint_files
 
 
 def tiny_checkpoint_files(version: int) -> dict[str, bytes]:
-    """The tiny checkpoint of RWKV generation `version` (5, 6 or 7), exact 4-bit groups."""
-    return rwkv7_checkpoint_files() if version == 7 else checkpoint_files(version)
+    """The tiny checkpoint of RWKV generation `version` (4 to 7), exact 4-bit groups."""
+    return example_files(version)

@@ -203,3 +203,7 @@ def test_the_rnn_state_size_reads_each_generations_head_size_field() -> None:
         records.state_bytes({"num_hidden_layers": 2, "hidden_size": 64, "head_dim": 32}) == 2 * (128 + 2 * 32 * 32) * 4
     )
     assert records.state_bytes({"num_hidden_layers": 2, "hidden_size": 64}) == 0
+    # RWKV-4 has no heads: per layer two token-shift vectors and the WKV's aa, bb and pp.
+    assert records.state_bytes({"num_hidden_layers": 2, "hidden_size": 64}, "rwkv4") == 2 * 5 * 64 * 4
+    v4 = {"num_hidden_layers": 2, "hidden_size": 64, "attention_hidden_size": 32}
+    assert records.state_bytes(v4, "rwkv4") == 2 * (2 * 64 + 3 * 32) * 4

@@ -124,10 +124,10 @@ BAD_INPUTS: dict[str, tuple[Edit, str, str]] = {
         "no runner serves",
     ),
     "probing device": (_set(("targets", "vulkan", "device"), "cuda"), "targets.vulkan", "probes a local GPU"),
-    "rwkv4 on the current flow": (
+    "rwkv4 on the current flow without the port": (
         _set(("models", 0, "toolchain"), "current-v0.20.0"),
         "models[0].type",
-        "cannot build rwkv4-world",
+        "rwkv4-world needs the mlc-llm model type 'rwkv4'",
     ),
     "rwkv5 on the legacy flow": (
         _set(("models", 3, "toolchain"), "legacy-2024.03"),

@@ -257,15 +257,15 @@ def test_image_content_hash_is_what_the_image_tag_hashes_besides_the_base(world_
 
 
 def test_the_release_builds_the_proven_toolchain() -> None:
-    """manifests/world.yaml, what the release workflow builds: every cell but RWKV-4's on the
-    wheel toolchain CI builds and runs (RWKV-4 may sit on the legacy toolchain only until its
-    port lands), RWKV-5, 6 and 7 on every target kind, Metal included."""
+    """manifests/world.yaml, what the release workflow builds: every cell on the wheel
+    toolchain CI builds and runs (RWKV-4 through the factory's port since it landed), RWKV-4,
+    5, 6 and 7 on every target kind, Metal included."""
     graph = plan(load_manifest(REPO / "manifests" / "world.yaml"), Lock())
     elsewhere = [c.cell.id for c in graph.cells if c.toolchain != "wheel-tvm0.26"]
-    assert all(cell.startswith("rwkv-4-world-") for cell in elsewhere), elsewhere
+    assert elsewhere == []
     wheel = [c for c in graph.cells if c.toolchain == "wheel-tvm0.26"]
     targets = {"cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "webgpu", "cuda-sm80", "cuda-sm90", "metal-arm64"}
-    for generation in ("5", "6", "7"):
+    for generation in ("4", "5", "6", "7"):
         cells = [c for c in wheel if c.cell.model.startswith(f"rwkv-{generation}-world-")]
         assert {c.cell.target for c in cells} == targets, generation
     assert {c.cell.model for c in wheel} >= {"rwkv-7-world-1b5", "rwkv-7-world-2b9"}

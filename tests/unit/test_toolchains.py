@@ -88,7 +88,9 @@ def test_params_index_names_per_generation() -> None:
 def test_model_type_support() -> None:
     assert LEGACY.model_quantizations("rwkv4-world") is not None
     assert LEGACY.model_quantizations("rwkv5-world") is None
-    assert CURRENT.model_quantizations("rwkv4-world") is None
+    # The current flow builds RWKV-4 only with the factory's port (a toolchain patch the manifest check asks for).
+    rwkv4 = CURRENT.model_quantizations("rwkv4-world")
+    assert rwkv4 is not None and "q4f16_ft" not in rwkv4 and "q4f32_1" in rwkv4
     rwkv6 = CURRENT.model_quantizations("rwkv6-world")
     assert rwkv6 is not None and "q4f16_ft" not in rwkv6 and "q4f16_1" in rwkv6
 
