@@ -3,7 +3,7 @@ bundles on a machine with a GPU that has no network, no factory and no TVM of it
 device tool's H200: Python 3.12 with numpy and msgpack, NVIDIA's driver, 64 MiB of files in).
 
     .venv/bin/python bench/gpu_check.py prepare --dist DIST --work WORK --out DIR \\
-        [--image IMAGE] [--ffi-wheel WHEEL] [--debs FOLDER] [--devices cuda,vulkan] [--limit-mib 64]
+        [--image IMAGE] [--ffi-wheel WHEEL] [--debs FOLDER] [--devices cuda,vulkan] [--quants Q,..] [--limit-mib 64]
     python3 DIR/gpu_check.py check --dir DIR [--devices cuda,vulkan] [--deadline-s 420]
     bash DIR/run.sh
 
@@ -29,7 +29,9 @@ device tool's H200: Python 3.12 with numpy and msgpack, NVIDIA's driver, 64 MiB 
 - `gpu_check.py` (this file) with the modules it imports there (gpu_check_shared.py,
   gpu_check_device.py, gpu_check_report.py), and `run.sh`, the one command for the GPU machine.
 
-It refuses (exit 2) a DIR over `--limit-mib` (what the device tool carries), and prints the size.
+It refuses (exit 2) a DIR over `--limit-mib` (what the device tool carries), and prints the size;
+`--quants` narrows the bundles (each quantization's params are a blob of their own, the
+references one per model) when a build's every GPU bundle would not fit.
 
 `check` runs there (or here, or in the toolchain image): for each selected bundle, vm_script's
 `logits` (token by token, then a prefill of PARITY_PREFILL tokens and the rest decoded, as
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", required=True, help="that build's --work folder (parity tokens and references)")
     p.add_argument("--out", required=True, help="the folder to write (replaced if gpu_check.py wrote it before)")
     p.add_argument("--devices", default=",".join(DEFAULT_DEVICES), help="bundles of these devices (cuda,vulkan,cpu)")
+    p.add_argument("--quants", default="", help="only bundles of these quantizations (default: every one)")
     p.add_argument("--image", help="the toolchain image to take TVM's runtime from (default: the bundles')")
     p.add_argument("--ffi-wheel", help="the apache-tvm-ffi wheel for --python (default: pip download)")
     p.add_argument("--python", default="3.12", help="the check machine's Python (for the tvm-ffi wheel)")

@@ -168,9 +168,11 @@ def prepare(args: argparse.Namespace) -> int:
     dist, work, out = Path(args.dist).resolve(), Path(args.work).resolve(), Path(args.out).resolve()
     devices = parse_devices(args.devices)
     every = bundles_in(dist)
-    chosen = [b for b in every if b.device in devices]
+    quants = {q.strip() for q in args.quants.split(",") if q.strip()}
+    chosen = [b for b in every if b.device in devices and (not quants or b.quant in quants)]
     if not chosen:
-        raise Refusal(f"--dist {dist}: no {'/'.join(devices)} bundles among {', '.join(b.name for b in every)}")
+        wanted = "/".join(devices) + (f" {'/'.join(sorted(quants))}" if quants else "")
+        raise Refusal(f"--dist {dist}: no {wanted} bundles among {', '.join(b.name for b in every)}")
     for b in chosen:
         if b.device == "cuda" and b.arch != "sm_90":
             print(f"note: {b.name} is for {b.arch}; the H200 is sm_90", file=sys.stderr)
@@ -187,7 +189,7 @@ def prepare(args: argparse.Namespace) -> int:
         if size > limit:
             raise Refusal(
                 f"the folder would be {size / MIB:.1f} MiB, over the {args.limit_mib} MiB the device tool carries; "
-                f"select fewer bundles (--devices) or smaller ones"
+                f"select fewer bundles (--devices, --quants) or smaller ones"
             )
         if out.exists():
             shutil.rmtree(out)

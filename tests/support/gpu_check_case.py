@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "gpu_check.py"
 LIMIT = 64 << 20
 MOUNT = "/gpu-check"
+QUANT = "q4f16_1"
 
 
 def _prepare(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,9 +48,12 @@ def _lines(text: str) -> dict[str, str]:
 def check_gpu_check_prepares_and_runs(root: Path, dist: Path, work: Path, image: str) -> None:
     out = root / "gpu-check"
     # The smoke runs decode 8 tokens here (32 by default): lavapipe decodes a few a second.
+    # q4f16_1 only: with every generation's q4f32_1 bundles too the folder passed 64 MiB
+    # (71 MiB; each quantization's params are ~4.5 MiB of incompressible 4-bit groups).
     done = _prepare(
-        "--dist", str(dist), "--work", str(work), "--out", str(out), "--image", image, "--smoke-tokens", "8"
-    )
+        "--dist", str(dist), "--work", str(work), "--out", str(out), "--image", image, "--smoke-tokens", "8",
+        "--quants", QUANT,
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "gpu-check folder: " in done.stdout and "MiB" in done.stdout, done.stdout
 
@@ -59,7 +63,10 @@ def check_gpu_check_prepares_and_runs(root: Path, dist: Path, work: Path, image:
     config = json.loads((out / "gpu-check.json").read_text())
     manifests = [d / "factory-bundle.json" for d in dist.iterdir()]
     every = {m.parent.name: json.loads(m.read_text()) for m in manifests if m.is_file()}
-    gpu_bundles = {k: v for k, v in every.items() if v["target"].split("-")[0] in ("vulkan", "cuda")}
+    gpu_bundles = {
+        k: v for k, v in every.items() if v["target"].split("-")[0] in ("vulkan", "cuda") and v["quant"] == QUANT
+    }
+    assert any(v["quant"] != QUANT for v in every.values())  # so --quants had something to leave out
     assert gpu_bundles and {b["name"] for b in config["bundles"]} == set(gpu_bundles)
     listed_files = 0
     for entry in config["bundles"]:
@@ -91,7 +98,7 @@ def check_gpu_check_prepares_and_runs(root: Path, dist: Path, work: Path, image:
     # Over the limit: refused, nothing written.
     refused = _prepare(
         "--dist", str(dist), "--work", str(work), "--out", str(root / "gpu-check-small"), "--image", image,
-        "--ffi-wheel", str(wheels[0]), "--limit-mib", "1",
+        "--ffi-wheel", str(wheels[0]), "--limit-mib", "1", "--quants", QUANT,
     )  # fmt: skip
     assert refused.returncode == 2 and "over the 1" in refused.stderr, refused.stderr[-2000:]
     assert not (root / "gpu-check-small").exists()
