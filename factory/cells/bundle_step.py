@@ -131,6 +131,7 @@ def _provenance(ctx: BuildContext, node: Node, compile_node: Node, tokenizer_nod
                 "sha256": fetch_node.attrs["sha256"],
             }
         ),
+        **({"float32_layers": model.overrides.float32_layers} if model.overrides.float32_layers else {}),
         "factory_version": __version__,
         "build_key": node.key,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

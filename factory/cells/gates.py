@@ -379,7 +379,8 @@ def nan_hint(model_name: str, model_type: str, quant: str) -> str:
     if model_type == "rwkv4-world" and "f16" in quant:
         return (
             f"RWKV-4 World overflows in fp16 on some checkpoints (the 1.5B one does): set "
-            f"models[{model_name}].overrides.first_layer_fp32 with a toolchain patch that provides it, "
-            "or build it as q4f32_1"
+            f"models[{model_name}].overrides.float32_layers: 1 (its first layer in float32; the wheel "
+            "toolchain's rwkv4-model.patch provides it; on the legacy flow first_layer_fp32 with a patch "
+            "that provides it), or build it as q4f32_1"
         )
     return "the source checkpoint holds NaN/Inf, or the conversion overflowed; check the weights"

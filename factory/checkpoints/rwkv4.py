@@ -13,6 +13,10 @@ weights by 2 and the model halve x after each layer, which the parity gate then 
 (the float32 reference does not rescale, and needs not: it is neutral but for the
 layer norms' epsilon).
 
+`fp16_overflow` gives layer 0 what makes the small RWKV-4 World models fail in fp16: a
+channel mix whose squared ReLU passes float16's largest value (65504) while its output,
+scaled down by tiny value weights, stays moderate. In float32 every logit is finite; with
+layer 0 in float16 they are NaN, which `float32_layers: 1` avoids.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from factory.checkpoints.groups import exact_groups
 VOCAB, HIDDEN, LAYERS = 65536, 64, 2
 INTERMEDIATE = 4 * HIDDEN
 RESCALE_EVERY = 1
+# fp16_overflow: layer 0's channel-mix keys reach about 400 (squares of 1.6e5), its value
+# weights are multiples of 2^-17 (float16 subnormals, held exactly), so the mix adds ~10.
+OVERFLOW_KEY_STD, OVERFLOW_VALUE_STD = 32.0, 1e-5
 
 
-def rwkv4_tensors(seed: int = 0) -> dict[str, np.ndarray]:
+def rwkv4_tensors(seed: int = 0, fp16_overflow: bool = False) -> dict[str, np.ndarray]:
     """The checkpoint's tensors (float32 values that fp16 holds exactly where quantized)
     under their Hugging Face names."""
     rng = np.random.default_rng(seed + 4)
@@ -59,6 +66,9 @@ def rwkv4_tensors(seed: int = 0) -> dict[str, np.ndarray]:
         tensors[f"{ffn}.key.weight"] = exact_groups(rng, INTERMEDIATE, HIDDEN, 0.2)
         tensors[f"{ffn}.receptance.weight"] = exact_groups(rng, HIDDEN, HIDDEN, 0.2)
         tensors[f"{ffn}.value.weight"] = exact_groups(rng, HIDDEN, INTERMEDIATE, 0.1)
+        if fp16_overflow and i == 0:
+            tensors[f"{ffn}.key.weight"] = exact_groups(rng, INTERMEDIATE, HIDDEN, OVERFLOW_KEY_STD)
+            tensors[f"{ffn}.value.weight"] = exact_groups(rng, HIDDEN, INTERMEDIATE, OVERFLOW_VALUE_STD)
     tensors["rwkv.ln_out.weight"] = 1.0 + rand(HIDDEN, scale=0.1)
     tensors["rwkv.ln_out.bias"] = rand(HIDDEN, scale=0.1)
     tensors["head.weight"] = exact_groups(rng, VOCAB, HIDDEN, 0.5)
@@ -85,11 +95,11 @@ def rwkv4_config() -> dict[str, object]:
     }
 
 
-def rwkv4_checkpoint_files(seed: int = 0) -> dict[str, bytes]:
+def rwkv4_checkpoint_files(seed: int = 0, fp16_overflow: bool = False) -> dict[str, bytes]:
     """{filename: content}: config.json and model.safetensors (fp16)."""
     from safetensors.numpy import save
 
-    half = {name: value.astype("float16") for name, value in rwkv4_tensors(seed).items()}
+    half = {name: value.astype("float16") for name, value in rwkv4_tensors(seed, fp16_overflow).items()}
     return {
         "config.json": json.dumps(rwkv4_config(), indent=2).encode(),
         "model.safetensors": save(half),

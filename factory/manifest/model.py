@@ -25,7 +25,7 @@ ModelType = Literal["rwkv4-world", "rwkv5-world", "rwkv6-world", "rwkv7-world"]
 PatchedModelType = Literal["rwkv4", "rwkv7"]
 PATCHED_MODEL_TYPES: dict[str, PatchedModelType] = {"rwkv4-world": "rwkv4", "rwkv7-world": "rwkv7"}
 FlowName = Literal["legacy", "current"]
-Override = Literal["first_layer_fp32"]
+Override = Literal["first_layer_fp32", "float32_layers"]
 
 
 class Frozen(BaseModel):
@@ -169,8 +169,16 @@ class ModelOverrides(Frozen):
         "needs a toolchain patch that provides it",
     )
 
+    float32_layers: Annotated[StrictInt, Field(ge=0, le=1024)] = Field(
+        default=0,
+        description="Run this many leading layers in float32 at float16 quantizations (activations, "
+        "norms, matmul results; weights stay quantized): the RWKV-4 World cards ask it for 0.1B-1.5B "
+        "(they overflow in fp16); needs a toolchain patch that provides it (rwkv4-model.patch)",
+    )
+
     def enabled(self) -> tuple[Override, ...]:
-        return ("first_layer_fp32",) if self.first_layer_fp32 else ()
+        on: tuple[Override, ...] = ("first_layer_fp32",) if self.first_layer_fp32 else ()
+        return (*on, "float32_layers") if self.float32_layers else on
 
 
 class Model(Frozen):

@@ -305,12 +305,15 @@ def _fetch_node(loaded: LoadedManifest, lock: Lock, model: Model, flow: str, unr
 
 
 def _model_inputs(model: Model) -> dict[str, Any]:
-    return {
+    inputs: dict[str, Any] = {
         "type": model.type,
         "conv_template": model.conv_template,
         "context_window": model.context_window,
         "overrides": list(model.overrides.enabled()),
     }
+    if model.overrides.float32_layers:  # only then: every other model keeps its keys
+        inputs["float32_layers"] = model.overrides.float32_layers
+    return inputs
 
 
 @dataclass(frozen=True, kw_only=True)

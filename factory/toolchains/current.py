@@ -42,6 +42,12 @@ _MODEL_QUANTIZATIONS: dict[str, frozenset[str]] = {
     "rwkv7-world": CONTRACT.model_quantizations("rwkv6"),
 }
 
+# How many leading layers stay float32 at float16 quantizations (models[].overrides.float32_layers):
+# the rwkv4 port (images/wheel/patches/rwkv4-model.patch, `provides: [float32_layers]`) reads it
+# where the checkpoint's config.json has no such field, in convert_weight and gen_config; gen_config
+# writes it into mlc-chat-config.json, which compile reads, so the bundle carries it.
+FLOAT32_LAYERS_ENV = "FACTORY_FLOAT32_LAYERS"
+
 # support/auto_target.PRESET keys (they need no local device), plus plain llvm.
 PRESETS = CONTRACT.targets.presets.all() | {"llvm"}
 # Names that make compile probe a local device (TVM's Device.exist), which needs a GPU.
@@ -118,7 +124,12 @@ class CurrentFlow:
             "--tensor-parallel-shards", "1",
             "--output", OUT,
         )  # fmt: skip
-        return (StepArgv(name="convert_weight", argv=convert), StepArgv(name="gen_config", argv=gen_config))
+        layers = model.overrides.float32_layers
+        env = {FLOAT32_LAYERS_ENV: str(layers)} if layers else {}
+        return (
+            StepArgv(name="convert_weight", argv=convert, env=env),
+            StepArgv(name="gen_config", argv=gen_config, env=env),
+        )
 
     def converted_params(self, model: str, quant: str) -> str:
         return "."

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -80,14 +81,15 @@ def test_rwkv4_world_builds_on_the_wheel_toolchain_only_with_the_port(tmp_path: 
     cells = {n["id"].split(":", 1)[1] for n in nodes if n["kind"] == "bundle"}
     models = [m for m in data["models"] if m["type"] == "rwkv4-world"]
     assert models and all(m["hf"]["format"] == "pytorch" for m in models)  # the repos hold pytorch_model.bin only
-    assert {m["name"] for m in models} == {"rwkv-4-world-1b5", "rwkv-4-world-3b", "rwkv-4-world-7b"}
+    sizes = ("169m", "430m", "1b5", "3b", "7b")
+    assert [m["name"] for m in models] == [f"rwkv-4-world-{size}" for size in sizes]
+    # The cards' "fp32 for the first layer" for the 0.1B, 0.4B and 1.5B models; 3B and 7B run fp16 whole.
+    assert [m.get("overrides", {}).get("float32_layers", 0) for m in models] == [1, 1, 1, 0, 0]
     for entry in models:
         model = entry["name"]
         assert entry["toolchain"] == "wheel-tvm0.26"
         assert {f"{model}/q4f32_1/{t}" for t in ("cpu-x86_64", "vulkan-x86_64", "webgpu")} <= cells
-        f16 = {f"{model}/q4f16_1/{t}" for t in ("cpu-x86_64", "vulkan-x86_64", "cuda-sm80", "metal-arm64")}
-        if model != "rwkv-4-world-1b5":  # float32 only until its first layer can stay float32
-            assert f16 <= cells
+        assert {f"{model}/q4f16_1/{t}" for t in ("cpu-x86_64", "vulkan-x86_64", "cuda-sm80", "metal-arm64")} <= cells
     argv = next(n["steps"][0]["argv"] for n in nodes if n["kind"] == "convert" and models[0]["name"] in n["id"])
     assert argv[argv.index("--model-type") + 1] == "rwkv4"
     assert argv[argv.index("--source-format") + 1] == "huggingface-torch"
@@ -105,3 +107,39 @@ def test_example_model_writes_the_rwkv4_fixture(tmp_path: Path) -> None:
     done = factory("example-model", str(tmp_path / "m4"), "--version", "4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "m4").iterdir()} == rwkv4_checkpoint_files()
+
+
+def _plan(tmp_path: Path, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    path = tmp_path / "world.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = factory("plan", "-m", str(path), "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return {n["id"]: n for n in json.loads(done.stdout)["nodes"]}
+
+
+def test_float32_layers_reaches_the_conversion_and_only_its_models_keys(tmp_path: Path) -> None:
+    """models[].overrides.float32_layers: the rwkv4 port reads it from the environment of
+    convert_weight and gen_config (gen_config then writes it into mlc-chat-config.json);
+    it is a build input of that model alone."""
+    data = yaml.safe_load((REPO / "manifests" / "world.yaml").read_text())
+    data["root"] = str(REPO)
+    small = next(m for m in data["models"] if m["name"] == "rwkv-4-world-1b5")
+    assert small["overrides"] == {"float32_layers": 1}  # the card's "fp32 for the first layer"
+    before = _plan(tmp_path, data)
+    steps = before["convert:rwkv-4-world-1b5/q4f16_1@wheel-tvm0.26"]["steps"]
+    assert [s["env"] for s in steps] == [{"FACTORY_FLOAT32_LAYERS": "1"}] * 2
+    assert all(s["env"] == {} for s in before["convert:rwkv-4-world-3b/q4f16_1@wheel-tvm0.26"]["steps"])
+
+    small["overrides"] = {"float32_layers": 2}
+    after = _plan(tmp_path, data)
+    changed = {i for i in before if before[i]["key"] != after[i]["key"]}
+    assert changed and all(i.split(":", 1)[1].startswith("rwkv-4-world-1b5/") for i in changed)
+    assert "convert:rwkv-4-world-1b5/q4f32_1@wheel-tvm0.26" in changed
+
+    patches = data["toolchains"]["wheel-tvm0.26"]["patches"]
+    for patch in patches:
+        patch.pop("provides", None)
+    path = tmp_path / "world.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = factory("plan", "-m", str(path), cwd=tmp_path)
+    assert done.returncode == 2 and "provides float32_layers" in done.stderr, done.stderr
