@@ -152,8 +152,15 @@ class BuildContext:
         return next(self.by_id[d] for d in node.deps if self.by_id[d].kind == kind)
 
     def model_dir(self, model: str) -> Path:
-        fetch = self.by_id[f"fetch:{model}"]
-        return self.cache.path(fetch) / "model" / model
+        """The fetched checkpoint. Models of one source (the same files, or one repo at one
+        revision) have fetch nodes of one key, so one output serves them all, written under
+        the name of the model whose fetch ran: the folder it holds is the checkpoint."""
+        base = self.cache.path(self.by_id[f"fetch:{model}"]) / "model"
+        named = base / model
+        if named.is_dir() or not base.is_dir():
+            return named
+        folders = [p for p in base.iterdir() if p.is_dir()]
+        return folders[0] if len(folders) == 1 else named
 
     def model_mount(self, model: str) -> Mount:
         return Mount(source=self.model_dir(model), target=f"{MODEL_ROOT}/{model}")

@@ -158,6 +158,26 @@ def test_current_flow_bundle_layout(project: Project) -> None:
     assert data["run"].startswith("mlc_llm chat ")
 
 
+def test_two_models_of_one_source_share_its_fetch_and_both_build(project: Project) -> None:
+    """One checkpoint under two model names (two conv templates, or with and without an
+    override): one fetch node's output serves both (the same key: the same repo at the same
+    revision), written under the first one's name, and the second one's convert must find it."""
+    data = yaml.safe_load((project.root / "current.yaml").read_text())
+    twin = {**data["models"][0], "name": "rwkv-5-world-tiny-twin"}
+    data["models"].append(twin)
+    path = project.root / "twins.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert project.run("lock", "-m", str(path), "--local-images").returncode == 0
+    only = ("--only", "*/q4f16_1/cuda-sm90")
+    done = project.run("build", "-m", str(path), "--work", "work-twins", "--out", "dist-twins", "-j", "2", *only)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+    for name in ("rwkv-5-world-tiny", "rwkv-5-world-tiny-twin"):
+        bundle = project.root / "dist-twins" / f"{name}-q4f16_1-cuda-sm90"
+        assert (bundle / f"{name}-q4f16_1-cuda-sm90.so").is_file(), name
+    fetched = list((project.root / "work-twins" / "nodes" / "fetch").iterdir())
+    assert len(fetched) == 1, fetched  # fetched once
+
+
 @pytest.mark.parametrize("damage", ["missing", "short"])
 def test_a_damaged_shard_fails_the_layout_lint(project: Project, damage: str) -> None:
     """Damage a cached conversion, forget its bundles, build again: the layout lint refuses."""
