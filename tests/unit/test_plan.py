@@ -264,7 +264,8 @@ def test_the_release_builds_the_proven_toolchain() -> None:
     elsewhere = [c.cell.id for c in graph.cells if c.toolchain != "wheel-tvm0.26"]
     assert elsewhere == []
     wheel = [c for c in graph.cells if c.toolchain == "wheel-tvm0.26"]
-    targets = {"cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "webgpu", "cuda-sm80", "cuda-sm90", "metal-arm64"}
+    targets = {"cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "webgpu", "metal-arm64"}
+    targets |= {"cuda-sm80", "cuda-sm90", "cuda-sm120"}  # sm_120: RTX 50-series
     for generation in ("4", "5", "6", "7"):
         cells = [c for c in wheel if c.cell.model.startswith(f"rwkv-{generation}-world-")]
         assert {c.cell.target for c in cells} == targets, generation
