@@ -47,6 +47,23 @@ and a last line `GPU-CHECK-SUMMARY passed=N failed=M`. Exit 1 if any failed, 2 i
 nothing to check. Nothing of the factory package is imported there: only the standard
 library, numpy and what DIR carries.
 
+Speed cells (bench/gpu_check_speed.py; `--speed-models rwkv-4-world-7b` with `--speed-quants`
+and `--speed-target`, or `--speed-bundles NAME,..` of --dist): a model too big to carry goes as
+its library, mlc-chat-config.json, tokenizer_model and tensor-cache.json, no params. The
+7B-shaped model is built here in the toolchain image from its config.json alone, with the
+manifest's gen_config and compile argv, its index written from the quantized model definition
+(gpu_check_index.py, in the image). `speed` runs there (run.sh runs it after each device's
+`check`): each cell's index held to its library's params, the device probed, the params written
+with synthetic values (gpu_check_speed_device.py), then vm_script's `run` of a ~130-token
+prompt and --speed-tokens decoded, one line per cell:
+
+    GPU-CHECK-SPEED NAME device="..." params_mib=.. synth_s=.. prompt_tokens=.. decoded=..
+        prefill_tok_s=.. decode_tok_s=.. finite=.. seed_prefill_tok_s=.. seed_decode_tok_s=..
+        prefill_vs_seed=.. decode_vs_seed=.. seed_device="..." ran|failed: why
+
+and `GPU-CHECK-SPEED-SUMMARY ran=N failed=M`. The figures are vm_script's (one prefill call,
+each decode step timed, with the host copies of its embedding and logits), not mlc-llm's engine.
+
 `vm` (internal) is how `check` starts vm_script: it imports the carried TVM runtime-only
 (TVM_USE_RUNTIME_LIB=1; TVM_DEVICE_BACKEND_AUTOLOAD=0, since runtime-only TVM loads no
 device runtime and an image's own TVM plugins must not load), checks that the carried
@@ -65,9 +82,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from gpu_check_device import check, vm
 from gpu_check_shared import DEFAULT_DEVICES, LIMIT_MIB, SIDECARS, Refusal
+from gpu_check_speed_device import speed
+
+REPO = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- main
 
@@ -90,11 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-rel", help="the folder's path from the repository root, for the printed command")
     p.add_argument("--cuda-s", type=int, default=200, help="run.sh: the CUDA check's deadline")
     p.add_argument("--vulkan-s", type=int, default=260, help="run.sh: the Vulkan check's deadline")
+    p.add_argument("--speed-models", default="", help="speed cells: these models at their real shape (SHAPES)")
+    p.add_argument("--speed-quants", default="q4f16_1,q0f16", help="the speed models' quantizations")
+    p.add_argument("--speed-target", default="cuda-sm90", help="the speed models' target (a manifest target)")
+    p.add_argument("--manifest", default=str(REPO / "manifests" / "world.yaml"), help="where the speed models are")
+    p.add_argument("--speed-bundles", default="", help="speed cells: these bundles of --dist, without their params")
+    p.add_argument("--speed-tokens", type=int, default=128, help="tokens a speed cell decodes")
+    p.add_argument("--speed-s", type=int, default=300, help="run.sh: each device's speed cells' deadline")
     c = sub.add_parser("check", help="run and compare the bundles (there)")
     c.add_argument("--dir", required=True)
     c.add_argument("--devices", default=",".join(DEFAULT_DEVICES))
     c.add_argument("--deadline-s", type=float, default=420, help="stop starting runs after this many seconds")
     c.add_argument("--run-s", type=float, default=180, help="the longest one vm_script run may take")
+    s = sub.add_parser("speed", help="write the speed cells' params and time them (there)")
+    s.add_argument("--dir", required=True)
+    s.add_argument("--devices", default=",".join(DEFAULT_DEVICES))
+    s.add_argument("--deadline-s", type=float, default=300, help="stop starting runs after this many seconds")
+    s.add_argument("--run-s", type=float, default=280, help="the longest one run (params loaded, then timed) may take")
+    s.add_argument("--work", help="where to write the params (default: the system's temporary folder)")
     v = sub.add_parser("vm", help="(internal) run vm_script with the carried runtime-only TVM")
     v.add_argument("--runtime", required=True)
     v.add_argument("--device", required=True, choices=sorted(SIDECARS))
@@ -108,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             return prepare(args)
         if args.command == "check":
             return check(args)
+        if args.command == "speed":
+            return speed(args)
         return vm(args)
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)

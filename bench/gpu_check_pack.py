@@ -19,13 +19,16 @@ from typing import Any
 
 from gpu_check_runtime import export_runtime, ffi_wheel, newest_image
 from gpu_check_shared import CONFIG, MIB, RUNTIME_TAR, Refusal, parse_devices
+from gpu_check_speed import INDEX, Cell, bundle_cells, cell_files, model_cells, speed_prompt
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MANIFEST = "factory-bundle.json"
 # What `check` and `vm` need on the GPU machine: the command line and the modules it imports
 # there. The folder carries them beside run.sh, which starts gpu_check.py from the folder.
-CARRIED = ("gpu_check.py", "gpu_check_shared.py", "gpu_check_device.py", "gpu_check_report.py")
+CARRIED = (
+    "gpu_check.py", "gpu_check_shared.py", "gpu_check_device.py", "gpu_check_report.py", "gpu_check_speed_device.py",
+)  # fmt: skip
 
 RUN_SH = r"""#!/usr/bin/env bash
 # The GPU check's one command (bench/gpu_check.py wrote this folder): from the repository root,
@@ -64,6 +67,8 @@ for device in ${{GPU_CHECK_DEVICES:-cuda vulkan}}; do
   case "$device" in cuda) limit={cuda_s} ;; vulkan) limit={vulkan_s} ;; *) limit=120 ;; esac
   echo "== $device"
   "$py" "$here/gpu_check.py" check --dir "$here" --devices "$device" --deadline-s "$limit" || status=1
+  # Speed cells (params written here from their index first): prefill/decode tok/s.
+  "$py" "$here/gpu_check.py" speed --dir "$here" --devices "$device" --deadline-s {speed_s} || status=1
 done
 nvidia-smi -L 2>/dev/null || true
 echo "== done in $((SECONDS - started)) s, exit $status"
@@ -170,7 +175,9 @@ def prepare(args: argparse.Namespace) -> int:
     every = bundles_in(dist)
     quants = {q.strip() for q in args.quants.split(",") if q.strip()}
     chosen = [b for b in every if b.device in devices and (not quants or b.quant in quants)]
-    if not chosen:
+    speed_models = [m.strip() for m in args.speed_models.split(",") if m.strip()]
+    speed_bundles = [n.strip() for n in args.speed_bundles.split(",") if n.strip()]
+    if not chosen and not (speed_models or speed_bundles):
         wanted = "/".join(devices) + (f" {'/'.join(sorted(quants))}" if quants else "")
         raise Refusal(f"--dist {dist}: no {wanted} bundles among {', '.join(b.name for b in every)}")
     for b in chosen:
@@ -181,8 +188,14 @@ def prepare(args: argparse.Namespace) -> int:
     image = args.image or _bundle_image(chosen) or newest_image("factory-toolchain/wheel-tvm0.26")
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     stage.chmod(0o755)  # mkdtemp's 0700 would keep a container's other user out
+    builds = Path(tempfile.mkdtemp(prefix=f".{out.name}-speed-", dir=out.parent))
     try:
-        config = _stage(stage, args, dist, work, chosen, every, image)
+        cells = bundle_cells(every, speed_bundles)
+        if speed_models:
+            speed_quants = [q.strip() for q in args.speed_quants.split(",") if q.strip()]
+            manifest = Path(args.manifest).resolve()
+            cells += model_cells(manifest, speed_models, speed_quants, args.speed_target, image, builds)
+        config = _stage(stage, args, dist, work, chosen, every, image, cells)
         size = folder_size(stage)
         limit = int(args.limit_mib * MIB)
         print(f"gpu-check folder: {size} bytes ({size / MIB:.1f} MiB) of {args.limit_mib} MiB, {len(chosen)} bundles")
@@ -195,10 +208,13 @@ def prepare(args: argparse.Namespace) -> int:
             shutil.rmtree(out)
         stage.rename(out)
     finally:
-        if stage.exists():
-            shutil.rmtree(stage)
+        for folder in (stage, builds):
+            if folder.exists():
+                shutil.rmtree(folder)
     for b in config["bundles"]:
         print(f"  {b['name']} ({b['device']})")
+    for c in config["speed"]["cells"]:
+        print(f"  {c['name']} ({c['device']}, speed: params made on the GPU machine)")
     print(f"wrote {out}; on the GPU machine: bash {args.run_rel or out}/run.sh")
     return 0
 
@@ -212,9 +228,18 @@ def _bundle_image(chosen: list[Bundle]) -> str | None:
     return str(images.pop()) if images else None
 
 
+def _blob(blobs: Path, source: Path) -> str:
+    """source gzipped into blobs under its sha256 (once); the sha256."""
+    sha = sha256_of(source)
+    if not (blobs / f"{sha}.gz").exists():
+        _gzip(source, blobs / f"{sha}.gz")
+    return sha
+
+
 def _stage(
-    stage: Path, args: argparse.Namespace, dist: Path, work: Path, chosen: list[Bundle], every: list[Bundle], image: str
-) -> dict[str, Any]:
+    stage: Path, args: argparse.Namespace, dist: Path, work: Path, chosen: list[Bundle], every: list[Bundle],
+    image: str, cells: list[Cell],
+) -> dict[str, Any]:  # fmt: skip
     blobs = stage / "blobs"
     blobs.mkdir()
     listed = []
@@ -228,9 +253,7 @@ def _stage(
             actual = sha256_of(source)
             if sha and (actual != sha or source.stat().st_size != size):
                 raise Refusal(f"{source}: sha256 {actual} is not the {sha} that {MANIFEST} lists")
-            if not (blobs / f"{actual}.gz").exists():
-                _gzip(source, blobs / f"{actual}.gz")
-            entry[rel] = actual
+            entry[rel] = _blob(blobs, source)
         listed.append(
             {
                 "name": b.name, "model": b.model, "quant": b.quant, "target": b.target, "device": b.device,
@@ -261,13 +284,24 @@ def _stage(
     sys.path.insert(0, str(REPO))
     from factory.cells.gating import SMOKE_PROMPT
 
+    speed_cells = [
+        {
+            "name": c.name, "model": c.model, "quant": c.quant, "target": c.target, "device": c.device,
+            "library": c.library, "index": INDEX, "seed": c.seed,
+            "files": {rel: _blob(blobs, path) for rel, path in sorted(cell_files(c).items())},
+        }
+        for c in cells
+    ]  # fmt: skip
     config = {
         "image": image, "runtime": runtime, "ffi_wheel": f"wheels/{wheel.name}", "python": args.python,
         "smoke": {"prompt": SMOKE_PROMPT, "tokens": args.smoke_tokens}, "models": models, "bundles": listed,
+        "speed": {"prompt": speed_prompt(), "tokens": args.speed_tokens, "cells": speed_cells},
     }  # fmt: skip
     (stage / CONFIG).write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n")
     rel = args.run_rel or Path(args.out).name
-    (stage / "run.sh").write_text(RUN_SH.format(rel=rel, cuda_s=args.cuda_s, vulkan_s=args.vulkan_s))
+    (stage / "run.sh").write_text(
+        RUN_SH.format(rel=rel, cuda_s=args.cuda_s, vulkan_s=args.vulkan_s, speed_s=args.speed_s)
+    )
     (stage / "run.sh").chmod(0o755)
     return config
 

@@ -11,6 +11,9 @@ compiled bundle through TVM's Relax VM (CPU, CUDA or Vulkan), without mlc-llm's 
         call and decodes the rest one at a time: the logits after the prefill and after
         each decode step, [T - P + 1, vocab] for positions P-1..T-1, go to
         OUT_NPY's name with `-prefill` before `.npy`.
+    python vm_script.py device DEVICE
+        prints `FACTORY-DEVICE {json}` (the driver's name for it) where TVM has that device
+        (cpu, cuda or vulkan) and exits 1 with the reason where it has not.
     python vm_script.py run PARAMS_DIR LIBRARY PROMPT TOKENS [DEVICE]
         encodes PROMPT with the bundle's own `tokenizer_model`, prefills, greedily
         decodes TOKENS tokens and prints `FACTORY-SMOKE {json}`: the decoded text,
@@ -34,6 +37,7 @@ from typing import Any
 LIBRARY_MARK = "FACTORY-LIBRARY "
 SMOKE_MARK = "FACTORY-SMOKE "
 LOGITS_MARK = "FACTORY-LOGITS "
+DEVICE_MARK = "FACTORY-DEVICE "
 
 
 def _emit(mark: str, data: dict[str, Any]) -> None:
@@ -172,6 +176,12 @@ def device_name(device: Any) -> str:
     return str(name) if name else str(device)  # the CPU has no driver name: "cpu:0"
 
 
+def device(name: str) -> None:
+    import tvm
+
+    _emit(DEVICE_MARK, {"device": device_name(_device(tvm, name))})
+
+
 def _int32(ids: list[int]) -> Any:
     import numpy as np
 
@@ -259,6 +269,8 @@ def _rate(count: int, seconds: float) -> float | None:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["library"] and len(argv) == 2:
         library(argv[1])
+    elif argv[:1] == ["device"] and len(argv) == 2:
+        device(argv[1])
     elif argv[:1] == ["run"] and len(argv) in (5, 6):
         run(argv[1], argv[2], argv[3], int(argv[4]), *argv[5:])
     elif argv[:1] == ["logits"] and len(argv) in (5, 6, 7):
