@@ -101,11 +101,21 @@ def model_cells(
     """Build each model x quantization's speed cell for `target_name` in `image` (gen_config,
     the index and compile, one container each cell), into folders under `into`."""
     _factory()
+    from factory.cells.kernels import judge_kernels
     from factory.errors import FactoryError
+    from factory.in_toolchain import SCRIPTS_DIR
     from factory.manifest.load import load_manifest
     from factory.tokenizer.rwkv_world import parse_vocab, upstream_vocab_path, write_tokenizer_model
     from factory.toolchains import FLOWS
-    from factory.toolchains.base import CONVERTED, MODEL_ROOT, OUT
+    from factory.toolchains.base import (
+        CONVERTED,
+        KERNEL_CHECK_REPORT,
+        MODEL_ROOT,
+        OUT,
+        SCRIPTS_MOUNT,
+        needs_kernel_check,
+        with_kernel_check,
+    )
 
     try:
         manifest = load_manifest(manifest_path).manifest
@@ -132,7 +142,10 @@ def model_cells(
         source.chmod(0o755)
         for quant in quants:
             steps = {s.name: s for s in flow.convert_steps(model, quant, "huggingface-safetensor")}
-            compile_steps = flow.compile_steps(model, quant, target_name, target, toolchain.build)
+            # The release's compile, through the kernel check on GPU targets as a release cell's is.
+            compile_steps = with_kernel_check(
+                flow.compile_steps(model, quant, target_name, target, toolchain.build), target
+            )
             library = flow.compiled_library(model.name, quant, target_name, target)
             folder = into / f"{name}-{quant}-{target_name}"
             folder.mkdir()
@@ -147,13 +160,24 @@ def model_cells(
                 "docker", "run", "--rm", "--network", "none", "-e", "HOME=/tmp",
                 *(x for k, v in sorted(env.items()) for x in ("-e", f"{k}={v}")),
                 "-v", f"{source}:{MODEL_ROOT}/{model.name}:ro", "-v", f"{folder}:{OUT}", "-v", f"{folder}:{CONVERTED}",
-                "-v", f"{HERE}:/bench:ro", "--entrypoint", "bash", image, "-c", "set -e; " + "; ".join(commands),
+                "-v", f"{HERE}:/bench:ro", "-v", f"{SCRIPTS_DIR}:{SCRIPTS_MOUNT}:ro",
+                "--entrypoint", "bash", image, "-c", "set -e; " + "; ".join(commands),
             ]  # fmt: skip
             print(f"speed cell {folder.name}: gen_config, index and compile in {image}", flush=True)
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             if done.returncode != 0 or not (folder / library).is_file():
                 tail = (done.stdout + done.stderr)[-3000:]
                 raise Refusal(f"speed cell {folder.name}: the build in {image} exited {done.returncode}:\n{tail}")
+            if needs_kernel_check(target):
+                report_path = folder / KERNEL_CHECK_REPORT
+                report = json.loads(report_path.read_text()) if report_path.is_file() else None
+                refused = judge_kernels(library, report)
+                if refused is not None:
+                    raise Refusal(
+                        f"speed cell {folder.name}: the kernel check refused it: {'; '.join(refused.problems)}"
+                    )
+                functions = len((report or {}).get("checked", []))
+                print(f"speed cell {folder.name}: kernel check passed ({functions} GPU functions)")
             write_tokenizer_model(vocab, folder / TOKENIZER)
             cells.append(
                 Cell(name=folder.name, model=name, quant=quant, target=target_name, device=_device(target.device_kind),

@@ -71,6 +71,7 @@ def check_gpu_check_prepares_and_runs(root: Path, dist: Path, work: Path, image:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "gpu-check folder: " in done.stdout and "MiB" in done.stdout, done.stdout
+    assert f"speed cell {SPEED_MODEL}-{QUANT}-cuda-sm90: kernel check passed (" in done.stdout, done.stdout
 
     # Complete, and within what the device tool carries.
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
