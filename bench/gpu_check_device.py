@@ -188,13 +188,30 @@ def check_bundle(bundle: dict[str, Any], config: dict[str, Any], base: Path, tmp
     return outcome
 
 
-def check(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    base = Path(args.dir).resolve()
+def read_config(directory: str) -> tuple[Path, dict[str, Any]]:
+    """The carried folder and its gpu-check.json."""
+    base = Path(directory).resolve()
     config_path = base / CONFIG
     if not config_path.is_file():
         raise Refusal(f"--dir {base}: no {CONFIG} (write the folder with `gpu_check.py prepare`)")
-    config = json.loads(config_path.read_text())
+    config: dict[str, Any] = json.loads(config_path.read_text())
+    return base, config
+
+
+def unpack(
+    base: Path, config: dict[str, Any], entries: list[dict[str, Any]], tmp: Path, deadline: float, per_run_s: float
+) -> Runner:
+    """The blobs `entries` (bundles or speed cells) use and the runtime, unpacked into tmp; their runner."""
+    bad = _unpack_blobs(base, entries, tmp / "blobs")
+    if bad:
+        raise Refusal(f"{len(bad)} blobs are missing or do not match their sha256 (first {bad[0]})")
+    runtime = _extract_runtime(base / RUNTIME_TAR, tmp / "runtime")
+    return Runner(base, runtime, config["runtime"]["ffi"], deadline, per_run_s)
+
+
+def check(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    base, config = read_config(args.dir)
     devices = parse_devices(args.devices)
     bundles = [b for b in config["bundles"] if b["device"] in devices]
     if not bundles:
@@ -203,11 +220,7 @@ def check(args: argparse.Namespace) -> int:
     _module_from(base / "parity.py", "gpu_check_parity")
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as temp:
         tmp = Path(temp)
-        bad = _unpack_blobs(base, bundles, tmp / "blobs")
-        if bad:
-            raise Refusal(f"{len(bad)} blobs are missing or do not match their sha256 (first {bad[0]})")
-        runtime = _extract_runtime(base / RUNTIME_TAR, tmp / "runtime")
-        runner = Runner(base, runtime, config["runtime"]["ffi"], started + args.deadline_s, args.run_s)
+        runner = unpack(base, config, bundles, tmp, started + args.deadline_s, args.run_s)
         outcomes = []
         for bundle in bundles:
             outcome = check_bundle(bundle, config, base, tmp, runner)

@@ -19,7 +19,7 @@ from typing import Any
 
 from gpu_check_runtime import export_runtime, ffi_wheel, newest_image
 from gpu_check_shared import CONFIG, MIB, RUNTIME_TAR, Refusal, parse_devices
-from gpu_check_speed import INDEX, Cell, bundle_cells, cell_files, model_cells, speed_prompt
+from gpu_check_speed import INDEX, Cell, bundle_cells, cell_files, model_cells, speed_prompt, vm_device
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -92,14 +92,6 @@ class Bundle:
     """Path in the bundle -> (sha256, size)."""
 
 
-def _vm_device(kind: str) -> str:
-    """The Relax VM's device for a kind of library, as the gates drive it (token_runner)."""
-    from factory.cells.gating import token_runner
-
-    runner = token_runner(kind)
-    return runner[1][0] if runner and runner[1] else kind
-
-
 def read_bundle(folder: Path) -> Bundle:
     """A bundle folder's factory-bundle.json, read the way factory/cells/run_bundle.py reads it."""
     path = folder / MANIFEST
@@ -114,7 +106,7 @@ def read_bundle(folder: Path) -> Bundle:
     files = {str(f["path"]): (str(f["sha256"]), int(f["size"])) for f in data["files"]}
     return Bundle(
         folder=folder, name=folder.name, model=str(data["model"]), quant=str(data["quant"]),
-        target=str(data["target"]), device=_vm_device(kind), arch=spec.get("arch"),
+        target=str(data["target"]), device=vm_device(kind), arch=spec.get("arch"),
         params_dir=str(Path(roles["chat-config"]).parent), library=str(roles["library"]), files=files,
     )  # fmt: skip
 

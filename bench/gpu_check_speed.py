@@ -179,15 +179,21 @@ def model_cells(
                 functions = len((report or {}).get("checked", []))
                 print(f"speed cell {folder.name}: kernel check passed ({functions} GPU functions)")
             write_tokenizer_model(vocab, folder / TOKENIZER)
+            device = vm_device(target.device_kind)
             cells.append(
-                Cell(name=folder.name, model=name, quant=quant, target=target_name, device=_device(target.device_kind),
+                Cell(name=folder.name, model=name, quant=quant, target=target_name, device=device,
                      folder=folder, library=library, seed=shape.seed.get(quant))
             )  # fmt: skip
     return cells
 
 
-def _device(kind: str) -> str:
-    return {"cuda": "cuda", "vulkan": "vulkan"}.get(kind, "cpu")
+def vm_device(kind: str) -> str:
+    """The Relax VM's device for a kind of library, as the gates drive it (token_runner)."""
+    _factory()
+    from factory.cells.gating import token_runner
+
+    runner = token_runner(kind)
+    return runner[1][0] if runner and runner[1] else kind
 
 
 def bundle_cells(bundles: list[Any], names: list[str]) -> list[Cell]:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gpu_check_device import Runner, _extract_runtime, _marked, _materialize, _tail, _unpack_blobs
-from gpu_check_shared import CONFIG, MIB, RUNTIME_TAR, Refusal, parse_devices
+from gpu_check_device import Runner, _marked, _materialize, _tail, read_config, unpack
+from gpu_check_shared import MIB, Refusal, parse_devices
 
 SPEED = "GPU-CHECK-SPEED "
 SPEED_SUMMARY = "GPU-CHECK-SPEED-SUMMARY "
@@ -172,11 +172,7 @@ def speed_cell(cell: dict[str, Any], config: dict[str, Any], tmp: Path, runner: 
 
 def speed(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    base = Path(args.dir).resolve()
-    config_path = base / CONFIG
-    if not config_path.is_file():
-        raise Refusal(f"--dir {base}: no {CONFIG} (write the folder with `gpu_check.py prepare`)")
-    config = json.loads(config_path.read_text())
+    base, config = read_config(args.dir)
     devices = parse_devices(args.devices)
     cells = [c for c in config.get("speed", {}).get("cells", []) if c["device"] in devices]
     if not cells:
@@ -185,11 +181,7 @@ def speed(args: argparse.Namespace) -> int:
     work = Path(args.work).resolve() if args.work else None
     with tempfile.TemporaryDirectory(prefix="gpu-check-speed-", dir=work) as temp:
         tmp = Path(temp)
-        bad = _unpack_blobs(base, cells, tmp / "blobs")
-        if bad:
-            raise Refusal(f"{len(bad)} blobs are missing or do not match their sha256 (first {bad[0]})")
-        runtime = _extract_runtime(base / RUNTIME_TAR, tmp / "runtime")
-        runner = Runner(base, runtime, config["runtime"]["ffi"], started + args.deadline_s, args.run_s)
+        runner = unpack(base, config, cells, tmp, started + args.deadline_s, args.run_s)
         ran = 0
         for cell in cells:
             line, ok = speed_cell(cell, config, tmp, runner)
