@@ -1,13 +1,15 @@
-"""The real compiler end to end: mlc-llm 79d603f0 on apache-tvm 0.26 (the wheel
-toolchain, built from manifests/world.yaml) converts, configures and compiles tiny
-random RWKV-4, RWKV-5, RWKV-6 and RWKV-7 checkpoints served by a local hub (RWKV-4 and
-RWKV-7 through the factory's own ports, images/wheel/patches/rwkv4-model.patch and
-rwkv7-model.patch), for the CPU, for Vulkan
-(TVM's Vulkan runtime and codegen built beside the wheel) and for CUDA sm_80 (nvcc from
-PyPI, no GPU); the gates meet real artifacts, CPU bundles run through TVM's Relax VM,
-Vulkan bundles through the same runner on Mesa's lavapipe, the kernel check refuses a
-CUDA library with host-run kernels, and a bundle goes through Ceph RGW and runs again
-after the pull."""
+"""The release, rehearsed: the release workflow's own steps (.github/workflows/release.yml,
+and lock.yml's lock step) run on manifests/world.yaml itself, in a checkout of this
+repository, against a local Hugging Face hub (olah) that serves tiny random checkpoints
+under world.yaml's real repository names (RWKV-4's as pytorch_model.bin, as its repos
+hold). mlc-llm 79d603f0 on apache-tvm 0.26 (the wheel toolchain, RWKV-4 and RWKV-7 through
+the factory's ports) converts, configures and compiles one model per generation for the
+CPU, Vulkan (TVM's Vulkan runtime and codegen built beside the wheel), WebGPU and CUDA
+sm_90 (nvcc from PyPI, no GPU); the gates meet real artifacts (CPU bundles run through
+TVM's Relax VM, Vulkan on Mesa's lavapipe, WebGPU in Chromium, CUDA through the kernel
+check), the release job signs the index, and what it published is pulled with `-t auto`
+and run. Metal cells compile to their kernels on Linux. The rest of the module holds the
+same bundles to what the real tools wrote and runs them through clients and stores."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -30,6 +33,7 @@ import yaml
 
 from factory.checkpoints.example import TINY, Shape, write_checkpoint
 from factory.devices.host_cpu import host_flags, level_of
+from tests.support.docker import BASE_IMAGE
 from tests.support.exact_bounds import EXACT, exact_problems
 from tests.support.gpu_check_case import check_gpu_check_prepares_and_runs
 from tests.support.hub import LocalHub
@@ -37,32 +41,30 @@ from tests.support.run import factory
 from tests.support.s3servers import rgw_server
 from tests.support.tiny_rwkv import tiny_checkpoint_files, tiny_rwkv_v5_v6_files
 from tests.support.wheel import TOOLCHAIN, ensure_wheel_wheelhouse, sources_env, wheel_manifest
+from tests.support.workflow_steps import StepRun, run_step, workflow_step
 
 pytestmark = [pytest.mark.mlc, pytest.mark.docker, pytest.mark.hub]
+# One model per generation, by world.yaml's names: the hub serves each as a tiny checkpoint.
+RWKV4, RWKV5, RWKV6, RWKV7 = "rwkv-4-world-3b", "rwkv-5-world-1b5", "rwkv-6-world-1b6", "rwkv-7-world-1b5"
+MODELS = {RWKV4: ("rwkv4", 4), RWKV5: ("rwkv5", 5), RWKV6: ("rwkv6", 6), RWKV7: ("rwkv7", 7)}
 QUANTS = ["q4f16_1", "q4f32_1"]
 TARGETS = ["cpu-x86_64", "cpu-x86_64-v3", "vulkan-x86_64", "cuda-sm90", "webgpu"]
 CPU_TARGETS = {"cpu-x86_64": "x86-64", "cpu-x86_64-v3": "x86-64-v3"}
 # Whether this machine can execute x86-64-v3 code: its bundles are gated only where it can.
 HOST_V3 = level_of(host_flags() or frozenset()) >= 3
-MODELS = {
-    "rwkv-4-world-tiny": ("rwkv4", 4),
-    "rwkv-5-world-tiny": ("rwkv5", 5),
-    "rwkv-6-world-tiny": ("rwkv6", 6),
-    "rwkv-7-world-tiny": ("rwkv7", 7),
-}
-# Cells left out to keep CI inside its time: the v3 CPU target and CUDA q4f32_1 are each
-# proven on RWKV-6 (the LoRA matmuls that once ran on the host) and RWKV-7 (its own kernel)
-# or RWKV-6 alone; every generation keeps both quantizations on the CPU and Vulkan. WebGPU
-# runs q4f32_1 of RWKV-4, RWKV-5 and RWKV-6 in Chromium: SwiftShader has no shader-f16, so
-# a q4f16_1 WebGPU bundle could be built but not gated here.
+# world.yaml's cells the rehearsal leaves out to keep CI inside its time: the v3 CPU target
+# is proven on RWKV-6 (the LoRA matmuls that once ran on the host) and RWKV-7 (its own
+# kernel); every generation keeps both quantizations on the CPU and Vulkan. WebGPU runs
+# q4f32_1 of RWKV-4, RWKV-5 and RWKV-6 in Chromium: SwiftShader has no shader-f16, so a
+# q4f16_1 WebGPU bundle could be built but not gated here. CUDA is sm_90 (what a lent
+# H100/H200 runs; sm_80 and sm_120 differ only in nvcc's arch). world.yaml itself leaves
+# q4f32_1 off CUDA and q0f16 off the CPU and WebGPU; q0f16 is not built here.
 EXCLUDED = [
-    {"model": "rwkv-4-world-tiny", "target": "cpu-x86_64-v3"},
-    {"model": "rwkv-5-world-tiny", "target": "cpu-x86_64-v3"},
+    {"model": RWKV4, "target": "cpu-x86_64-v3"},
+    {"model": RWKV5, "target": "cpu-x86_64-v3"},
     {"quant": "q4f16_1", "target": "webgpu"},
-    {"model": "rwkv-7-world-tiny", "target": "webgpu"},
-    {"model": "rwkv-4-world-tiny", "quant": "q4f32_1", "target": "cuda-sm90"},
-    {"model": "rwkv-5-world-tiny", "quant": "q4f32_1", "target": "cuda-sm90"},
-    {"model": "rwkv-7-world-tiny", "quant": "q4f32_1", "target": "cuda-sm90"},
+    {"model": RWKV7, "target": "webgpu"},
+    {"quant": "q4f32_1", "target": "cuda-sm90"},
 ]
 CELLS = [
     (m, q, t)
@@ -71,6 +73,9 @@ CELLS = [
     for t in TARGETS
     if not any(all(rule.get(k, v) == v for k, v in (("model", m), ("quant", q), ("target", t))) for rule in EXCLUDED)
 ]
+ONLY = " ".join(f"{m}/{q}/{t}" for m, q, t in CELLS)
+REPO = Path(__file__).resolve().parents[2]
+WORLD_BASE = "base_image: debian:bookworm-slim"
 # Per generation: the names of the embedding and head, and the float32 parameter that
 # holds the decay (lossless-float32-params.patch keeps it float32 on disk).
 LAYOUT = {
@@ -89,13 +94,25 @@ SMOKE_SEEN: dict[tuple[str, str, str], tuple[float, float]] = {}
 @dataclass
 class Built:
     root: Path
+    """The checkout the workflow's steps ran in (manifests/world.yaml and its lock, dist/, .factory/)."""
     hub: LocalHub
     manifest: Path
+    store: str
+    """The store the release published to (FACTORY_STORE)."""
+    trust: Path
+    """The public key of the release's signing key."""
     seconds: float
     stdout: str
     stderr: str
     code: int
     steps: list[str]
+    matrix: dict[str, Any]
+    """The plan job's build matrix."""
+    release: StepRun
+
+    @property
+    def work(self) -> Path:
+        return self.root / ".factory"  # factory build's default, which the build step keeps
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Any:
         return factory(*args, env={**self.hub.env(), **sources_env(), **(env or {})}, cwd=self.root, timeout=1800)
@@ -151,36 +168,109 @@ def _write(root: Path, name: str, data: dict[str, Any], hub: LocalHub) -> Path:
     return path
 
 
+def _checkout(root: Path) -> Path:
+    """The repository's tracked files, as a release run checks them out, with the one change
+    this machine needs: there is no registry here, so world.yaml's toolchain starts from the
+    tests' local base image instead of debian:bookworm-slim."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    checkout = root / "checkout"
+    for name in filter(None, listed.decode().split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, checkout / name)
+    world = checkout / "manifests" / "world.yaml"
+    text = world.read_text()
+    assert text.count(WORLD_BASE) == 1, "world.yaml's base image line changed: update the rehearsal"
+    world.write_text(text.replace(WORLD_BASE, f"base_image: {BASE_IMAGE}"))
+    return checkout
+
+
+def _serve_world_models(hub: LocalHub, manifest: Path, image: str, docker_client: Any, scratch: Path) -> None:
+    """Every model of world.yaml (the lock resolves them all) as a tiny checkpoint of its
+    generation under its real repository name; `format: pytorch` repos get a
+    pytorch_model.bin that the toolchain's torch saves, and no safetensors, as RWKV-4's hold."""
+    by_version: dict[tuple[int, str], dict[str, bytes]] = {}
+    for model in yaml.safe_load(manifest.read_text())["models"]:
+        version, weights = int(model["type"][4]), model["hf"].get("format", "safetensors")
+        if (version, weights) not in by_version:
+            files = tiny_checkpoint_files(version)
+            if weights == "pytorch":
+                folder = scratch / f"pytorch-rwkv{version}"
+                folder.mkdir(parents=True)
+                (folder / "model.safetensors").write_bytes(files.pop("model.safetensors"))
+                save = (
+                    "import torch; from safetensors.torch import load_file; "
+                    "torch.save(load_file('/m/model.safetensors'), '/m/pytorch_model.bin')"
+                )
+                docker_client.containers.run(
+                    image, ["python", "-c", save], volumes={str(folder): {"bind": "/m", "mode": "rw"}},
+                    user=f"{os.getuid()}:{os.getgid()}", network_mode="none", remove=True,
+                )  # fmt: skip
+                files["pytorch_model.bin"] = (folder / "pytorch_model.bin").read_bytes()
+            by_version[(version, weights)] = files
+        hub.commit(model["hf"]["repo"], by_version[(version, weights)])
+
+
 @pytest.fixture(scope="module")
 def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     sources = sources_env()
     root = tmp_path_factory.mktemp("mlc")
-    models = []
-    for name, (_, version) in MODELS.items():
-        commit = local_hub.commit(f"factory-tests/{name}", tiny_checkpoint_files(version))
-        models.append({"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit},
-                       "type": f"rwkv{version}-world"})  # fmt: skip
-    data = wheel_manifest(models, QUANTS, TARGETS)
-    data["matrix"] = {"exclude": EXCLUDED}
-    manifest = _write(root, "wheel.yaml", data, local_hub)
+    checkout = _checkout(root)
+    manifest = checkout / "manifests" / "world.yaml"
+    # The images job pushes to a registry; here the toolchain is built offline instead.
     since = time.time()
     image = factory(
         "images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheel_wheelhouse()), "--offline",
-        "--mlc-llm-source", sources["FACTORY_MLC_LLM_SOURCE"], env=sources, cwd=root, timeout=1800,
+        "--mlc-llm-source", sources["FACTORY_MLC_LLM_SOURCE"], env=sources, cwd=checkout, timeout=1800,
     )  # fmt: skip
     assert image.returncode == 0, image.stderr[-4000:]
     print(f"mlc e2e: the wheel toolchain image (with Vulkan and WebGPU) took {time.time() - since:.0f} s")
-    with StepWatch(docker_client, "-world-tiny/") as watch:
+    tag = re.findall(r"factory-toolchain/wheel-tvm0\.26:\w+", image.stdout + image.stderr)
+    assert tag, image.stdout + image.stderr
+    _serve_world_models(local_hub, manifest, tag[0], docker_client, root / "pytorch")
+
+    store = f"file://{root / 'store'}"
+    key = root / "keys" / "release.key"
+    assert factory("keygen", "-o", str(key)).returncode == 0
+    secrets = {"HF_TOKEN": "", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    variables = {"FACTORY_STORE": store, "AWS_ENDPOINT_URL": "", "AWS_REGION": ""}
+    offline = {**local_hub.env(), "FACTORY_LOCAL_IMAGES": "1", "RETRY_PAUSE": "1"}
+
+    # lock.yml: resolve every floating reference (world.yaml's repos on the hub, the base image).
+    locked = run_step(workflow_step("lock.yml", "lock", "factory lock --upgrade"), checkout,
+                      {"secrets": secrets}, offline)  # fmt: skip
+    assert locked.code == 0, locked.stderr[-4000:]
+    # release.yml's plan job: the lock check, then the matrix of the selected cells.
+    plan_contexts = {"inputs": {"only": ONLY}, "vars": variables}
+    checked = run_step(workflow_step("release.yml", "plan", "check the lock"), checkout, plan_contexts, offline)
+    assert checked.code == 0, checked.stdout + checked.stderr
+    planned = run_step(workflow_step("release.yml", "plan", "factory plan --format github"), checkout,
+                       plan_contexts, offline)  # fmt: skip
+    assert planned.code == 0, planned.stderr[-4000:]
+    matrix = json.loads(planned.outputs["matrix"])
+    assert json.loads(planned.outputs["toolchains"]) == [TOOLCHAIN]
+    # The build job, once for every container entry's cells (GitHub runs one job per entry).
+    entries = [e for e in matrix["include"] if e["runner"] == "container"]
+    cells = [c for e in entries for c in e["cells"].split()]
+    assert sorted(cells) == sorted(ONLY.split()), (cells, ONLY)
+    together = {**entries[0], "cells": " ".join(cells), "model": " ".join(e["model"] for e in entries)}
+    build = workflow_step("release.yml", "build", "factory build (")
+    with StepWatch(docker_client, "-world-") as watch:
         since = time.time()
-        # 28 cells since RWKV-4 joined (its WebGPU cell links a .wasm and runs in Chromium).
-        done = factory(
-            "build", "-m", str(manifest), "--work", "work", "--out", "dist", "-j", "2", "--smoke",
-            env=local_hub.env(), cwd=root, timeout=2700,
-        )  # fmt: skip
+        done = run_step(build, checkout, {"matrix": together, "secrets": secrets, "vars": variables}, offline, 2700)
         seconds = time.time() - since
-    steps = watch.steps
-    print(f"mlc e2e: factory build of {len(CELLS)} cells took {seconds:.0f} s")
-    yield Built(root, local_hub, manifest, seconds, done.stdout, done.stderr, done.returncode, steps)
+    print(f"mlc e2e: the release's build step for {len(CELLS)} cells took {seconds:.0f} s")
+    # The release job: release manifest, then the index, both signed with the environment's key.
+    release = run_step(
+        workflow_step("release.yml", "release", "factory release ("),
+        checkout,
+        {"inputs": {"only": ONLY}, "vars": variables,
+         "secrets": {**secrets, "FACTORY_SIGNING_KEY": key.read_text()}},
+        offline,
+    )  # fmt: skip
+    yield Built(checkout, local_hub, manifest, store, key.with_name("release.key.pub"), seconds, done.stdout,
+                done.stderr, done.code, watch.steps, matrix, release)  # fmt: skip
 
 
 def test_build_runs_the_real_tools_once_per_node(built: Built) -> None:
@@ -189,9 +279,52 @@ def test_build_runs_the_real_tools_once_per_node(built: Built) -> None:
     compiles = [s for s in built.steps if s.startswith("compile:") and s.endswith(" compile")]
     runtimes = [s for s in built.steps if s.startswith("compile:") and s.endswith(" web_runtime")]
     assert len(converts) == 2 * len(MODELS) * len(QUANTS)  # convert_weight + gen_config per model x quant
-    assert len(compiles) == len(CELLS) == 28
+    # Only the selected cells: the rest of world.yaml (13 models) was planned, never built.
+    assert {s.split(":", 1)[1].split("/")[0] for s in converts} == set(MODELS)
+    assert len(compiles) == len(CELLS) == 27
     # A WebGPU compile also copies out the JS runtime its .wasm was linked for.
     assert len(runtimes) == len([c for c in CELLS if c[2] == "webgpu"]) == 3
+
+
+def test_the_release_job_publishes_a_signed_index_of_exactly_the_built_cells(built: Built) -> None:
+    """release.yml's release job after the build job: the release manifest and the index,
+    signed with the environment's key, name every cell built and nothing else."""
+    release = built.release
+    assert release.code == 0, release.stdout[-3000:] + release.stderr[-3000:]
+    document = json.loads((built.root / "release" / "release.json").read_text())
+    assert document["schema"] == "factory.release/v1"
+    assert sorted(b["name"] for b in document["bundles"]) == sorted(ONLY.split())
+    signed = json.loads((built.root / "release" / "release.signed.json").read_text())
+    assert signed["schema"] == "factory.signed/v1"
+    index = json.loads((Path(built.store.removeprefix("file://")) / "index.json").read_text())
+    assert index["schema"] == "factory.signed/v1"
+    notes = (built.root / "release-notes.md").read_text()
+    assert all(f"`{cell}`" in notes for cell in ONLY.split()) and notes in release.summary
+    trusted = built.run("verify", built.store, "--trust", str(built.trust), env={"FACTORY_TRUST": ""})
+    assert trusted.returncode == 0, trusted.stderr[-3000:]
+    # The build step's log names each cell's gates.
+    assert "parity passed (KL mean" in built.stdout + built.stderr
+
+
+def test_what_the_release_published_is_pulled_for_this_host_and_runs(built: Built) -> None:
+    """A user's first two commands after a release: `factory pull -t auto` from the store,
+    trusting the release's public key, then `factory run`: the x86-64 CPU bundle of the
+    highest level this CPU has (v3 where it has AVX2, FMA and F16C)."""
+    out = built.root / "pulled-auto"
+    pulled = built.run(
+        "pull", RWKV6, "-q", "q4f16_1", "-t", "auto", "--store", built.store, "--trust", str(built.trust),
+        "--out", str(out), "--cache", str(built.root / "pull-cache"), env={"FACTORY_TRUST": ""},
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    target = "cpu-x86_64-v3" if HOST_V3 else "cpu-x86_64"
+    folder = out / f"{RWKV6}-q4f16_1-{target}"
+    # One bundle folder (beside it only the pull's own lock file, `.NAME.lock`).
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == [folder.name]
+    assert f"factory run {folder}" in pulled.stdout, pulled.stdout
+    ran = built.run("run", str(folder), "--prompt", "Hello, 世界", "--tokens", "4")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    figures = ran.stdout.strip().splitlines()[-1]
+    assert "finite=True" in figures and "logits [65536]" in figures and figures.endswith("passed"), figures
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -283,7 +416,7 @@ def test_bundles_hold_what_the_real_tools_wrote(built: Built, model: str, quant:
                 assert "llvmpipe" in smoke["device"], smoke
                 assert compat["device"] == "vulkan:generic"
                 assert compat["tvm_vulkan"].startswith("c7b458e946bc")  # the wheel's own commit
-                assert any((built.root / "work" / "mesa-shader-cache").rglob("*"))
+                assert any((built.work / "mesa-shader-cache").rglob("*"))
                 SMOKE_SEEN[(model, quant, target)] = (smoke["prefill_tok_s"], smoke["decode_tok_s"])
             elif device == "webgpu":
                 # A WebAssembly module, run by TVM's JS runtime of the same TVM commit in the
@@ -314,11 +447,11 @@ def test_an_unquantized_float32_bundle_matches_the_reference_exactly(built: Buil
     """q0f32 keeps every weight as the checkpoint has it: token by token and through
     prefill, the bundle must be the fp32 reference to float32 rounding. Its CPU compile
     takes 6-7 minutes here (LLVM export), so only RWKV-6 (LoRA and all) on the CPU."""
-    name, version = "rwkv-6-world-tiny", MODELS["rwkv-6-world-tiny"][1]
+    name, version = "rwkv-6-world-tiny", 6
     commit = built.hub.commit(f"factory-tests/{name}", tiny_rwkv_v5_v6_files(version))
     model = {"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit}, "type": f"rwkv{version}-world"}
     manifest = _write(built.root, "q0f32.yaml", wheel_manifest([model], ["q0f32"], ["cpu-x86_64"]), built.hub)
-    done = built.run("build", "-m", str(manifest), "--work", "work", "--out", "dist-q0f32", "--smoke")
+    done = built.run("build", "-m", str(manifest), "--work", str(built.work), "--out", "dist-q0f32", "--smoke")
     assert done.returncode == 0, done.stderr[-4000:]
     parity = json.loads((built.root / "dist-q0f32" / f"{name}-q0f32-cpu-x86_64" / "factory-bundle.json").read_text())[
         "gates"
@@ -334,7 +467,7 @@ def test_the_kernel_check_refuses_the_rwkv6_cuda_library_of_the_unpatched_pipeli
     the pad, rfactor and write-back blocks of RWKV-6's plain `x @ W` matmuls (time_maa_w1,
     time_decay_w1) outside every thread binding. nvcc compiles that library without a word;
     the library gate refuses it, naming the six functions (the patched build above passes)."""
-    name, version = "rwkv-6-world-tiny", MODELS["rwkv-6-world-tiny"][1]
+    name, version = "rwkv-6-world-tiny", 6
     commit = built.hub.commit(f"factory-tests/{name}", tiny_rwkv_v5_v6_files(version))
     model = {"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit}, "type": f"rwkv{version}-world"}
     data = wheel_manifest([model], ["q4f32_1"], ["cuda-sm80"], name="unbound")
@@ -349,7 +482,7 @@ def test_the_kernel_check_refuses_the_rwkv6_cuda_library_of_the_unpatched_pipeli
         "images", "build", "-m", str(manifest), "--wheelhouse", str(ensure_wheel_wheelhouse()), "--offline"
     )
     assert image.returncode == 0, image.stderr[-4000:]
-    done = built.run("build", "-m", str(manifest), "--work", "work", "--out", "dist-unbound")
+    done = built.run("build", "-m", str(manifest), "--work", str(built.work), "--out", "dist-unbound")
     assert done.returncode == 4, done.stderr[-4000:]
     assert "rejected by the library gate" in done.stderr
     refused = re.findall(r"(\S+) \(cuda\): blocks outside any thread binding: (.*?); host code touches", done.stderr)
@@ -367,19 +500,16 @@ def test_metal_cells_compile_to_their_kernels_on_linux(built: Built) -> None:
     arm64 Mach-O host code, through the kernel check, and keeps the MSL."""
     import tarfile
 
-    data = yaml.safe_load(built.manifest.read_text())
-    data["toolchains"][TOOLCHAIN]["build"]["metal"] = True
-    data["targets"]["metal-arm64"] = {"device": "metal:generic", "runner": "host", "os": "macos", "arch": "arm64"}
-    manifest = _write(built.root, "metal.yaml", data, built.hub)
+    # world.yaml's own Metal cells of the rehearsal's models (a release gives them to macOS runners).
     only = [arg for model in sorted(MODELS) for arg in ("--only", f"{model}/q4f16_1/metal-arm64")]
     since = time.time()
-    done = built.run("kernels", "-m", str(manifest), "--work", "work", *only)
+    done = built.run("kernels", "-m", str(built.manifest), "--work", str(built.work), *only)
     print(f"mlc e2e: factory kernels of {len(MODELS)} Metal cells took {time.time() - since:.0f} s")
     assert done.returncode == 0, done.stderr[-4000:] + done.stdout
     lines = done.stdout.splitlines()
     assert len(lines) == len(MODELS) and all(": kernels passed (" in line for line in lines), lines
     for model in sorted(MODELS):
-        folder = built.root / "work" / "kernels" / f"{model}--q4f16_1--metal-arm64"
+        folder = built.work / "kernels" / f"{model}--q4f16_1--metal-arm64"
         report = json.loads((folder / "kernel-check.json").read_text())
         assert report["checked"] and report["failures"] == [], report
         msl = (folder / "kernels.metal").read_text()
@@ -388,7 +518,7 @@ def test_metal_cells_compile_to_their_kernels_on_linux(built: Built) -> None:
         with tarfile.open(folder / f"{model}-q4f16_1-metal-arm64.tar") as archive:
             objects = {m.name: archive.extractfile(m).read()[:4] for m in archive if m.isfile()}  # type: ignore[union-attr]
         assert objects and all(magic == b"\xcf\xfa\xed\xfe" for magic in objects.values()), objects  # Mach-O 64
-    assert not (built.root / "dist" / "rwkv-7-world-tiny-q4f16_1-metal-arm64").exists()  # never a bundle
+    assert not (built.root / "dist" / f"{RWKV7}-q4f16_1-metal-arm64").exists()  # never a bundle
 
 
 def test_an_rwkv4_checkpoint_that_overflows_in_fp16_runs_with_its_first_layer_in_float32(built: Built) -> None:
@@ -408,7 +538,7 @@ def test_an_rwkv4_checkpoint_that_overflows_in_fp16_runs_with_its_first_layer_in
     model: dict[str, Any] = {"name": name, "hf": {"repo": f"factory-tests/{name}", "revision": commit},
                              "type": "rwkv4-world"}  # fmt: skip
     plain = _write(built.root, "rwkv4-fp16.yaml", wheel_manifest([model], ["q4f16_1"], targets), built.hub)
-    done = built.run("build", "-m", str(plain), "--work", "work", "--out", "dist-rwkv4-fp16", "--smoke")
+    done = built.run("build", "-m", str(plain), "--work", str(built.work), "--out", "dist-rwkv4-fp16", "--smoke")
     assert done.returncode == 4, done.stderr[-3000:]
     for target in targets:
         refusal = f"bundle:{name}/q4f16_1/{target}: rejected by the smoke, parity gate(s)"
@@ -421,7 +551,7 @@ def test_an_rwkv4_checkpoint_that_overflows_in_fp16_runs_with_its_first_layer_in
 
     model["overrides"] = {"float32_layers": 1}
     kept = _write(built.root, "rwkv4-fp32-layer.yaml", wheel_manifest([model], ["q4f16_1"], targets), built.hub)
-    done = built.run("build", "-m", str(kept), "--work", "work", "--out", "dist-rwkv4-fp32-layer", "--smoke")
+    done = built.run("build", "-m", str(kept), "--work", str(built.work), "--out", "dist-rwkv4-fp32-layer", "--smoke")
     assert done.returncode == 0, done.stderr[-4000:]
     for target in targets:
         bundle = built.root / "dist-rwkv4-fp32-layer" / f"{name}-q4f16_1-{target}"
@@ -447,15 +577,15 @@ def test_a_cpu_bundle_runs_again_after_publish_and_pull_through_rgw(built: Built
     server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
     store = f"s3://{bucket}/rwkv"
     env = server.env()
-    bundle = built.bundle("rwkv-6-world-tiny", "q4f16_1", "cpu-x86_64")
+    bundle = built.bundle(RWKV6, "q4f16_1", "cpu-x86_64")
     published = built.run("publish", str(bundle), "--store", store, env=env)
     assert published.returncode == 0, published.stderr
     pulled = built.run(
-        "pull", "rwkv-6-world-tiny", "-q", "q4f16_1", "-t", "cpu-x86_64", "--store", store,
+        "pull", RWKV6, "-q", "q4f16_1", "-t", "cpu-x86_64", "--store", store,
         "--out", str(built.root / "models"), "--cache", str(built.root / "cache"), env=env,
     )  # fmt: skip
     assert pulled.returncode == 0, pulled.stderr
-    folder = built.root / "models" / "rwkv-6-world-tiny-q4f16_1-cpu-x86_64"
+    folder = built.root / "models" / f"{RWKV6}-q4f16_1-cpu-x86_64"
     assert f"factory run {folder}" in pulled.stdout
     assert built.run("verify", str(folder)).returncode == 0
     for where in ((), ("--on-host",)):
@@ -473,10 +603,10 @@ def test_mlc_llms_own_resolution_finds_a_pull_offline_and_export_has_what_client
     """`factory pull --mlc-cache` lays a bundle out where mlc-llm's HF:// resolution looks
     first; mlc-llm's own code (in the toolchain image, with no network) finds it there.
     `--runtime` refuses, before any download, a bundle built for another mlc-llm."""
-    bundle = built.bundle("rwkv-6-world-tiny", "q4f16_1", "vulkan-x86_64")
+    bundle = built.bundle(RWKV6, "q4f16_1", "vulkan-x86_64")
     store = f"file://{built.root / 'mlc-cache-store'}"
     assert built.run("publish", str(bundle), "--store", store).returncode == 0
-    pull = ("pull", "rwkv-6-world-tiny", "-q", "q4f16_1", "-t", "vulkan-x86_64", "--store", store)
+    pull = ("pull", RWKV6, "-q", "q4f16_1", "-t", "vulkan-x86_64", "--store", store)
     refused = built.run(*pull, "--out", str(built.root / "refused"), "--runtime", "mlc-llm=bb586e51")
     assert refused.returncode == 2 and "does not fit the runtime you named" in refused.stderr
     assert "it loads with mlc-llm 79d603f0" in refused.stderr and "Vulkan runtime built from apache/tvm c7b458e9" in (
@@ -492,7 +622,7 @@ def test_mlc_llms_own_resolution_finds_a_pull_offline_and_export_has_what_client
     assert pulled.returncode == 0, pulled.stderr
     assert f"MLC_LLM_READONLY_WEIGHT_CACHE={cache} mlc_llm chat HF://factory-tests/rwkv6-MLC" in pulled.stdout
     repo = cache / "hf" / "factory-tests" / "rwkv6-MLC"
-    assert (cache / "libs" / "rwkv-6-world-tiny" / "rwkv-6-world-tiny-q4f16_1-vulkan-x86_64.so").is_file()
+    assert (cache / "libs" / RWKV6 / f"{RWKV6}-q4f16_1-vulkan-x86_64.so").is_file()
     config = json.loads((repo / "mlc-chat-config.json").read_text())
     index = json.loads((repo / "tensor-cache.json").read_text())
     # Every file a client fetches: the config, the index, each shard it names, each tokenizer file.
@@ -522,7 +652,7 @@ def test_mlc_llms_own_resolution_finds_a_pull_offline_and_export_has_what_client
 
 
 def test_factory_run_runs_a_vulkan_bundle_in_its_toolchain_on_lavapipe(built: Built) -> None:
-    bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "vulkan-x86_64")
+    bundle = built.bundle(RWKV6, "q4f32_1", "vulkan-x86_64")
     ran = built.run("run", str(bundle), "--prompt", "Hello, 世界", "--tokens", "4")
     assert ran.returncode == 0, ran.stderr[-3000:]
     figures = ran.stdout.strip().splitlines()[-1]
@@ -534,9 +664,9 @@ def test_factory_run_runs_a_vulkan_bundle_in_its_toolchain_on_lavapipe(built: Bu
 
 def test_the_prepared_gpu_check_carries_the_bundles_and_runs_the_vulkan_ones(built: Built) -> None:
     """bench/gpu_check.py, the script a lent GPU machine runs: everything it does without a GPU."""
-    bundle = built.bundle("rwkv-5-world-tiny", "q4f32_1", "vulkan-x86_64")
+    bundle = built.bundle(RWKV5, "q4f32_1", "vulkan-x86_64")
     image = json.loads((bundle / "factory-bundle.json").read_text())["provenance"]["image"]
-    check_gpu_check_prepares_and_runs(built.root, built.root / "dist", built.root / "work", image)
+    check_gpu_check_prepares_and_runs(built.root, built.root / "dist", built.work, image)
 
 
 def test_build_summary_and_figures_are_reported(built: Built) -> None:
@@ -619,9 +749,9 @@ def _plan_keys(built: Built, cell: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("model", "layer0", "layer1"),
     [
-        ("rwkv-4-world-tiny", "model.blocks.0.attention.output", "model.blocks.1.attention.output"),
-        ("rwkv-5-world-tiny", "model.blocks.0.attention.output", "model.blocks.1.attention.output"),
-        ("rwkv-7-world-tiny", "model.layers.0.attn.o_proj", "model.layers.1.attn.o_proj"),
+        (RWKV4, "model.blocks.0.attention.output", "model.blocks.1.attention.output"),
+        (RWKV5, "model.blocks.0.attention.output", "model.blocks.1.attention.output"),
+        (RWKV7, "model.layers.0.attn.o_proj", "model.layers.1.attn.o_proj"),
     ],
 )
 def test_a_bundle_with_two_layers_swapped_is_refused_by_the_parity_gate(
@@ -633,12 +763,14 @@ def test_a_bundle_with_two_layers_swapped_is_refused_by_the_parity_gate(
 
     cell = f"{model}/q4f32_1/cpu-x86_64"
     keys = _plan_keys(built, cell)
-    converted = built.root / "work" / "nodes" / "convert" / keys["convert"]
+    converted = built.work / "nodes" / "convert" / keys["convert"]
     for part in ("q_weight", "q_scale"):
         swap_tensors(converted, f"{layer0}.{part}", f"{layer1}.{part}")
-    shutil.rmtree(built.root / "work" / "nodes" / "bundle" / keys["bundle"])
+    shutil.rmtree(built.work / "nodes" / "bundle" / keys["bundle"])
     out = built.root / f"dist-broken-{model}"
-    done = built.run("build", "-m", str(built.manifest), "--work", "work", "--out", str(out), "--smoke", "--only", cell)
+    done = built.run(
+        "build", "-m", str(built.manifest), "--work", str(built.work), "--out", str(out), "--smoke", "--only", cell
+    )  # fmt: skip
     assert done.returncode == 4, done.stderr[-3000:]
     assert "rejected by the parity gate" in done.stderr
     assert "mean KL" in done.stderr and "first diverging position: 0 of 24" in done.stderr
@@ -672,7 +804,7 @@ def test_the_reference_conversion_matches_the_reference_on_the_original_layout(
     reference package loads directly (tests/support/reference_roundtrip.py)."""
     work = built.root / "roundtrip"
     work.mkdir()
-    image = built.bundle("rwkv-5-world-tiny", "q4f16_1", "cpu-x86_64")
+    image = built.bundle(RWKV5, "q4f16_1", "cpu-x86_64")
     report = _support_script(docker_client, image, work, "ROUNDTRIP ", ["reference_roundtrip.py", "/factory", "/w"])
     assert report["v4"] == {"max_abs_diff": 0.0, "version": 4}
     assert report["v5"] == {"max_abs_diff": 0.0, "version": 5.2}
@@ -695,7 +827,7 @@ def test_the_parity_reference_holds_the_float32_weights_once(built: Built, docke
         fp32[name] = 2 * sum(f.stat().st_size for f in files if f.suffix == ".safetensors")
     (work / "tokens.json").write_text(json.dumps([3, 17, 250, 9, 77, 400, 1, 33]))
     argv = ["reference_memory.py", "/factory", "/w/tokens.json", "/w", "/w/tiny", "/w/medium"]
-    image = built.bundle("rwkv-6-world-tiny", "q4f32_1", "cpu-x86_64")
+    image = built.bundle(RWKV6, "q4f32_1", "cpu-x86_64")
     peaks = _support_script(docker_client, image, work, "PEAK ", argv)
     growth = peaks["/w/medium"] - peaks["/w/tiny"]
     weights = fp32["medium"] - fp32["tiny"]
@@ -712,7 +844,7 @@ def test_a_wasm_the_browser_cannot_load_fails_the_browser_run_with_the_pages_err
 ) -> None:
     """The browser gate's failure path, for real: a truncated .wasm in the image's Chromium
     must end the run at once with the page's own error, not wait for the timeout."""
-    bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")
+    bundle = built.bundle(RWKV6, "q4f32_1", "webgpu")
     image = json.loads((bundle / "factory-bundle.json").read_text())["provenance"]["image"]
     work = built.root / "broken-wasm"
     work.mkdir()
@@ -742,7 +874,7 @@ def test_a_wasm_the_browser_cannot_load_fails_the_browser_run_with_the_pages_err
     assert time.time() - started < 300, "the failure waited for the timeout instead of the page's error"
 
 
-REPO_ID = "factory/rwkv-6-world-tiny-q4f32_1-MLC"
+REPO_ID = f"factory/{RWKV6}-q4f32_1-MLC"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
                 "--disable-background-networking", "--disable-component-update", "--no-first-run"]  # fmt: skip
 
@@ -801,10 +933,10 @@ def test_the_catalogs_run_page_runs_a_webgpu_bundle_in_the_visitors_browser(buil
     from factory.cells.gating import SMOKE_PROMPT, SMOKE_TOKENS
     from factory.tokenizer.rwkv_world import reference_encoder
 
-    bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")
+    bundle = built.bundle(RWKV6, "q4f32_1", "webgpu")
     manifest = json.loads((bundle / "factory-bundle.json").read_text())
     runtime = [f for f in manifest["files"] if f["role"] == "web-runtime"]
-    assert [f["path"] for f in runtime] == ["rwkv-6-world-tiny-q4f32_1-webgpu.tvmjs.js"]
+    assert [f["path"] for f in runtime] == [f"{RWKV6}-q4f32_1-webgpu.tvmjs.js"]
     smoke = manifest["gates"]["smoke"]
     assert smoke["status"] == "passed" and len(smoke["generated_tokens"]) == SMOKE_TOKENS
 
@@ -862,7 +994,7 @@ def test_webllm_loads_a_webgpu_bundle_with_its_model_record_and_checks_its_integ
     from factory.store.bundle_folder import read_manifest
     from tests.support.webllm import webllm_script
 
-    bundle = built.bundle("rwkv-6-world-tiny", "q4f32_1", "webgpu")
+    bundle = built.bundle(RWKV6, "q4f32_1", "webgpu")
     site = built.root / "webllm-site"
     site.mkdir()
     shutil.copyfile(webllm_script(), site / "webllm.js")

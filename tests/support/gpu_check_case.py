@@ -31,7 +31,7 @@ LIMIT = 64 << 20
 MOUNT = "/gpu-check"
 QUANT = "q4f16_1"
 SPEED_MODEL = "rwkv-4-world-7b"
-SPEED_BUNDLE = "rwkv-4-world-tiny-q4f16_1-vulkan-x86_64"
+SPEED_BUNDLE = "rwkv-4-world-3b-q4f16_1-vulkan-x86_64"  # the mlc module's RWKV-4 (tiny, by world.yaml's name)
 # RWKV-4 World 7B's quantized matrices: embedding and head (65536 x 4096), and per layer the
 # time mix's key, value, receptance and output and the channel mix's receptance (4096 x 4096)
 # and its key and value (16384 x 4096): 4 bits a weight in uint32, a float16 scale per 32.

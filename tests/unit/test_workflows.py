@@ -248,3 +248,46 @@ def test_retry_returns_the_last_exit_status_and_stops_at_the_first_success(tmp_p
         ["bash", str(retry), "3", "sh", "-c", flaky], capture_output=True, text=True, env=env, check=False
     )
     assert passing.returncode == 0 and counter.read_text().count("x") == 2
+
+
+@pytest.mark.parametrize(("job", "step_name"), [("plan", "factory plan"), ("release", "factory release (")])
+def test_only_takes_several_globs_and_never_expands_them_against_files(
+    tmp_path: Path, job: str, step_name: str
+) -> None:
+    """`only` (a dispatch input) holds cell globs separated by spaces; each becomes one
+    --only, passed as written even where a `*` would match files in the checkout."""
+    workflow = _release()
+    step = next(s for s in workflow["jobs"][job]["steps"] if str(s.get("name", "")).startswith(step_name))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # Prints its arguments one per line (and a matrix line for the plan step's jq).
+    (fake / "factory").write_text('#!/bin/sh\nfor a in "$@"; do echo "ARG $a" >&2; done\necho \'{"include": []}\'\n')
+    (fake / "factory").chmod(0o755)
+    (tmp_path / "rwkv-6-world-1b6").mkdir()  # what an unquoted `rwkv-*` would expand to
+    (tmp_path / "release-notes.md").write_text("notes\n")  # what `factory release --notes` writes
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"].replace("bash .github/scripts/retry.sh 3 ", ""))
+    env = {
+        "PATH": f"{fake}:{os.environ['PATH']}",
+        "ONLY": "rwkv-*  rwkv-7-world-1b5/q4f32_1/cpu-*",
+        "MANIFEST": "manifests/world.yaml",
+        "FACTORY_STORE": "s3://bucket/rwkv",
+        "FACTORY_SIGNING_KEY": "key",
+        "GITHUB_OUTPUT": str(tmp_path / "output"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+    }
+    done = subprocess.run(
+        [*_shell_of(workflow, workflow["jobs"][job], step), str(script)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    args = [line[4:] for line in done.stderr.splitlines() if line.startswith("ARG ")]
+    only = [args[i + 1] for i, a in enumerate(args) if a == "--only"]
+    assert only == ["rwkv-*", "rwkv-7-world-1b5/q4f32_1/cpu-*"], args
+
+    env["ONLY"] = ""
+    every = subprocess.run(
+        [*_shell_of(workflow, workflow["jobs"][job], step), str(script)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
+    )  # fmt: skip
+    assert every.returncode == 0 and "ARG --only" not in every.stderr, every.stderr
