@@ -106,8 +106,6 @@ class Built:
     stderr: str
     code: int
     steps: list[str]
-    matrix: dict[str, Any]
-    """The plan job's build matrix."""
     release: StepRun
 
     @property
@@ -270,7 +268,7 @@ def built(local_hub: LocalHub, docker_client: Any, tmp_path_factory: pytest.Temp
         offline,
     )  # fmt: skip
     yield Built(checkout, local_hub, manifest, store, key.with_name("release.key.pub"), seconds, done.stdout,
-                done.stderr, done.code, watch.steps, matrix, release)  # fmt: skip
+                done.stderr, done.code, watch.steps, release)  # fmt: skip
 
 
 def test_build_runs_the_real_tools_once_per_node(built: Built) -> None:

@@ -20,7 +20,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
-EXPRESSION = re.compile(r"^\$\{\{\s*(\w+)\.(\w+)(?:\s*\|\|\s*(\w+)\.(\w+))?\s*\}\}$")
+EXPRESSION = re.compile(r"^\$\{\{\s*(\w+)\.(\w+)\s*\}\}$")
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ def workflow_step(workflow: str, job: str, name: str) -> Step:
 
 
 def resolve_env(step: Step, contexts: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """The step's environment with each `${{ context.key }}` (or `a.b || c.d`) replaced from
-    `contexts`; a missing context value is the empty string only where GitHub gives one
-    (`secrets`, `vars`), and must be listed there by the caller even so."""
+    """The step's environment with each `${{ context.key }}` replaced from `contexts`. An
+    unset secret or variable is the empty string on GitHub; here the caller says so by
+    giving "", so every name the step reads is a deliberate choice."""
     resolved: dict[str, str] = {}
     for name, value in step.env:
         if "${{" not in value:
@@ -68,12 +68,9 @@ def resolve_env(step: Step, contexts: Mapping[str, Mapping[str, str]]) -> dict[s
             continue
         match = EXPRESSION.match(value.strip())
         assert match, f"{step.workflow}: {step.name}: {name}: an expression this runner cannot evaluate: {value}"
-        choices = [(match.group(1), match.group(2))]
-        if match.group(3):
-            choices.append((match.group(3), match.group(4)))
-        for context, key in choices:
-            assert key in contexts.get(context, {}), f"{step.workflow}: {step.name}: no value given for {context}.{key}"
-        resolved[name] = next((contexts[c][k] for c, k in choices if contexts[c][k]), "")
+        context, key = match.groups()
+        assert key in contexts.get(context, {}), f"{step.workflow}: {step.name}: no value given for {context}.{key}"
+        resolved[name] = contexts[context][key]
     return resolved
 
 
