@@ -26,18 +26,24 @@ cflags=(-O3 -std=c++17 -Wno-ignored-attributes -I"${tvm}" -I"${tvm}/include" -I"
 objects="${out}/tvm/web/dist/wasm"
 mkdir -p "${objects}" "${mlc}/web/dist/wasm"
 # One emcc per object, in parallel: wasm_runtime.cc (all of TVM's runtime) takes minutes.
+# Compiled to wasm objects under the .bc names TVM and mlc-llm look up, not to LLVM bitcode:
+# with bitcode every model's link ran code generation for the whole runtime again (LTO),
+# 101 s of a link that now takes 49 s.
 for name in wasm_runtime tvmjs_support webgpu_runtime; do
   echo "-o ${objects}/${name}.bc ${tvm}/web/emcc/${name}.cc"
 done > "${work}/jobs"
 echo "-o ${mlc}/web/dist/wasm/mlc_wasm_runtime.bc ${mlc}/web/emcc/mlc_wasm_runtime.cc" >> "${work}/jobs"
-xargs -P "$(nproc)" -n 3 emcc "${cflags[@]}" -emit-llvm -c < "${work}/jobs"
+xargs -P "$(nproc)" -n 3 emcc "${cflags[@]}" -c < "${work}/jobs"
 
 # The JS runtime: emscripten's glue for the three objects (the link's .wasm is not used: each
 # model's .wasm carries the runtime), made an ES module by TVM's decorate_as_wasi.py, then
 # TVM's TypeScript bundled by esbuild into one script. Upstream bundles with rollup from npm;
 # esbuild is in Debian, and the page the gate runs gets the same logits with either.
+# The link runs at -O1, not the Makefile's -O3: with ASYNCIFY, -O3 spent 6.5 minutes in
+# wasm-opt on the .wasm nobody uses, against 21 s. The glue keeps the same imports and
+# Asyncify code; -O1 only skips the JS minifier's dead-code pass (unused helpers stay in).
 cp -r "${tvm}/web" "${work}/web"
-emcc "${cflags[@]}" -o "${work}/web/tvmjs_runtime.js" "${objects}"/{wasm_runtime,tvmjs_support,webgpu_runtime}.bc \
+emcc "${cflags[@]}" -O1 -o "${work}/web/tvmjs_runtime.js" "${objects}"/{wasm_runtime,tvmjs_support,webgpu_runtime}.bc \
   --no-entry -s WASM_BIGINT=1 -s ALLOW_MEMORY_GROWTH=1 -s STANDALONE_WASM=1 -s ERROR_ON_UNDEFINED_SYMBOLS=0 \
   --pre-js "${tvm}/web/emcc/preload.js" -s ASYNCIFY=1
 python3 "${tvm}/web/emcc/decorate_as_wasi.py" "${work}/web/tvmjs_runtime.js" "${work}/web/src/tvmjs_runtime_wasi.js" es
